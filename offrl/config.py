@@ -1,0 +1,227 @@
+"""Typed run configuration with RLlib's key names.
+
+Every key is a dataclass field made with :func:`opt`, which carries its help
+text and the rule its value must follow. :func:`from_dict` builds a config
+from the user's JSON object, rejecting unknown keys (with the closest valid
+key as a suggestion) and values of the wrong type or range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from offrl.errors import ConfigError
+
+C = TypeVar("C", bound="CommonConfig")
+
+_TYPE_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
+
+# Aliases accepted for RLlib users; the canonical key is what params.json records.
+ALIASES = {"sample_batch_size": "rollout_fragment_length"}
+
+
+def opt(
+    default: Any,
+    help: str,
+    *,
+    types: tuple[type, ...],
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+) -> Any:
+    """A config field: default, help text and the rule a value must follow."""
+    meta = {"help": help, "types": types, "ge": ge, "gt": gt, "le": le, "lt": lt}
+    meta["choices"] = choices
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: json.loads(json.dumps(default)), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in types
+    if isinstance(value, int) and float in types:
+        return True
+    return isinstance(value, types)
+
+
+def _allowed_text(meta: Mapping[str, Any]) -> str:
+    parts = [" or ".join(_TYPE_NAMES.get(t, t.__name__) for t in meta["types"])]
+    for key, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+        if meta[key] is not None:
+            parts.append(f"{sym} {meta[key]:g}")
+    if meta["choices"]:
+        parts = ["one of " + ", ".join(json.dumps(c) for c in meta["choices"])]
+    return " ".join(parts)
+
+
+def check_value(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    """Raise ConfigError naming key, value and what is allowed when ``value`` breaks the rule."""
+    bad = not _type_ok(value, meta["types"])
+    if not bad and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            bad = True
+        for k, ok in (
+            ("gt", lambda b: value > b),
+            ("ge", lambda b: value >= b),
+            ("lt", lambda b: value < b),
+            ("le", lambda b: value <= b),
+        ):
+            if meta[k] is not None and not ok(meta[k]):
+                bad = True
+    if not bad and meta["choices"] and value not in meta["choices"]:
+        bad = True
+    if bad:
+        raise ConfigError(
+            f"config key {key!r}: invalid value {json.dumps(value)}; "
+            f"allowed: {_allowed_text(meta)}"
+        )
+
+
+def suggest(word: str, candidates: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclass
+class CommonConfig:
+    """Keys every algorithm understands (PRODUCT.md, "Config keys")."""
+
+    # -- sampling -----------------------------------------------------------
+    num_workers: int = opt(0, "parallel rollout worker processes (0: sample in the learner)",
+                           types=(int,), ge=0)
+    num_envs_per_worker: int = opt(1, "environments each worker steps as one vector",
+                                   types=(int,), ge=1)
+    rollout_fragment_length: int = opt(
+        200, "env steps per env in one sampled fragment (alias: sample_batch_size)",
+        types=(int,), ge=1)
+    gamma: float = opt(0.99, "discount factor", types=(float,), ge=0.0, le=1.0)
+    lr: float = opt(4e-4, "learning rate", types=(float,), gt=0.0)
+    train_batch_size: int = opt(200, "rows per learner update", types=(int,), ge=1)
+    seed: int | None = opt(None, "seed for envs, exploration and network init (--seed)",
+                           types=(int, type(None)), ge=0)
+    model: dict = opt({"fcnet_hiddens": [256, 256], "fcnet_activation": "tanh"},
+                      "network: fcnet_hiddens (list of widths), fcnet_activation "
+                      "(tanh, relu, elu, linear)", types=(dict,))
+    evaluation_interval: int | None = opt(
+        None, "every N iterations, run evaluation_num_episodes greedy episodes in the env",
+        types=(int, type(None)), ge=1)
+    evaluation_num_episodes: int = opt(10, "episodes per evaluation", types=(int,), ge=1)
+    horizon: int | None = opt(None, "cut episodes after this many steps (truncation)",
+                              types=(int, type(None)), ge=1)
+    num_threads: int = opt(1, "torch CPU threads of the learner", types=(int,), ge=1)
+    # -- input / output -------------------------------------------------------
+    input: Any = opt("sampler", "'sampler', a path/dir/glob/URI or list of them, a dict "
+                     "{source: probability}, or 'module:Class' (an InputReader)",
+                     types=(str, list, dict))
+    input_config: dict = opt({}, "keyword arguments for a 'module:Class' input reader",
+                             types=(dict,))
+    input_evaluation: list = opt([], "off-policy estimators: simulation, is, wis, dm, dr",
+                                 types=(list,))
+    postprocess_inputs: bool = opt(False, "run the learner's post-processing on offline batches",
+                                   types=(bool,))
+    shuffle_buffer_size: int = opt(0, "shuffle input through a buffer of this many batches",
+                                   types=(int,), ge=0)
+    output: str | None = opt(None, "null, 'logdir', a path or URI, or 'module:Class' "
+                             "(an OutputWriter)", types=(str, type(None)))
+    output_config: dict = opt({}, "keyword arguments for a 'module:Class' output writer",
+                              types=(dict,))
+    output_compress_columns: list = opt(["obs", "new_obs"],
+                                        "columns stored compressed ([] for plain lists)",
+                                        types=(list,))
+    output_max_file_size: int = opt(64 * 1024 * 1024, "bytes after which a new file starts",
+                                    types=(int,), ge=1)
+    output_codec: str = opt("offrl", "compressed-column codec: 'offrl' (npy, no pickle) or "
+                            "'rllib' (pickle, readable by RLlib)", types=(str,),
+                            choices=("offrl", "rllib"))
+    output_multi_agent: bool = opt(False, "write records as MultiAgentBatch/default_policy "
+                                   "(RLlib 2.x style)", types=(bool,))
+    recreate_failed_workers: bool = opt(False, "restart a rollout worker that died",
+                                        types=(bool,))
+    framework: str = opt("torch", "execution backend: 'torch' (local) or 'ray'", types=(str,),
+                         choices=("torch", "ray"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def field_meta(cls: type[CommonConfig]) -> dict[str, Mapping[str, Any]]:
+    """``key -> metadata`` for every config key of ``cls``."""
+    return {f.name: f.metadata for f in dataclasses.fields(cls)}
+
+
+def from_dict(cls: type[C], data: Mapping[str, Any], *, algo: str = "") -> C:
+    """Build ``cls`` from a user dict: unknown keys and bad values raise ConfigError."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config must be a JSON object, got {json.dumps(data)}")
+    metas = field_meta(cls)
+    values: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = ALIASES.get(raw_key, raw_key)
+        if key not in metas:
+            who = f" for {algo}" if algo else ""
+            raise ConfigError(
+                f"unknown config key {raw_key!r}{who}{suggest(raw_key, sorted(metas))}; "
+                "see `offrl train --help-config` for every key"
+            )
+        check_value(key, value, metas[key])
+        values[key] = value
+    cfg = cls(**values)
+    _check_model(cfg.model)
+    _check_columns(cfg.output_compress_columns)
+    return cfg
+
+
+_ACTIVATIONS = ("tanh", "relu", "elu", "linear", "swish", "silu")
+
+
+def _check_model(model: Mapping[str, Any]) -> None:
+    allowed = {"fcnet_hiddens", "fcnet_activation"}
+    for key in model:
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown config key 'model.{key}'{suggest(key, sorted(allowed))}"
+            )
+    hiddens = model.get("fcnet_hiddens", [256, 256])
+    if not isinstance(hiddens, list) or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hiddens
+    ):
+        raise ConfigError(
+            f"config key 'model.fcnet_hiddens': invalid value {json.dumps(hiddens)}; "
+            "allowed: a list of positive integers"
+        )
+    act = model.get("fcnet_activation", "tanh")
+    if act not in _ACTIVATIONS:
+        raise ConfigError(
+            f"config key 'model.fcnet_activation': invalid value {json.dumps(act)}; "
+            f"allowed: one of {', '.join(_ACTIVATIONS)}"
+        )
+
+
+def _check_columns(columns: list[Any]) -> None:
+    from offrl.batch import KNOWN_COLUMNS
+
+    for col in columns:
+        if not isinstance(col, str) or col not in KNOWN_COLUMNS:
+            raise ConfigError(
+                f"config key 'output_compress_columns': unknown column {json.dumps(col)}"
+                f"{suggest(str(col), sorted(KNOWN_COLUMNS))}; allowed: "
+                + ", ".join(sorted(KNOWN_COLUMNS))
+            )
