@@ -1,0 +1,146 @@
+"""The run directory: params.json, result.json, progress.csv, checkpoints.
+
+Layout (RLlib's): ``<local-dir>/<name>/<RUN>_<env>_<timestamp>[_<k>]/`` holding
+``params.json`` (resolved config), ``result.json`` (one JSON object per
+iteration), ``progress.csv`` (header grows when new keys appear), TensorBoard
+event files and ``checkpoint_<iter>/state.pt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from offrl.errors import ConfigError, OffrlRuntimeError
+
+CHECKPOINT_FILE = "state.pt"
+CHECKPOINT_FORMAT = 1
+
+
+def default_local_dir() -> Path:
+    """``$OFFRL_RESULTS_DIR`` or ``~/offrl_results``."""
+    return Path(os.environ.get("OFFRL_RESULTS_DIR", "~/offrl_results")).expanduser()
+
+
+def _safe(part: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", part)
+
+
+def make_run_dir(local_dir: Path, name: str, run: str, env: str, now: float | None = None) -> Path:
+    """Create a new, unique run directory (``_1``, ``_2``... when the name is taken)."""
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(now))
+    parent = Path(local_dir).expanduser() / _safe(name)
+    base = f"{_safe(run)}_{_safe(env)}_{stamp}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for k in range(10_000):
+            path = parent / (base if k == 0 else f"{base}_{k}")
+            try:
+                path.mkdir()  # atomic: a second run in the same second gets the next suffix
+                return path
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise OffrlRuntimeError(
+            f"cannot create the results directory under {parent}: {e.strerror}; "
+            "choose another --local-dir"
+        ) from None
+    raise OffrlRuntimeError(f"too many runs named {base} in {parent}")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return _jsonable(value.item())
+    return value
+
+
+def clean_result(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A result with numpy scalars made plain and NaN/inf made null (valid JSON)."""
+    return {k: _jsonable(v) for k, v in result.items()}
+
+
+class ResultLogger:
+    """Appends each iteration's result to result.json and progress.csv (a context manager)."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self._json = open(logdir / "result.json", "a", encoding="utf-8")  # noqa: SIM115
+        self._header: list[str] = []
+        self._rows: list[dict[str, Any]] = []
+
+    def write_params(self, params: Mapping[str, Any]) -> None:
+        with open(self.logdir / "params.json", "x", encoding="utf-8") as f:
+            json.dump(params, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    def log(self, result: Mapping[str, Any]) -> None:
+        row = clean_result(result)
+        self._json.write(json.dumps(row) + "\n")
+        self._json.flush()
+        self._rows.append(row)
+        new_keys = [k for k in row if k not in self._header]
+        if new_keys or not self._header:
+            self._header += new_keys
+            self._rewrite_csv()
+        else:
+            with open(self.logdir / "progress.csv", "a", newline="", encoding="utf-8") as f:
+                csv.DictWriter(f, self._header).writerow(row)
+
+    def _rewrite_csv(self) -> None:
+        # The header grew: rewrite the whole file (atomically) so every row lines up with it.
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, self._header)
+        writer.writeheader()
+        writer.writerows(self._rows)
+        tmp = self.logdir / "progress.csv.tmp"
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
+        os.replace(tmp, self.logdir / "progress.csv")
+
+    def close(self) -> None:
+        self._json.close()
+
+    def __enter__(self) -> ResultLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def save_checkpoint(logdir: Path, iteration: int, state: Mapping[str, Any]) -> Path:
+    """Write ``checkpoint_<iteration>/state.pt`` (via a temp file, so it is never half-written)."""
+    path = logdir / f"checkpoint_{iteration:06d}"
+    path.mkdir(exist_ok=True)
+    tmp = path / (CHECKPOINT_FILE + ".tmp")
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    os.replace(tmp, path / CHECKPOINT_FILE)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint directory (or its state.pt); errors say what is wrong with it."""
+    p = Path(path).expanduser()
+    file = p / CHECKPOINT_FILE if p.is_dir() else p
+    if not file.exists():
+        raise ConfigError(
+            f"checkpoint {str(path)!r} not found (expected a checkpoint_<iter> directory "
+            f"holding {CHECKPOINT_FILE})"
+        )
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a corrupt file; all mean the same
+        raise OffrlRuntimeError(f"checkpoint {str(file)!r} is corrupt or unreadable: {e}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise OffrlRuntimeError(f"checkpoint {str(file)!r} is not an offrl checkpoint")
+    return state

@@ -1,0 +1,267 @@
+"""The only place that steps environments: vectorised sampling and greedy evaluation.
+
+Environments run as a gymnasium vector env in ``NEXT_STEP`` autoreset mode: the
+step that ends an episode returns the true final observation, and the *next*
+step of that env only resets it. That reset step is not an experience and
+yields no row; every other vector step yields one row per env.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+from offrl import batch as sb
+from offrl.batch import SampleBatch
+from offrl.errors import ConfigError
+
+
+class Actor(Protocol):
+    def compute_actions(
+        self, obs: np.ndarray, *, explore: bool
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]: ...
+
+
+def _import_class(spec: str) -> Any:
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"--env {spec!r}: cannot import {name!r} from {module!r}: {e}") from None
+
+
+def env_suggestions(env_id: str, n: int = 3) -> list[str]:
+    """The registered env ids closest to ``env_id``."""
+    import difflib
+
+    ids = sorted(gym.registry.keys())
+    close = difflib.get_close_matches(env_id, ids, n=n, cutoff=0.4)
+    if not close:
+        prefix = env_id.split("-")[0].lower()
+        close = [i for i in ids if i.lower().startswith(prefix)][:n]
+    return close
+
+
+def check_env_id(env_id: str) -> None:
+    """ConfigError with suggestions when ``env_id`` is neither registered nor ``module:Class``."""
+    if ":" in env_id:
+        cls = _import_class(env_id)
+        if not (isinstance(cls, type) and issubclass(cls, gym.Env)):
+            raise ConfigError(f"--env {env_id!r}: {cls!r} is not a gymnasium.Env class")
+        return
+    if env_id not in gym.registry:
+        close = env_suggestions(env_id)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"--env {env_id!r}: unknown gymnasium environment id{hint}")
+
+
+def _single_env_fn(env_id: str, horizon: int | None) -> Callable[[], gym.Env]:
+    def make() -> gym.Env:
+        if ":" in env_id:
+            env = _import_class(env_id)()
+            if horizon is not None:
+                env = gym.wrappers.TimeLimit(env, max_episode_steps=horizon)
+            return env
+        kwargs = {} if horizon is None else {"max_episode_steps": horizon}
+        return gym.make(env_id, **kwargs)
+
+    return make
+
+
+def make_vector_env(env_id: str, num_envs: int, horizon: int | None = None) -> gym.vector.VectorEnv:
+    """A vector env in NEXT_STEP autoreset mode; the env's own vector class when it has one."""
+    if ":" not in env_id:
+        spec = gym.spec(env_id)
+        if spec.vector_entry_point is not None:
+            kwargs: dict[str, Any] = {}
+            if horizon is not None:
+                kwargs["max_episode_steps"] = horizon
+            env = gym.make_vec(
+                env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs
+            )
+            if env.metadata.get("autoreset_mode") in (None, gym.vector.AutoresetMode.NEXT_STEP):
+                return env
+            env.close()
+    return gym.vector.SyncVectorEnv(
+        [_single_env_fn(env_id, horizon) for _ in range(num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
+    )
+
+
+def env_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
+    """(observation_space, action_space) of one env of ``env_id``."""
+    env = _single_env_fn(env_id, None)()
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
+
+
+def _flat_obs(obs: Any, num_envs: int) -> np.ndarray:
+    arr = np.asarray(obs)
+    return arr.reshape(num_envs, -1).astype(np.float32, copy=False)
+
+
+class Sampler:
+    """Steps ``num_envs`` envs with ``policy`` and returns fragments as SampleBatches.
+
+    Rows come grouped per env (each env's rows contiguous, in time order), so an
+    episode's steps are contiguous within a fragment, as in RLlib's files.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int,
+        policy: Actor,
+        fragment_length: int,
+        seed: int,
+        horizon: int | None = None,
+    ) -> None:
+        self.env = make_vector_env(env_id, num_envs, horizon)
+        self.num_envs = num_envs
+        self.policy = policy
+        self.fragment_length = fragment_length
+        self.rng = np.random.default_rng([seed, 7])
+        obs, _ = self.env.reset(seed=seed)
+        self.obs = _flat_obs(obs, num_envs)
+        self.autoreset = np.zeros(num_envs, dtype=bool)
+        self.eps_id = self._new_ids(num_envs)
+        self.t = np.zeros(num_envs, dtype=np.int64)
+        self.prev_action = np.zeros(num_envs, dtype=np.int64)
+        self.prev_reward = np.zeros(num_envs, dtype=np.float32)
+        self.ep_return = np.zeros(num_envs, dtype=np.float64)
+        self.unroll_id = 0
+        self._episodes: list[tuple[float, int]] = []
+
+    @property
+    def observation_space(self) -> gym.Space:
+        return self.env.single_observation_space
+
+    @property
+    def action_space(self) -> gym.Space:
+        return self.env.single_action_space
+
+    def _new_ids(self, n: int) -> np.ndarray:
+        # Random 63-bit ids, as RLlib's are random: unique across workers and restarts.
+        return self.rng.integers(0, 2**63 - 1, size=n, dtype=np.int64)
+
+    def pop_episodes(self) -> list[tuple[float, int]]:
+        """(return, length) of every episode finished since the last call."""
+        out, self._episodes = self._episodes, []
+        return out
+
+    def next(self) -> SampleBatch:
+        """One fragment: ``fragment_length`` vector steps of every env."""
+        steps, n = self.fragment_length, self.num_envs
+        cols: dict[str, list[np.ndarray]] = {}
+        valid = np.empty((steps, n), dtype=bool)
+        for k in range(steps):
+            actions, extras = self.policy.compute_actions(self.obs, explore=True)
+            next_obs, rew, term, trunc, _ = self.env.step(actions)
+            next_obs = _flat_obs(next_obs, n)
+            rew = np.asarray(rew, dtype=np.float32)
+            term = np.asarray(term, dtype=bool)
+            trunc = np.asarray(trunc, dtype=bool)
+            valid[k] = ~self.autoreset
+            step_cols = {
+                sb.OBS: self.obs,
+                sb.NEW_OBS: next_obs,
+                sb.ACTIONS: np.asarray(actions),
+                sb.REWARDS: rew,
+                sb.TERMINATEDS: term,
+                sb.TRUNCATEDS: trunc,
+                sb.EPS_ID: self.eps_id.copy(),
+                sb.T: self.t.copy(),
+                sb.PREV_ACTIONS: self.prev_action.copy(),
+                sb.PREV_REWARDS: self.prev_reward.copy(),
+                **extras,
+            }
+            for name, value in step_cols.items():
+                cols.setdefault(name, []).append(value)
+            self._advance(valid[k], next_obs, actions, rew, term | trunc)
+        self.unroll_id += 1
+        return self._to_batch(cols, valid)
+
+    def _advance(
+        self,
+        valid: np.ndarray,
+        next_obs: np.ndarray,
+        actions: np.ndarray,
+        rew: np.ndarray,
+        done: np.ndarray,
+    ) -> None:
+        """Update per-env episode state after one vector step."""
+        done = done & valid
+        self.ep_return += np.where(valid, rew, 0.0)
+        self.t += valid
+        self.prev_action = np.where(valid, actions, 0).astype(np.int64)
+        self.prev_reward = np.where(valid, rew, 0.0).astype(np.float32)
+        for i in np.flatnonzero(done):
+            self._episodes.append((float(self.ep_return[i]), int(self.t[i])))
+        if done.any():
+            self.ep_return[done] = 0.0
+            self.t[done] = 0
+            self.eps_id[done] = self._new_ids(int(done.sum()))
+        # Envs that were just reset start fresh too (their reset step gave no row).
+        self.autoreset = done
+        self.obs = next_obs
+
+    def _to_batch(self, cols: dict[str, list[np.ndarray]], valid: np.ndarray) -> SampleBatch:
+        # (steps, envs, ...) -> (envs, steps, ...) so each env's rows are contiguous.
+        mask = valid.T.reshape(-1)
+        out: dict[str, np.ndarray] = {}
+        for name, values in cols.items():
+            arr = np.stack(values)
+            arr = np.swapaxes(arr, 0, 1).reshape(-1, *arr.shape[2:])
+            out[name] = arr[mask]
+        rows = int(mask.sum())
+        out[sb.DONES] = out[sb.TERMINATEDS] | out[sb.TRUNCATEDS]
+        out[sb.AGENT_INDEX] = np.zeros(rows, dtype=np.int64)
+        out[sb.UNROLL_ID] = np.full(rows, self.unroll_id, dtype=np.int64)
+        infos = np.empty(rows, dtype=object)
+        for i in range(rows):
+            infos[i] = {}
+        out[sb.INFOS] = infos
+        return SampleBatch(out)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def evaluate(
+    env_id: str, policy: Actor, num_episodes: int, seed: int, horizon: int | None = None
+) -> list[float]:
+    """Returns of ``num_episodes`` greedy (explore=False) episodes."""
+    num_envs = min(num_episodes, 8)
+    env = make_vector_env(env_id, num_envs, horizon)
+    try:
+        obs, _ = env.reset(seed=seed)
+        obs = _flat_obs(obs, num_envs)
+        ret = np.zeros(num_envs)
+        started = num_envs
+        active = np.ones(num_envs, dtype=bool)
+        autoreset = np.zeros(num_envs, dtype=bool)
+        returns: list[float] = []
+        while active.any():
+            actions, _ = policy.compute_actions(obs, explore=False)
+            obs, rew, term, trunc, _ = env.step(actions)
+            obs = _flat_obs(obs, num_envs)
+            live = active & ~autoreset
+            ret += np.where(live, rew, 0.0)
+            done = live & (np.asarray(term) | np.asarray(trunc))
+            for i in np.flatnonzero(done):
+                returns.append(float(ret[i]))
+                ret[i] = 0.0
+                if started < num_episodes:
+                    started += 1
+                else:
+                    active[i] = False
+            autoreset = np.asarray(term) | np.asarray(trunc)
+        return returns[:num_episodes]
+    finally:
+        env.close()
