@@ -31,7 +31,7 @@ _TYPE_NAMES = {
 }
 
 # Aliases accepted for RLlib users; the canonical key is what params.json records.
-ALIASES = {"sample_batch_size": "rollout_fragment_length"}
+ALIASES = {"sample_batch_size": "rollout_fragment_length", "lambda": "lambda_"}
 
 
 def opt(

@@ -96,3 +96,58 @@ def n_step_targets(
         next_index[t] = t + k - 1
         discount[t] = 0.0 if term[t + k - 1] else gamma**k
     return ret, next_index, discount
+
+
+def segment_discounted_sums(
+    x: np.ndarray,
+    segment_end: np.ndarray,
+    discount: float,
+    bootstrap: np.ndarray | None = None,
+) -> np.ndarray:
+    """Vectorised y_t = x_t + discount * y_{t+1} within segments, y after a segment = bootstrap.
+
+    Shapes: ``x``, ``segment_end``, ``bootstrap`` (T,). ``segment_end[t]`` marks the last
+    row of a segment (the last row of the batch always ends one); at such a row the
+    recursion continues from ``bootstrap[t]`` (0 without it). With ``x`` = rewards and
+    ``discount`` = gamma this is the discounted return; with ``x`` = TD errors and
+    ``discount`` = gamma * lambda it is GAE. Returns float64 (T,).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    if n == 0:
+        return np.zeros(0, dtype=np.float64)
+    end = np.asarray(segment_end, dtype=bool).copy()
+    end[-1] = True
+    boot = np.zeros(n) if bootstrap is None else np.asarray(bootstrap, dtype=np.float64)
+    ends = np.flatnonzero(end)
+    lengths = np.diff(ends, prepend=-1)
+    longest = int(lengths.max())
+    # Few long segments (offline files of whole episodes): a scalar loop over Python
+    # floats beats `longest` vector steps; many short ones (live fragments): vectorise.
+    if longest * 16 > n:
+        return _scalar_segment_sums(x.tolist(), end.tolist(), boot.tolist(), discount)
+    seg = np.repeat(np.arange(len(ends)), lengths)
+    back = np.repeat(ends, lengths) - np.arange(n)  # distance from the segment's last row
+    xs = np.zeros((longest, len(ends)))
+    xs[back, seg] = x
+    ys = np.empty_like(xs)
+    prev = boot[ends]
+    for k in range(longest):
+        np.multiply(prev, discount, out=ys[k])
+        ys[k] += xs[k]
+        prev = ys[k]
+    return ys[back, seg]
+
+
+def _scalar_segment_sums(
+    x: list[float], end: list[bool], boot: list[float], discount: float
+) -> np.ndarray:
+    """Reference loop of :func:`segment_discounted_sums` on Python lists."""
+    out = [0.0] * len(x)
+    running = 0.0
+    for t in range(len(x) - 1, -1, -1):
+        if end[t]:
+            running = boot[t]
+        running = x[t] + discount * running
+        out[t] = running
+    return np.asarray(out, dtype=np.float64)

@@ -156,18 +156,23 @@ class Sampler:
         return out
 
     def next(self) -> SampleBatch:
-        """One fragment: ``fragment_length`` vector steps of every env."""
-        steps, n = self.fragment_length, self.num_envs
+        """One fragment: at least ``fragment_length * num_envs`` rows (fewer than
+        ``num_envs`` more), stepping on past the reset steps that yield no row."""
+        n = self.num_envs
+        target = self.fragment_length * n
         cols: dict[str, list[np.ndarray]] = {}
-        valid = np.empty((steps, n), dtype=bool)
-        for k in range(steps):
+        valid_steps: list[np.ndarray] = []
+        rows = 0
+        while rows < target:
             actions, extras = self.policy.compute_actions(self.obs, explore=True)
             next_obs, rew, term, trunc, _ = self.env.step(actions)
             next_obs = _flat_obs(next_obs, n)
             rew = np.asarray(rew, dtype=np.float32)
             term = np.asarray(term, dtype=bool)
             trunc = np.asarray(trunc, dtype=bool)
-            valid[k] = ~self.autoreset
+            valid = ~self.autoreset
+            valid_steps.append(valid)
+            rows += int(valid.sum())
             step_cols = {
                 sb.OBS: self.obs,
                 sb.NEW_OBS: next_obs,
@@ -183,9 +188,9 @@ class Sampler:
             }
             for name, value in step_cols.items():
                 cols.setdefault(name, []).append(value)
-            self._advance(valid[k], next_obs, actions, rew, term | trunc)
+            self._advance(valid, next_obs, actions, rew, term | trunc)
         self.unroll_id += 1
-        return self._to_batch(cols, valid)
+        return self._to_batch(cols, np.stack(valid_steps))
 
     def _advance(
         self,
@@ -265,3 +270,35 @@ def evaluate(
         return returns[:num_episodes]
     finally:
         env.close()
+
+
+def render_episodes(
+    env_id: str, policy: Actor, num_episodes: int, seed: int, horizon: int | None = None
+) -> list[float]:
+    """Greedy episodes in one env with ``render_mode="human"`` (needs a display and pygame)."""
+    from offrl.errors import OffrlRuntimeError
+
+    try:
+        if ":" in env_id:
+            env = _import_class(env_id)(render_mode="human")
+        else:
+            kwargs = {} if horizon is None else {"max_episode_steps": horizon}
+            env = gym.make(env_id, render_mode="human", **kwargs)
+    except (gym.error.DependencyNotInstalled, TypeError) as e:
+        raise OffrlRuntimeError(f"--render: cannot render {env_id}: {e}") from None
+    returns: list[float] = []
+    try:
+        for k in range(num_episodes):
+            obs, _ = env.reset(seed=seed + k)
+            total, done = 0.0, False
+            while not done:
+                actions, _ = policy.compute_actions(_flat_obs(obs, 1), explore=False)
+                obs, rew, term, trunc, _ = env.step(actions[0])
+                total += float(rew)
+                done = bool(term or trunc)
+            returns.append(total)
+    except gym.error.DependencyNotInstalled as e:
+        raise OffrlRuntimeError(f"--render: {e}") from None
+    finally:
+        env.close()
+    return returns

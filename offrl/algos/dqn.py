@@ -1,0 +1,438 @@
+"""DQN (Mnih et al. 2015) with double Q, dueling heads, n-step returns and prioritized replay.
+
+Reads top to bottom: config, schedules, the TD math, the Q network, the learner.
+The learner works the same online (fragments from the sampler) and offline
+(records from files): every batch is turned into transitions
+``(obs, action, R, discount, next_obs)`` with ``R`` the n-step return and
+``discount`` = gamma^k, or 0 when the n-step window ends on a true terminal,
+stored in a replay buffer, and replayed for updates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from offrl import batch as sb
+from offrl.algos.base import as_tensor, discrete_n, mlp, obs_dim
+from offrl.algos.replay import PrioritizedReplayBuffer, ReplayBuffer
+from offrl.batch import SampleBatch
+from offrl.config import CommonConfig, opt
+from offrl.errors import ConfigError, OffrlRuntimeError
+from offrl.returns import n_step_targets
+
+# Columns postprocess() adds; learn() computes them itself for batches that skipped it.
+N_STEP_RETURNS = "n_step_returns"
+N_STEP_DISCOUNTS = "n_step_discounts"
+N_STEP_NEW_OBS = "n_step_new_obs"
+TD_VALID = "td_valid"
+NEW_OBS_VALID = "new_obs_valid"
+
+
+@dataclass
+class DQNConfig(CommonConfig):
+    """DQN keys, RLlib's names and defaults, plus a few that make learning fast and stable."""
+
+    rollout_fragment_length: int = opt(4, "env steps per env between learner updates",
+                                       types=(int,), ge=1)
+    lr: float = opt(5e-4, "Adam learning rate (see lr_schedule)", types=(float,), gt=0.0)
+    train_batch_size: int = opt(32, "transitions replayed per update", types=(int,), ge=1)
+    double_q: bool = opt(True, "pick the next action with the online net, value it with the "
+                         "target net", types=(bool,))
+    dueling: bool = opt(True, "separate value and advantage heads", types=(bool,))
+    hiddens: list = opt([256], "hidden widths of the Q heads after the model trunk",
+                        types=(list,))
+    n_step: int = opt(1, "n-step returns (computed in postprocessing)", types=(int,), ge=1)
+    buffer_size: int = opt(50000, "replay buffer capacity in transitions", types=(int,), ge=1)
+    prioritized_replay: bool = opt(True, "replay transitions in proportion to TD error",
+                                   types=(bool,))
+    prioritized_replay_alpha: float = opt(0.6, "priority exponent", types=(float,), ge=0.0)
+    prioritized_replay_beta: float = opt(0.4, "initial importance-weight exponent",
+                                         types=(float,), ge=0.0, le=1.0)
+    final_prioritized_replay_beta: float = opt(0.4, "importance-weight exponent after annealing",
+                                               types=(float,), ge=0.0, le=1.0)
+    prioritized_replay_beta_annealing_timesteps: int = opt(
+        20000, "timesteps over which beta goes linearly to its final value", types=(int,), ge=1)
+    prioritized_replay_eps: float = opt(1e-6, "added to |TD error| so no priority is zero",
+                                        types=(float,), gt=0.0)
+    learning_starts: int = opt(1000, "transitions stored before the first update",
+                               types=(int,), ge=0)
+    target_network_update_freq: int = opt(
+        500, "timesteps between target-network updates (0: after every update)",
+        types=(int,), ge=0)
+    tau: float = opt(1.0, "target update: target <- tau*online + (1-tau)*target "
+                     "(1.0: hard copy)", types=(float,), gt=0.0, le=1.0)
+    timesteps_per_iteration: int = opt(1000, "rows fed to the learner per training iteration",
+                                       types=(int,), ge=1)
+    exploration_initial_eps: float = opt(1.0, "epsilon at timestep 0", types=(float,),
+                                         ge=0.0, le=1.0)
+    exploration_final_eps: float = opt(0.02, "epsilon after the exploration phase",
+                                       types=(float,), ge=0.0, le=1.0)
+    exploration_fraction: float = opt(0.1, "fraction of schedule_max_timesteps over which "
+                                      "epsilon decays linearly", types=(float,), ge=0.0, le=1.0)
+    schedule_max_timesteps: int = opt(100000, "timesteps the exploration schedule spans",
+                                      types=(int,), ge=1)
+    grad_norm_clipping: float | None = opt(40.0, "clip the global gradient norm to this "
+                                           "(null: no clipping)", types=(float, type(None)),
+                                           gt=0.0)
+    adam_epsilon: float = opt(1e-8, "Adam epsilon", types=(float,), gt=0.0)
+    lr_schedule: list | None = opt(None, "piecewise-linear [[timestep, lr], ...] replacing lr; "
+                                   "a late decay steadies the final policy",
+                                   types=(list, type(None)))
+    training_intensity: float | None = opt(
+        None, "replayed / sampled rows (null: one update of train_batch_size per "
+        "rollout_fragment_length * num_envs_per_worker sampled rows)",
+        types=(float, type(None)), gt=0.0)
+    store_buffer_in_checkpoints: bool = opt(False, "include the replay buffer in checkpoints "
+                                            "(then a restored run continues identically)",
+                                            types=(bool,))
+
+
+def check_config(config: DQNConfig) -> None:
+    """ConfigError for DQN values that types and ranges alone cannot catch."""
+    if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in config.hiddens):
+        raise ConfigError(f"config key 'hiddens': invalid value {config.hiddens}; "
+                          "allowed: a list of positive integers")
+    if config.lr_schedule is not None:
+        ok = all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) for v in p)
+            for p in config.lr_schedule
+        )
+        times = [p[0] for p in config.lr_schedule] if ok else []
+        if not ok or not times or times != sorted(times):
+            raise ConfigError(f"config key 'lr_schedule': invalid value {config.lr_schedule}; "
+                              "allowed: a list of [timestep, lr] pairs with increasing timesteps")
+
+
+# -- schedules -------------------------------------------------------------------
+
+
+def linear_schedule(t: float, start: float, end: float, duration: float) -> float:
+    """``start + (end - start) * min(t / duration, 1)``; ``end`` when duration is 0."""
+    if duration <= 0:
+        return end
+    return start + (end - start) * min(max(t, 0.0) / duration, 1.0)
+
+
+def epsilon_at(config: DQNConfig, t: int) -> float:
+    """Exploration epsilon at timestep ``t``."""
+    duration = config.exploration_fraction * config.schedule_max_timesteps
+    return linear_schedule(t, config.exploration_initial_eps, config.exploration_final_eps,
+                           duration)
+
+
+def lr_at(config: DQNConfig, t: int) -> float:
+    """Learning rate at timestep ``t``: ``lr_schedule`` interpolated, or the constant ``lr``."""
+    if config.lr_schedule is None:
+        return config.lr
+    times, values = zip(*config.lr_schedule, strict=True)
+    return float(np.interp(t, times, values))
+
+
+def epsilon_greedy_probs(greedy: np.ndarray, actions: np.ndarray, eps: float, n: int) -> np.ndarray:
+    """Probability (N,) of ``actions`` under epsilon-greedy: 1-eps+eps/n if greedy, else eps/n."""
+    return np.where(actions == greedy, 1.0 - eps + eps / n, eps / n).astype(np.float32)
+
+
+# -- TD math ---------------------------------------------------------------------
+
+
+def td_targets(
+    returns: torch.Tensor,
+    discounts: torch.Tensor,
+    q_next_online: torch.Tensor,
+    q_next_target: torch.Tensor,
+    double_q: bool,
+) -> torch.Tensor:
+    """``y = R + discount * Q_target(s', a*)``, shapes (B,), (B,), (B, A), (B, A) -> (B,).
+
+    ``a* = argmax_a Q_online(s', a)`` with double Q, else ``argmax_a Q_target(s', a)``.
+    ``discount`` is already 0 where the window ended on a true terminal, so the
+    target never bootstraps across one (a truncation keeps gamma^k).
+    """
+    chooser = q_next_online if double_q else q_next_target
+    best = chooser.argmax(dim=1, keepdim=True)
+    return returns + discounts * q_next_target.gather(1, best).squeeze(1)
+
+
+def huber(x: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
+    """Elementwise Huber loss: x^2/2 if |x| <= delta, else delta * (|x| - delta/2)."""
+    return F.huber_loss(x, torch.zeros_like(x), reduction="none", delta=delta)
+
+
+def transitions(batch: SampleBatch, gamma: float, n_step: int) -> dict[str, np.ndarray]:
+    """n-step transition columns for ``batch`` (rows grouped per episode, in time order).
+
+    A segment ends at an ``eps_id`` change, a done, the batch end, or just before a
+    row whose ``new_obs`` is unknown (``new_obs_valid`` False): n-step sums never
+    cross one. ``td_valid`` is False for rows whose bootstrap obs is unknown.
+    """
+    if sb.NEW_OBS not in batch:
+        raise OffrlRuntimeError(
+            f"DQN needs a 'new_obs' column; this batch has only {sorted(batch.keys())}. "
+            "Record experiences with new_obs, or read them with offrl's reader, which rebuilds it"
+        )
+    n = batch.count
+    dones = batch.dones_column()
+    if dones is None:
+        raise OffrlRuntimeError("DQN needs 'dones' or 'terminateds' in every batch")
+    # Old files have only `dones`: FORMAT.md says treat them as terminated.
+    term = np.asarray(batch.get(sb.TERMINATEDS, dones), dtype=bool)
+    valid = np.asarray(batch.get(NEW_OBS_VALID, np.ones(n, dtype=bool)), dtype=bool)
+    seg_end = dones.copy()
+    seg_end[-1:] = True
+    seg_end[:-1] |= ~valid[1:]
+    if sb.EPS_ID in batch:
+        eps = batch[sb.EPS_ID]
+        seg_end[:-1] |= eps[1:] != eps[:-1]
+    ret, nxt, disc = n_step_targets(batch[sb.REWARDS], term, seg_end, gamma, n_step)
+    new_obs = np.asarray(batch[sb.NEW_OBS], dtype=np.float32).reshape(n, -1)
+    return {
+        N_STEP_RETURNS: ret.astype(np.float32),
+        N_STEP_DISCOUNTS: disc.astype(np.float32),
+        N_STEP_NEW_OBS: new_obs[nxt],
+        TD_VALID: valid[nxt] | term[nxt],
+    }
+
+
+# -- the Q network -----------------------------------------------------------------
+
+
+class QNetwork(nn.Module):
+    """Trunk (``model.fcnet_hiddens``) then a Q head, or value + advantage heads (dueling)."""
+
+    def __init__(self, in_dim: int, n_actions: int, config: DQNConfig) -> None:
+        super().__init__()
+        widths = list(config.model.get("fcnet_hiddens", [256, 256]))
+        act = config.model.get("fcnet_activation", "tanh")
+        # mlp() ends in a bare Linear; dropping it leaves layers that end in the activation.
+        self.trunk = nn.Sequential(*list(mlp(in_dim, widths, 1, act))[:-1])
+        last = widths[-1] if widths else in_dim
+        self.dueling = config.dueling
+        self.advantage = mlp(last, config.hiddens, n_actions, "relu")
+        self.value = mlp(last, config.hiddens, 1, "relu") if config.dueling else None
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Q values (B, n_actions) for observations (B, obs_dim)."""
+        h = self.trunk(obs)
+        adv = self.advantage(h)
+        if self.value is None:
+            return adv
+        # Subtracting the mean advantage makes V and A identifiable (Wang et al. 2016).
+        return self.value(h) + adv - adv.mean(dim=1, keepdim=True)
+
+
+
+# -- the learner -------------------------------------------------------------------
+
+_REPLAY_COLUMNS = (sb.OBS, sb.ACTIONS, N_STEP_RETURNS, N_STEP_DISCOUNTS, N_STEP_NEW_OBS)
+_COUNTERS = ("num_steps_sampled", "num_updates", "num_target_updates", "last_target_update")
+
+
+class DQN:
+    """Epsilon-greedy policy plus replay learner; see the module docstring."""
+
+    def __init__(
+        self, config: DQNConfig, observation_space: gym.Space, action_space: gym.Space
+    ) -> None:
+        check_config(config)
+        self.config = config
+        self.n_actions = discrete_n(action_space, "DQN")
+        seed = config.seed if config.seed is not None else 0
+        torch.set_num_threads(config.num_threads)
+        with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
+            torch.manual_seed(seed)
+            self.online = QNetwork(obs_dim(observation_space), self.n_actions, config)
+        self.target = QNetwork(obs_dim(observation_space), self.n_actions, config)
+        self.target.load_state_dict(self.online.state_dict())
+        self.target.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(
+            self.online.parameters(), lr=lr_at(config, 0), eps=config.adam_epsilon
+        )
+        self.explore_rng = np.random.default_rng([seed, 1])
+        self.replay_rng = np.random.default_rng([seed, 2])
+        self.buffer: ReplayBuffer = self._new_buffer()
+        self.counters = dict.fromkeys(_COUNTERS, 0)
+        self.update_credit = 0.0
+        self.last_stats: dict[str, float] = {}
+
+    def _new_buffer(self) -> ReplayBuffer:
+        c = self.config
+        if c.prioritized_replay:
+            return PrioritizedReplayBuffer(
+                c.buffer_size, c.prioritized_replay_alpha, c.prioritized_replay_eps
+            )
+        return ReplayBuffer(c.buffer_size)
+
+    # -- acting --------------------------------------------------------------------
+
+    def epsilon(self) -> float:
+        """Current exploration epsilon (from the rows sampled so far)."""
+        return epsilon_at(self.config, self.counters["num_steps_sampled"])
+
+    def q_values(self, obs: np.ndarray) -> np.ndarray:
+        """Q values (N, n_actions) of the online network."""
+        with torch.no_grad():
+            return self.online(as_tensor(obs).reshape(len(obs), -1)).numpy()
+
+    def compute_actions(
+        self, obs: np.ndarray, *, explore: bool
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Epsilon-greedy actions (greedy with probability 1 when ``explore`` is False)."""
+        q = self.q_values(obs)
+        greedy = q.argmax(axis=1)
+        eps = self.epsilon() if explore else 0.0
+        actions = greedy
+        if eps > 0.0:
+            draw = self.explore_rng.random(len(q)) < eps
+            random_actions = self.explore_rng.integers(0, self.n_actions, size=len(q))
+            actions = np.where(draw, random_actions, greedy)
+        prob = epsilon_greedy_probs(greedy, actions, eps, self.n_actions)
+        return actions, {
+            sb.ACTION_PROB: prob,
+            sb.ACTION_LOGP: np.log(prob),
+            sb.ACTION_DIST_INPUTS: q,
+            sb.Q_VALUES: q,
+        }
+
+    def action_probs(self, obs: np.ndarray) -> np.ndarray:
+        """Epsilon-greedy probabilities (N, n_actions) at the current epsilon."""
+        greedy = self.q_values(obs).argmax(axis=1)
+        eps = self.epsilon()
+        probs = np.full((len(obs), self.n_actions), eps / self.n_actions, dtype=np.float32)
+        probs[np.arange(len(obs)), greedy] += 1.0 - eps
+        return probs
+
+    def rollout_fragment_length(self) -> int:
+        return self.config.rollout_fragment_length
+
+    def steps_per_iteration(self) -> int:
+        return self.config.timesteps_per_iteration
+
+    # -- learning ------------------------------------------------------------------
+
+    def postprocess(self, batch: SampleBatch) -> SampleBatch:
+        """The batch plus n-step columns (see :func:`transitions`)."""
+        out = SampleBatch(batch.columns)
+        for name, col in transitions(batch, self.config.gamma, self.config.n_step).items():
+            out[name] = col
+        return out
+
+    def _updates_due(self, rows: int) -> int:
+        """Whole updates earned by ``rows`` new rows at the configured replay intensity."""
+        c = self.config
+        intensity = c.training_intensity
+        if intensity is None:
+            intensity = c.train_batch_size / (c.rollout_fragment_length * c.num_envs_per_worker)
+        self.update_credit += rows * intensity / c.train_batch_size
+        due = math.floor(self.update_credit)
+        self.update_credit -= due
+        return due
+
+    def learn(self, batch: SampleBatch, timesteps_total: int) -> dict[str, float]:
+        """Store the batch's transitions, then replay as many updates as it earns."""
+        if N_STEP_RETURNS not in batch:  # offline without postprocess_inputs: 1-step targets
+            batch = SampleBatch({**batch.columns, **transitions(batch, self.config.gamma, 1)})
+        keep = np.asarray(batch[TD_VALID], dtype=bool)
+        rows = {name: np.asarray(batch[name])[keep] for name in _REPLAY_COLUMNS}
+        rows[sb.OBS] = rows[sb.OBS].reshape(len(rows[sb.OBS]), -1).astype(np.float32)
+        rows[sb.ACTIONS] = rows[sb.ACTIONS].astype(np.int64)
+        if keep.any():
+            self.buffer.add(rows)
+        self.counters["num_steps_sampled"] += batch.count
+        due = self._updates_due(batch.count)
+        if len(self.buffer) < max(self.config.learning_starts, 1):
+            due = 0
+        stats = [self._update() for _ in range(due)]
+        if stats:
+            self.last_stats = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
+            self.last_stats["min_q"] = min(s["min_q"] for s in stats)
+            self.last_stats["max_q"] = max(s["max_q"] for s in stats)
+        return {
+            **self.last_stats,
+            "cur_lr": self.optimizer.param_groups[0]["lr"],
+            "epsilon": self.epsilon(),
+            "num_updates": self.counters["num_updates"],
+            "num_target_updates": self.counters["num_target_updates"],
+            "buffer_size": len(self.buffer),
+        }
+
+    def _update(self) -> dict[str, float]:
+        """One gradient step on a replayed batch, then priorities and the target net."""
+        c, t = self.config, self.counters["num_steps_sampled"]
+        beta = linear_schedule(t, c.prioritized_replay_beta, c.final_prioritized_replay_beta,
+                               c.prioritized_replay_beta_annealing_timesteps)
+        cols, slots, weights = self.buffer.sample(c.train_batch_size, self.replay_rng, beta)
+        obs = torch.from_numpy(cols[sb.OBS])
+        next_obs = torch.from_numpy(cols[N_STEP_NEW_OBS])
+        # One forward pass over obs and next_obs: at these sizes call overhead dominates.
+        q_all = self.online(torch.cat([obs, next_obs]))
+        q, q_next_online = q_all[: len(obs)], q_all[len(obs) :].detach()
+        q_taken = q.gather(1, torch.from_numpy(cols[sb.ACTIONS]).unsqueeze(1)).squeeze(1)
+        with torch.no_grad():
+            y = td_targets(torch.from_numpy(cols[N_STEP_RETURNS]),
+                           torch.from_numpy(cols[N_STEP_DISCOUNTS]),
+                           q_next_online, self.target(next_obs), c.double_q)
+        td = q_taken - y
+        loss = (torch.from_numpy(weights) * huber(td)).mean()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(c, t)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_norm_clipping is not None:
+            nn.utils.clip_grad_norm_(self.online.parameters(), c.grad_norm_clipping)
+        self.optimizer.step()
+        td_np = td.detach().numpy()
+        self.buffer.update_priorities(slots, td_np)
+        self.counters["num_updates"] += 1
+        if t - self.counters["last_target_update"] >= c.target_network_update_freq:
+            self._update_target(c.tau)
+            self.counters["last_target_update"] = t
+        q_np = q_taken.detach().numpy()
+        return {"mean_q": float(q_np.mean()), "min_q": float(q_np.min()),
+                "max_q": float(q_np.max()), "mean_td_error": float(td_np.mean()),
+                "loss": float(loss.item())}
+
+    def _update_target(self, tau: float) -> None:
+        """Polyak-average the online weights into the target (a copy when tau is 1)."""
+        with torch.no_grad():
+            for tp, op in zip(self.target.parameters(), self.online.parameters(), strict=True):
+                tp.lerp_(op, tau)
+        self.counters["num_target_updates"] += 1
+
+    # -- checkpoints -----------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        """Networks, optimizer, counters, RNG states (+ replay buffer if configured)."""
+        state: dict[str, Any] = {
+            "online": self.online.state_dict(),
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "counters": dict(self.counters),
+            "update_credit": self.update_credit,
+            "explore_rng": self.explore_rng.bit_generator.state,
+            "replay_rng": self.replay_rng.bit_generator.state,
+        }
+        if self.config.store_buffer_in_checkpoints:
+            state["buffer"] = self.buffer.get_state()
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned; without a stored buffer, replay restarts."""
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.counters = {k: int(state["counters"][k]) for k in _COUNTERS}
+        self.update_credit = float(state["update_credit"])
+        self.explore_rng.bit_generator.state = state["explore_rng"]
+        self.replay_rng.bit_generator.state = state["replay_rng"]
+        self.buffer = self._new_buffer()
+        if "buffer" in state:
+            self.buffer.set_state(state["buffer"])

@@ -1,0 +1,330 @@
+"""Vanilla policy gradient (RLlib's PG) with optional baseline, GAE and entropy bonus.
+
+Reads top to bottom: config, network, acting, post-processing (returns and
+advantages), then the loss and the learner step. With the defaults it is RLlib's
+PG: loss = -mean(logp(a|s) * G), G the discounted return of the episode segment.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from offrl import batch as sb
+from offrl.algos.base import as_tensor, discrete_n, mlp, obs_dim
+from offrl.batch import SampleBatch
+from offrl.config import CommonConfig, opt
+from offrl.errors import ConfigError
+from offrl.returns import segment_discounted_sums
+
+NEW_OBS_VALID = "new_obs_valid"
+
+
+@dataclass
+class PGConfig(CommonConfig):
+    """PG keys: RLlib's (lr 4e-4, train_batch_size 200) plus switches that help it learn."""
+
+    lr: float = opt(4e-4, "learning rate (Adam)", types=(float,), gt=0.0)
+    train_batch_size: int = opt(
+        200, "rows per learner update; one sampled fragment of all envs is one batch",
+        types=(int,), ge=1)
+    use_baseline: bool = opt(
+        False, "learn a value network V(s) and use advantage = return - V(s) (or GAE)",
+        types=(bool,))
+    vf_loss_coeff: float = opt(
+        1.0, "weight of the value loss 0.5 * (V(s) - value_target)^2 (with use_baseline)",
+        types=(float,), ge=0.0)
+    lambda_: float = opt(
+        1.0, "GAE lambda with use_baseline (RLlib key 'lambda'); 1.0 = return - V(s)",
+        types=(float,), ge=0.0, le=1.0)
+    normalize_advantages: bool = opt(
+        False, "scale advantages to mean 0, std 1 per batch before the policy loss",
+        types=(bool,))
+    entropy_coeff: float = opt(
+        0.0, "weight of the entropy bonus subtracted from the loss", types=(float,), ge=0.0)
+    grad_clip: float | None = opt(
+        None, "clip the global gradient norm to this value (null: no clipping)",
+        types=(float, type(None)), gt=0.0)
+    num_sgd_iter: int = opt(
+        1, "passes over each train batch (more than 1 reuses slightly stale data)",
+        types=(int,), ge=1)
+    sgd_minibatch_size: int | None = opt(
+        None, "rows per gradient step within a pass (null: the whole batch, one step)",
+        types=(int, type(None)), ge=1)
+
+
+# -- network ------------------------------------------------------------------------------
+
+
+class PGModel(nn.Module):
+    """Policy logits network and, with a baseline, a separate value network."""
+
+    def __init__(self, in_dim: int, n_actions: int, model: dict, use_baseline: bool) -> None:
+        super().__init__()
+        hiddens = model.get("fcnet_hiddens", [256, 256])
+        act = model.get("fcnet_activation", "tanh")
+        self.pi = mlp(in_dim, hiddens, n_actions, act)
+        # A near-uniform initial policy keeps early exploration wide (as in RLlib/CleanRL).
+        last = self.pi[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.normal_(last.weight, std=0.01)
+        nn.init.zeros_(last.bias)
+        self.vf = mlp(in_dim, hiddens, 1, act) if use_baseline else None
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(obs) (B,); zeros without a baseline."""
+        if self.vf is None:
+            return torch.zeros(len(obs))
+        return self.vf(obs).squeeze(-1)
+
+
+def softmax_np(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(probs, log_probs) of logits (N, A), computed stably in numpy."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1, keepdims=True)
+    return e / s, z - np.log(s)
+
+
+# -- the algorithm ------------------------------------------------------------------------
+
+
+class PG:
+    """Policy gradient learner plus the categorical policy that acts for it."""
+
+    def __init__(
+        self, config: PGConfig, observation_space: gym.Space, action_space: gym.Space
+    ) -> None:
+        self.config = config
+        self.n_actions = discrete_n(action_space, "PG")
+        self.obs_dim = obs_dim(observation_space)
+        seed = 0 if config.seed is None else config.seed
+        torch.set_num_threads(config.num_threads)
+        with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
+            torch.manual_seed(seed)
+            self.model = PGModel(self.obs_dim, self.n_actions, config.model, config.use_baseline)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.rng = np.random.default_rng([seed, 11])
+        self.num_grad_updates = 0
+
+    # -- acting ---------------------------------------------------------------------------
+    def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
+        return as_tensor(np.asarray(obs, dtype=np.float32).reshape(len(obs), self.obs_dim))
+
+    def compute_actions(
+        self, obs: np.ndarray, *, explore: bool
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Sample (explore) or argmax actions; extras are the behaviour policy's columns."""
+        obs_t = self._obs_tensor(obs)
+        with torch.inference_mode():
+            logits = self.model.pi(obs_t).numpy()
+            vf = self.model.vf(obs_t).squeeze(-1).numpy() if self.model.vf is not None else None
+        probs, logp_all = softmax_np(logits)
+        if explore:
+            # Inverse-CDF sampling in numpy: cheaper than torch.distributions per step.
+            u = self.rng.random((len(obs), 1), dtype=np.float32)
+            actions = (probs.cumsum(axis=1) < u).sum(axis=1)
+            np.minimum(actions, self.n_actions - 1, out=actions)  # cumsum may end at 1 - eps
+        else:
+            actions = logits.argmax(axis=1)
+        logp = logp_all[np.arange(len(actions)), actions]
+        extras = {
+            sb.ACTION_PROB: np.exp(logp),
+            sb.ACTION_LOGP: logp,
+            sb.ACTION_DIST_INPUTS: logits,
+        }
+        if vf is not None:
+            extras[sb.VF_PREDS] = vf
+        return actions.astype(np.int64), extras
+
+    def action_probs(self, obs: np.ndarray) -> np.ndarray:
+        """Probabilities (N, n_actions) of every action under the current policy."""
+        with torch.inference_mode():
+            logits = self.model.pi(self._obs_tensor(obs)).numpy()
+        return softmax_np(logits)[0]
+
+    def rollout_fragment_length(self) -> int:
+        """Vector steps per fragment, so that one fragment of all envs is one train batch."""
+        return math.ceil(self.config.train_batch_size / self.config.num_envs_per_worker)
+
+    def steps_per_iteration(self) -> int:
+        return self.config.train_batch_size
+
+    # -- post-processing ------------------------------------------------------------------
+    def _values(self, obs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model.value(self._obs_tensor(obs)).numpy().astype(np.float64)
+
+    def postprocess(self, batch: SampleBatch) -> SampleBatch:
+        """Add ``advantages`` and ``value_targets`` (and ``vf_preds`` with a baseline)."""
+        n = batch.count
+        rewards = np.asarray(batch[sb.REWARDS], dtype=np.float64)
+        terminated = terminateds(batch)
+        end = segment_ends(batch)
+        cfg = self.config
+        out = SampleBatch(dict(batch.columns))
+        if self.model.vf is None:
+            # No baseline: truncated and cut segments bootstrap from 0 (RLlib's PG).
+            returns = segment_discounted_sums(rewards, end, cfg.gamma)
+            out[sb.ADVANTAGES] = returns.astype(np.float32)
+            out[sb.VALUE_TARGETS] = returns.astype(np.float32)
+            return out
+        values = self._values(batch[sb.OBS])
+        next_values = np.zeros(n)
+        next_values[:-1] = values[1:]
+        # Trap: a terminated segment never bootstraps; a truncated or cut one does, from
+        # V(new_obs) of its last row, but only where that new_obs is known.
+        next_values[end] = 0.0
+        boot_rows = np.flatnonzero(end & ~terminated & new_obs_known(batch))
+        if len(boot_rows):
+            next_values[boot_rows] = self._values(batch[sb.NEW_OBS][boot_rows])
+        deltas = rewards + cfg.gamma * next_values - values
+        advantages = segment_discounted_sums(deltas, end, cfg.gamma * cfg.lambda_)
+        out[sb.ADVANTAGES] = advantages.astype(np.float32)
+        out[sb.VALUE_TARGETS] = (advantages + values).astype(np.float32)
+        out[sb.VF_PREDS] = values.astype(np.float32)
+        return out
+
+    # -- learning -------------------------------------------------------------------------
+    def learn(self, batch: SampleBatch, timesteps_total: int) -> dict[str, float]:
+        """Gradient steps on one post-processed batch; returns learner stats."""
+        if sb.ADVANTAGES not in batch:
+            raise ConfigError(
+                "PG needs an 'advantages' column to learn from, and this input batch has none "
+                f"(columns: {', '.join(sorted(batch.keys()))}); set \"postprocess_inputs\": "
+                "true in the config so offrl computes discounted returns from the rewards"
+            )
+        cfg = self.config
+        obs = self._obs_tensor(batch[sb.OBS])
+        actions = as_tensor(batch[sb.ACTIONS], torch.int64)
+        adv = as_tensor(batch[sb.ADVANTAGES])
+        if cfg.normalize_advantages and len(adv) > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        targets = batch.get(sb.VALUE_TARGETS)
+        vt = as_tensor(targets) if targets is not None and self.model.vf is not None else None
+        n = len(obs)
+        size = n if cfg.sgd_minibatch_size is None else min(cfg.sgd_minibatch_size, n)
+        stats: list[dict[str, float]] = []
+        for _ in range(cfg.num_sgd_iter):
+            order = self.rng.permutation(n) if size < n else None
+            for start in range(0, n - size + 1, size):
+                idx = None if order is None else torch.from_numpy(order[start : start + size])
+                stats.append(self._step(obs, actions, adv, vt, idx))
+        mean = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
+        mean["cur_lr"] = cfg.lr
+        mean["num_grad_updates"] = float(self.num_grad_updates)
+        return mean
+
+    def _step(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        adv: torch.Tensor,
+        vt: torch.Tensor | None,
+        idx: torch.Tensor | None,
+    ) -> dict[str, float]:
+        """One Adam step on rows ``idx`` (all rows when None)."""
+        if idx is not None:
+            obs, actions, adv = obs[idx], actions[idx], adv[idx]
+            vt = None if vt is None else vt[idx]
+        losses = pg_loss(self.model, obs, actions, adv, vt, self.config)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["total_loss"].backward()
+        clip = self.config.grad_clip
+        norm = nn.utils.clip_grad_norm_(
+            self.model.parameters(), clip if clip is not None else float("inf")
+        )
+        self.optimizer.step()
+        self.num_grad_updates += 1
+        out = {k: float(v) for k, v in losses.items()}
+        out["grad_gnorm"] = float(norm)
+        return out
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """Networks, optimizer, update counter and exploration RNG state (weights_only-safe)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "num_grad_updates": self.num_grad_updates,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.bit_generator.state = state["rng"]
+        self.num_grad_updates = int(state["num_grad_updates"])
+
+
+# -- the loss -----------------------------------------------------------------------------
+
+
+def pg_loss(
+    model: PGModel,
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    advantages: torch.Tensor,
+    value_targets: torch.Tensor | None,
+    cfg: PGConfig,
+) -> dict[str, torch.Tensor]:
+    """total = -mean(logp(a|s) * A) - entropy_coeff * H + vf_loss_coeff * 0.5 * mean((V - vt)^2).
+
+    Shapes: obs (B, obs_dim), actions (B,) int64, advantages (B,), value_targets (B,).
+    """
+    logp_all = torch.log_softmax(model.pi(obs), dim=-1)
+    logp = logp_all.gather(1, actions.unsqueeze(1)).squeeze(1)
+    policy_loss = -(logp * advantages).mean()
+    entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+    total = policy_loss - cfg.entropy_coeff * entropy
+    out = {"policy_loss": policy_loss, "entropy": entropy}
+    if value_targets is not None and model.vf is not None:
+        vf_loss = 0.5 * (model.value(obs) - value_targets).pow(2).mean()
+        total = total + cfg.vf_loss_coeff * vf_loss
+        out["vf_loss"] = vf_loss
+    out["total_loss"] = total
+    return out
+
+
+# -- batch helpers ------------------------------------------------------------------------
+
+
+def terminateds(batch: SampleBatch) -> np.ndarray:
+    """Rows that ended a true terminal; files with only ``dones`` count as terminated."""
+    if sb.TERMINATEDS in batch:
+        return np.asarray(batch[sb.TERMINATEDS], dtype=bool)
+    done = batch.dones_column()
+    if done is None:
+        raise ConfigError("PG post-processing needs a 'dones' or 'terminateds' column")
+    return done
+
+
+def segment_ends(batch: SampleBatch) -> np.ndarray:
+    """Last row of each episode part: done, eps_id changes after it, or the batch ends."""
+    n = batch.count
+    end = np.zeros(n, dtype=bool)
+    if n == 0:
+        return end
+    done = batch.dones_column()
+    if done is not None:
+        end |= done
+    if sb.EPS_ID in batch:
+        eps = batch[sb.EPS_ID]
+        end[:-1] |= eps[1:] != eps[:-1]
+    end[-1] = True
+    return end
+
+
+def new_obs_known(batch: SampleBatch) -> np.ndarray:
+    """Rows whose ``new_obs`` exists and is valid (readers mark rebuilt gaps False)."""
+    if sb.NEW_OBS not in batch:
+        return np.zeros(batch.count, dtype=bool)
+    if NEW_OBS_VALID in batch:
+        return np.asarray(batch[NEW_OBS_VALID], dtype=bool)
+    return np.ones(batch.count, dtype=bool)

@@ -1,0 +1,142 @@
+"""offrl's command line: parse, build, run, report. No RL math here.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or config error,
+130 interrupted by Ctrl-C (SIGINT), 143 stopped by SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from offrl import __version__
+from offrl.errors import OffrlError
+
+TRAIN_EXAMPLES = """
+\b
+Examples:
+  offrl train --run PG --env CartPole-v1 --stop '{"timesteps_total": 100000}'
+  offrl train --run PG --env CartPole-v0 \\
+      --config '{"output": "/tmp/cartpole-out", "output_max_file_size": 5000000}' \\
+      --stop '{"timesteps_total": 100000}'
+  offrl train --run DQN --env CartPole-v0 \\
+      --config '{"input": "/tmp/cartpole-out", "exploration_final_eps": 0}'
+  offrl train -f configs/dqn-cartpole.json --seed 1 --checkpoint-at-end
+"""
+
+
+def _fail(err: OffrlError, verbose: bool) -> None:
+    if verbose:
+        traceback.print_exc()
+    click.echo(f"offrl: error: {err}", err=True)
+    sys.exit(err.exit_code)
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn offrl's errors into a message and an exit code; tracebacks only with -v."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        verbose = bool(kwargs.get("verbose"))
+        try:
+            return func(*args, **kwargs)
+        except OffrlError as e:
+            _fail(e, verbose)
+        except KeyboardInterrupt:
+            click.echo("offrl: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM: the run stops cleanly after the current iteration."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.signum is None else 128 + self.signum
+
+
+@contextmanager
+def graceful_signals(flag: StopFlag, on_first: Callable[[str], None]) -> Iterator[None]:
+    """First Ctrl-C/SIGTERM sets ``flag``; a second Ctrl-C interrupts at once."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        if flag.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.signum = signum
+        on_first(f"{signal.Signals(signum).name}: stopping after this iteration "
+                 "(Ctrl-C again to stop at once)")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="offrl")
+def main() -> None:
+    """offrl: reinforcement learning from recorded experiences, in the style of `rllib train`."""
+
+
+@main.command(epilog=TRAIN_EXAMPLES)
+@click.option("--run", "--algo", "run", help="Algorithm: PG or DQN.")
+@click.option("--env", help="Gymnasium env id (CartPole-v1) or module:Class.")
+@click.option("--config", "config_text", metavar="JSON", help="Config keys as a JSON object.")
+@click.option("--stop", "stop_text", metavar="JSON",
+              help='Stop when ANY result key reaches its value, e.g. {"timesteps_total": 1e5}.')
+@click.option("-f", "run_file", metavar="FILE",
+              help="JSON file with run/env/config/stop/name; flags override it.")
+@click.option("--local-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Results root [default: $OFFRL_RESULTS_DIR or ~/offrl_results].")
+@click.option("--name", help="Experiment name: results go to <local-dir>/<name>/.")
+@click.option("--seed", type=click.IntRange(min=0), help="Seed (envs, exploration, init).")
+@click.option("--checkpoint-freq", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Write a checkpoint every N iterations (0: never).")
+@click.option("--checkpoint-at-end", is_flag=True, help="Write a checkpoint when the run ends.")
+@click.option("--restore", metavar="CHECKPOINT", help="Continue from a checkpoint directory.")
+@click.option("--help-config", is_flag=True, help="List every config key of --run and exit.")
+@click.option("-v", "--verbose", is_flag=True, help="Learner stats on screen; tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but the final result.")
+@handle_errors
+def train(**opts: Any) -> None:
+    """Train a policy (online, offline from recorded files, or mixed)."""
+    from offrl.commands.train import run_train
+
+    sys.exit(run_train(**opts))
+
+
+@main.command()
+@click.argument("checkpoint")
+@click.option("--episodes", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--env", help="Override the env the checkpoint was trained on.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--render", is_flag=True, help="Render episodes (render_mode='human').")
+@click.option("-v", "--verbose", is_flag=True)
+@handle_errors
+def rollout(checkpoint: str, episodes: int, env: str | None, seed: int, render: bool,
+            verbose: bool) -> None:
+    """Evaluate a checkpoint greedily; print mean, min, max return as JSON."""
+    from offrl.commands.rollout import run_rollout
+
+    result = run_rollout(checkpoint, episodes=episodes, env=env, seed=seed, render=render)
+    click.echo(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""``offrl train``: resolve the run, build it, drive the training loop, report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+from offrl.algos import get_algorithm
+from offrl.config import field_meta
+from offrl.errors import ConfigError
+from offrl.progress import Progress, make_console
+from offrl.results import (
+    ResultLogger,
+    clean_result,
+    default_local_dir,
+    load_checkpoint,
+    make_run_dir,
+    save_checkpoint,
+)
+from offrl.rollout import env_spaces
+from offrl.runspec import RunSpec, load_run_file, resolve
+from offrl.trainer import Counters, should_stop, train
+from offrl.wiring import build_run
+
+
+def print_config_help(run: str | None) -> None:
+    """Every config key of ``run`` with its default and help text."""
+    from offrl.algos import algorithm_names, canonical_name
+
+    names = [canonical_name(run)] if run else algorithm_names()
+    for name in names:
+        config_cls, _ = get_algorithm(name)
+        click.echo(f"{name} config keys:")
+        defaults = config_cls().to_dict()
+        for key, meta in field_meta(config_cls).items():
+            click.echo(f"  {key} = {json.dumps(defaults[key])}\n      {meta['help']}")
+
+
+def _checkpoint_state(spec: RunSpec, algo: Any, counters: Counters) -> dict[str, Any]:
+    return {
+        "run": spec.run,
+        "env": spec.env,
+        "config": spec.config.to_dict(),
+        "algo": algo.get_state(),
+        "counters": counters.state(),
+    }
+
+
+def _restore(path: str, spec: RunSpec, algo: Any) -> Counters:
+    state = load_checkpoint(path)
+    if state.get("run") != spec.run:
+        raise ConfigError(
+            f"--restore {path}: the checkpoint is from {state.get('run')}, not {spec.run}; "
+            f"use --run {state.get('run')}"
+        )
+    algo.set_state(state["algo"])
+    return Counters.from_state(state["counters"])
+
+
+def run_train(
+    run: str | None, env: str | None, config_text: str | None, stop_text: str | None,
+    run_file: str | None, local_dir: Path | None, name: str | None, seed: int | None,
+    checkpoint_freq: int, checkpoint_at_end: bool, restore: str | None, help_config: bool,
+    verbose: bool, quiet: bool,
+) -> int:
+    """Run one training; returns the process exit code."""
+    if help_config:
+        print_config_help(run)
+        return 0
+    file_data = load_run_file(run_file) if run_file else {}
+    spec = resolve(file_data, run=run, env=env, config_text=config_text, stop_text=stop_text,
+                   name=name, seed=seed)
+    local = Path(local_dir or file_data.get("local_dir") or default_local_dir())
+    checkpoint_freq = checkpoint_freq or int(file_data.get("checkpoint_freq", 0))
+    checkpoint_at_end = checkpoint_at_end or bool(file_data.get("checkpoint_at_end", False))
+
+    torch.manual_seed(spec.seed)
+    torch.set_num_threads(spec.config.num_threads)
+    config_cls, algo_cls = get_algorithm(spec.run)
+    obs_space, act_space = env_spaces(spec.env)
+    algo = algo_cls(spec.config, obs_space, act_space)
+    counters = _restore(restore, spec, algo) if restore else Counters()
+
+    console = make_console()
+    logdir = make_run_dir(local, spec.name, spec.run, spec.env)
+    params = {"run": spec.run, "env": spec.env, "stop": spec.stop,
+              **dataclasses.asdict(spec.config)}
+    from offrl.cli import StopFlag, graceful_signals
+
+    flag = StopFlag()
+    result: dict[str, Any] = {}
+    with ResultLogger(logdir) as logger, Progress(console, spec.stop, quiet=quiet,
+                                                  verbose=verbose) as progress:
+        logger.write_params(params)
+        progress.message(f"offrl: {spec.run} on {spec.env}, seed {spec.seed}; results in {logdir}")
+        with build_run(algo, spec.config, spec.env, spec.seed, logdir) as the_run, \
+                graceful_signals(flag, lambda m: progress.message(m, style="yellow")):
+            the_run.counters = counters
+            for result in train(the_run):
+                logger.log(result)
+                progress.update(result)
+                it = result["training_iteration"]
+                if checkpoint_freq and it % checkpoint_freq == 0:
+                    save_checkpoint(logdir, it, _checkpoint_state(spec, algo, counters))
+                if should_stop(result, spec.stop) or flag.signum is not None:
+                    break
+        if checkpoint_at_end and result:
+            path = save_checkpoint(logdir, result["training_iteration"],
+                                   _checkpoint_state(spec, algo, counters))
+            progress.message(f"offrl: checkpoint written to {path}")
+    final = clean_result(result)
+    final["logdir"] = str(logdir)
+    click.echo(json.dumps(final))
+    return flag.exit_code

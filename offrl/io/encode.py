@@ -1,0 +1,140 @@
+"""Encode a batch as one JSON line in RLlib's record shape (FORMAT.md, "Records").
+
+The line is ``{"type": "SampleBatch", <column>: <value>, ...}\\n`` (or the
+``MultiAgentBatch`` wrapper). Columns are plain nested lists, except those named
+in ``compress_columns``, which become one ``BCJNG...`` string each
+(:func:`offrl.io.codecs.encode_column`).
+
+Floats are widened to float64 before writing, as RLlib does: the text then holds
+the exact value of each float32, so float32 -> JSON -> float32 is bit-identical.
+orjson writes NaN/Infinity as ``null``; columns holding them are written with the
+stdlib encoder instead, which emits the ``NaN``/``Infinity`` tokens RLlib's
+files contain.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from typing import Any
+
+import numpy as np
+import orjson
+
+from offrl.batch import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch
+from offrl.io.codecs import Codec, encode_column
+
+_OPTS = orjson.OPT_SERIALIZE_NUMPY
+_LINE_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+
+
+def _to_builtin(value: Any) -> Any:
+    """``default`` hook: numpy values orjson/json cannot take directly -> Python objects."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write a value of type {type(value).__name__} as JSON")
+
+
+def _stdlib_json(value: Any) -> bytes:
+    """JSON via the stdlib, which writes NaN/Infinity tokens (slow path, rare)."""
+    return json.dumps(value, default=_to_builtin, separators=(",", ":")).encode()
+
+
+def _float_column(arr: np.ndarray) -> Any:
+    """Floats widened to float64; a pre-encoded fragment when NaN/inf would become null."""
+    wide = np.ascontiguousarray(arr, dtype=np.float64)
+    if np.isfinite(wide).all():
+        return wide
+    return orjson.Fragment(_stdlib_json(wide.tolist()))
+
+
+def _object_column(arr: np.ndarray) -> Any:
+    """A column of Python objects (``infos`` dicts) as a pre-encoded JSON fragment."""
+    items = arr.tolist()
+    text = orjson.dumps(items, default=_to_builtin, option=_OPTS)
+    # orjson turns NaN into null: only then is the exact (slow) stdlib encoding needed.
+    if b"null" in text:
+        text = _stdlib_json(items)
+    return orjson.Fragment(text)
+
+
+def plain_column(name: str, arr: np.ndarray) -> Any:
+    """One column as a value orjson writes as nested lists of the right JSON types."""
+    kind = arr.dtype.kind
+    if kind == "f":
+        return _float_column(arr)
+    if kind in "iub":
+        return np.ascontiguousarray(arr)
+    if kind == "O":
+        return _object_column(arr)
+    if kind in "US":
+        return arr.tolist()
+    raise ValueError(
+        f"column {name!r} has dtype {arr.dtype}, which has no JSON form; "
+        "convert it to floats or ints, or list it in output_compress_columns"
+    )
+
+
+def _column_value(name: str, arr: np.ndarray, compress: Collection[str], codec: Codec) -> Any:
+    if name not in compress:
+        return plain_column(name, arr)
+    if arr.dtype.kind == "O":
+        raise ValueError(
+            f"column {name!r} holds Python objects and cannot be compressed; "
+            "remove it from output_compress_columns"
+        )
+    return encode_column(arr, codec)
+
+
+def batch_columns(
+    batch: SampleBatch, compress_columns: Collection[str], codec: Codec
+) -> dict[str, Any]:
+    """``column -> JSON-ready value`` for every column of ``batch``, in the batch's order."""
+    return {
+        name: _column_value(name, arr, compress_columns, codec) for name, arr in batch.items()
+    }
+
+
+def record_dict(
+    batch: SampleBatch | MultiAgentBatch,
+    *,
+    compress_columns: Collection[str],
+    codec: Codec,
+    multi_agent: bool = False,
+) -> dict[str, Any]:
+    """The JSON object of one record, with values ready for ``orjson.dumps``."""
+    if isinstance(batch, MultiAgentBatch):
+        policies = batch.policy_batches
+        count = batch.count
+    elif multi_agent:
+        policies = {DEFAULT_POLICY_ID: batch}
+        count = batch.count
+    else:
+        return {"type": "SampleBatch", **batch_columns(batch, compress_columns, codec)}
+    return {
+        "type": "MultiAgentBatch",
+        "count": count,
+        "policy_batches": {
+            pid: batch_columns(b, compress_columns, codec) for pid, b in policies.items()
+        },
+    }
+
+
+def encode_record(
+    batch: SampleBatch | MultiAgentBatch,
+    *,
+    compress_columns: Collection[str] = ("obs", "new_obs"),
+    codec: Codec = "offrl",
+    multi_agent: bool = False,
+) -> bytes:
+    """One record as a JSON line ending in ``\\n`` (RLlib's shape; see module docstring).
+
+    A ``MultiAgentBatch`` is always written as one; ``multi_agent=True`` wraps a
+    ``SampleBatch`` under ``default_policy`` as RLlib 2.x does.
+    """
+    record = record_dict(
+        batch, compress_columns=compress_columns, codec=codec, multi_agent=multi_agent
+    )
+    return orjson.dumps(record, default=_to_builtin, option=_LINE_OPTS)

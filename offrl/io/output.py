@@ -1,0 +1,121 @@
+"""The ``output`` config key: build the OutputWriter a run records its experiences with.
+
+``output`` is ``None`` (record nothing), ``"logdir"`` (the run's results
+directory), a path or URI (a :class:`JsonWriter`), or ``"module:Class"`` naming
+the user's own writer, constructed as ``Class(**output_config)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from offrl.batch import MultiAgentBatch, SampleBatch
+from offrl.config import CommonConfig
+from offrl.errors import ConfigError
+from offrl.io.json_writer import JsonWriter, has_scheme
+
+# "pkg.module:Class" -- dotted identifiers, one colon, no path separators.
+_CLASS_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+# Keys of output_config the built-in JsonWriter understands.
+_JSON_WRITER_KEYS = frozenset({"storage_options"})
+
+
+@runtime_checkable
+class OutputWriter(Protocol):
+    """Anything that saves batches of experiences: one method, ``write(batch)``."""
+
+    def write(self, batch: SampleBatch | MultiAgentBatch) -> None:
+        """Save one SampleBatch or MultiAgentBatch."""
+
+
+def is_class_ref(output: str) -> bool:
+    """True for ``"module:Class"`` (not a path or URI)."""
+    return not has_scheme(output) and bool(_CLASS_REF.match(output))
+
+
+def load_writer_class(ref: str) -> type:
+    """Import ``"module:Class"``; ConfigError when it does not import or has no ``write``."""
+    module_name, _, class_name = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(
+            f"output {ref!r}: cannot import module {module_name!r} ({e}); "
+            "check the name and that it is on PYTHONPATH"
+        ) from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ConfigError(f"output {ref!r}: module {module_name!r} has no {class_name!r}")
+    if not callable(getattr(cls, "write", None)):
+        raise ConfigError(
+            f"output {ref!r}: {class_name} has no write(batch) method; an OutputWriter "
+            "must define write(self, batch)"
+        )
+    return cls
+
+
+def _custom_writer(ref: str, output_config: dict[str, Any]) -> OutputWriter:
+    cls = load_writer_class(ref)
+    try:
+        writer = cls(**output_config)
+    except TypeError as e:
+        raise ConfigError(
+            f"output {ref!r}: cannot construct {cls.__name__}(**output_config) with "
+            f"output_config={output_config!r}: {e}"
+        ) from None
+    return writer  # type: ignore[no-any-return]
+
+
+def _json_writer(path: str | Path, worker_index: int, config: CommonConfig) -> JsonWriter:
+    unknown = sorted(set(config.output_config) - _JSON_WRITER_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"output_config keys {unknown} are not understood by the built-in JSON writer; "
+            "allowed: storage_options (fsspec options for URIs)"
+        )
+    storage_options = config.output_config.get("storage_options")
+    if storage_options is not None and not isinstance(storage_options, dict):
+        raise ConfigError(
+            f"output_config.storage_options: invalid value {storage_options!r}; "
+            "allowed: an object of fsspec options"
+        )
+    return JsonWriter(
+        path,
+        max_file_size=config.output_max_file_size,
+        compress_columns=config.output_compress_columns,
+        codec=config.output_codec,  # type: ignore[arg-type]
+        multi_agent=config.output_multi_agent,
+        worker_index=worker_index,
+        storage_options=storage_options,
+    )
+
+
+def make_output_writer(
+    output: str | None, *, logdir: Path, worker_index: int, config: CommonConfig
+) -> OutputWriter | None:
+    """The writer for config key ``output`` (None when nothing is recorded).
+
+    Call :func:`close_output` on the result when the run ends (also on errors).
+    """
+    if output is None:
+        return None
+    if not isinstance(output, str) or not output:
+        raise ConfigError(
+            f"config key 'output': invalid value {output!r}; allowed: null, 'logdir', "
+            "a path or URI, or 'module:Class'"
+        )
+    if output == "logdir":
+        return _json_writer(logdir, worker_index, config)
+    if is_class_ref(output):
+        return _custom_writer(output, dict(config.output_config))
+    return _json_writer(output, worker_index, config)
+
+
+def close_output(writer: object | None) -> None:
+    """Close ``writer`` if it has a ``close()`` (user writers may not)."""
+    close = getattr(writer, "close", None)
+    if callable(close):
+        close()

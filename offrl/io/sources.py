@@ -1,0 +1,128 @@
+"""Where experience files are: resolve an ``input`` spec to files, and stream their lines.
+
+A spec is a file, a directory (its ``*.json`` and ``*.jsonl`` files, not recursive),
+a glob (``**`` matches across directories), a list of these, with ``~`` expanded;
+or a URI / URI glob (``s3://``, ``gs://``, ``memory://``, ...) resolved through
+fsspec. ``file://`` URIs are plain local paths. Results are sorted per spec item.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from offrl.errors import OffrlRuntimeError
+
+_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_GLOB_CHARS = frozenset("*?[")
+DATA_SUFFIXES = (".json", ".jsonl")
+
+
+def is_uri(spec: str) -> bool:
+    """True for ``scheme://...`` (``file://`` included)."""
+    return bool(_URI_RE.match(spec))
+
+
+def _has_glob(text: str) -> bool:
+    return any(c in _GLOB_CHARS for c in text)
+
+
+def _local_path(spec: str) -> str:
+    """``file://`` stripped and ``~`` expanded."""
+    if spec.startswith("file://"):
+        spec = spec[len("file://") :]
+    return os.path.expanduser(spec)
+
+
+def _resolve_local(spec: str) -> tuple[list[str], str]:
+    """Matching local files and a description of what was searched."""
+    path = _local_path(spec)
+    if _has_glob(path):
+        found = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
+        return sorted(found), f"glob {path!r}"
+    p = Path(path)
+    if p.is_dir():
+        found = [str(f) for f in p.iterdir() if f.suffix in DATA_SUFFIXES and f.is_file()]
+        return sorted(found), f"*.json and *.jsonl files in directory {path!r}"
+    if p.is_file():
+        return [path], f"file {path!r}"
+    return [], f"path {path!r} (no such file or directory)"
+
+
+def _resolve_uri(spec: str, storage_options: Mapping[str, Any]) -> tuple[list[str], str]:
+    """Matching fsspec files (as full URIs) and a description of what was searched."""
+    import fsspec  # imported here: only URI inputs need it
+
+    try:
+        fs, path = fsspec.core.url_to_fs(spec, **storage_options)
+        if _has_glob(path):
+            found = [p for p in fs.glob(path) if fs.isfile(p)]
+            what = f"URI glob {spec!r}"
+        elif fs.isdir(path):
+            found = [p for p in fs.ls(path, detail=False) if p.endswith(DATA_SUFFIXES)]
+            found = [p for p in found if fs.isfile(p)]
+            what = f"*.json and *.jsonl files under {spec!r}"
+        elif fs.isfile(path):
+            found, what = [path], f"URI {spec!r}"
+        else:
+            found, what = [], f"URI {spec!r} (not found)"
+    except (ImportError, ValueError) as e:
+        raise OffrlRuntimeError(
+            f"cannot read input {spec!r}: {e} (is the fsspec backend for this scheme installed?)"
+        ) from None
+    except OSError as e:
+        raise OffrlRuntimeError(f"cannot list input {spec!r}: {e}") from None
+    return sorted(fs.unstrip_protocol(p) for p in found), what
+
+
+def resolve_sources(
+    spec: str | list[str], storage_options: Mapping[str, Any] | None = None
+) -> list[str]:
+    """Expand an input spec into a list of files or URIs.
+
+    Raises OffrlRuntimeError naming what was searched when an item matches nothing.
+    """
+    items = [spec] if isinstance(spec, str) else list(spec)
+    if not items:
+        raise OffrlRuntimeError("input is an empty list: give at least one file, dir or glob")
+    out: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        if not isinstance(item, str):
+            raise OffrlRuntimeError(f"input item {item!r} is not a string path, glob or URI")
+        if is_uri(item) and not item.startswith("file://"):
+            found, what = _resolve_uri(item, storage_options or {})
+        else:
+            found, what = _resolve_local(item)
+        if not found:
+            raise OffrlRuntimeError(
+                f"no input files found for {item!r}: searched {what}. "
+                "Check the path, or record data first with the 'output' config key"
+            )
+        for f in found:
+            if f not in seen:
+                seen.add(f)
+                out.append(f)
+    return out
+
+
+def open_source(uri: str, storage_options: Mapping[str, Any] | None = None) -> Iterator[bytes]:
+    """Yield the raw lines (with their ``\\n``) of one file, streaming: one line in memory.
+
+    The file is closed when the iterator is exhausted or closed.
+    """
+    try:
+        if is_uri(uri) and not uri.startswith("file://"):
+            import fsspec
+
+            handle: Any = fsspec.open(uri, "rb", **(storage_options or {})).open()
+        else:
+            handle = open(_local_path(uri), "rb")  # noqa: SIM115 (closed below)
+    except OSError as e:
+        raise OffrlRuntimeError(f"cannot open input file {uri!r}: {e}") from None
+    with handle:
+        yield from handle

@@ -1,0 +1,123 @@
+"""Everything the terminal shows: a rich live table on a terminal, plain lines when piped.
+
+All of it goes to stderr; stdout carries only the final result (one JSON object).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+# Stop keys whose progress can be extrapolated to an ETA.
+_ETA_KEYS = ("timesteps_total", "training_iteration", "time_total_s")
+
+
+def make_console(stream: TextIO | None = None) -> Console:
+    """A rich console on stderr (colour only on a terminal)."""
+    return Console(file=stream or sys.stderr, highlight=False, soft_wrap=True)
+
+
+def eta_seconds(result: Mapping[str, Any], stop: Mapping[str, Any]) -> float | None:
+    """Seconds until the first ETA-able stop key is reached, from the pace so far."""
+    elapsed = float(result.get("time_total_s", 0.0))
+    best: float | None = None
+    for key in _ETA_KEYS:
+        if key not in stop or key not in result:
+            continue
+        done, target = float(result[key]), float(stop[key])
+        if done <= 0:
+            continue
+        remaining = max(target - done, 0.0) * elapsed / done
+        best = remaining if best is None else min(best, remaining)
+    return best
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 1e6 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def summary_fields(result: Mapping[str, Any], stop: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(label, text) pairs shown for one result."""
+    return [
+        ("iter", _fmt(result.get("training_iteration"))),
+        ("timesteps", _fmt(result.get("timesteps_total"))),
+        ("reward mean", _fmt(result.get("episode_reward_mean"))),
+        ("min", _fmt(result.get("episode_reward_min"))),
+        ("max", _fmt(result.get("episode_reward_max"))),
+        ("steps/s", _fmt(result.get("num_env_steps_per_s"))),
+        ("time", _fmt_time(result.get("time_total_s"))),
+        ("ETA", _fmt_time(eta_seconds(result, stop))),
+    ]
+
+
+class Progress:
+    """Shows run progress; ``quiet`` shows nothing, ``verbose`` adds learner stats."""
+
+    def __init__(self, console: Console, stop: Mapping[str, Any], *, quiet: bool = False,
+                 verbose: bool = False) -> None:
+        self.console = console
+        self.stop = dict(stop)
+        self.quiet = quiet
+        self.verbose = verbose
+        self._live: Live | None = None
+
+    def __enter__(self) -> Progress:
+        if not self.quiet and self.console.is_terminal:
+            self._live = Live(Table(), console=self.console, refresh_per_second=4, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def message(self, text: str, *, style: str = "") -> None:
+        """A line of text (warnings, where results go)."""
+        if not self.quiet:
+            self.console.print(text, style=style or None, markup=False)
+
+    def update(self, result: Mapping[str, Any]) -> None:
+        if self.quiet:
+            return
+        fields = summary_fields(result, self.stop)
+        if self._live is not None:
+            self._live.update(self._table(result, fields))
+        else:
+            self.console.print("  ".join(f"{k}={v}" for k, v in fields), markup=False)
+
+    def _table(self, result: Mapping[str, Any], fields: list[tuple[str, str]]) -> Table:
+        table = Table(title="offrl train", expand=False)
+        for label, _ in fields:
+            table.add_column(label, justify="right")
+        table.add_row(*(text for _, text in fields))
+        if self.verbose:
+            extra = Table(show_header=False, box=None)
+            for key, value in result.items():
+                if key.startswith(("info/learner/", "evaluation/", "off_policy_estimation/")):
+                    extra.add_row(key, _fmt(value))
+            grid = Table.grid()
+            grid.add_row(table)
+            grid.add_row(extra)
+            return grid
+        return table

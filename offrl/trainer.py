@@ -1,0 +1,239 @@
+"""The training loop: ``train(run)`` yields one result dict per iteration.
+
+A :class:`Run` holds everything a run is made of (algorithm, experience source,
+output writer, estimators, counters); ``offrl/wiring.py`` builds it from the
+config. The caller (the CLI) drives the generator, logs each result, checks
+:func:`should_stop` and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from offrl.algos.base import Algorithm
+from offrl.batch import SampleBatch
+from offrl.config import CommonConfig, suggest
+from offrl.errors import ConfigError
+from offrl.rollout import evaluate
+
+EPISODE_WINDOW = 100  # episode stats are over the last 100 episodes, like RLlib
+
+KNOWN_RESULT_KEYS = frozenset(
+    {
+        "training_iteration",
+        "timesteps_total",
+        "timesteps_this_iter",
+        "time_total_s",
+        "time_this_iter_s",
+        "episodes_total",
+        "episodes_this_iter",
+        "episode_reward_mean",
+        "episode_reward_min",
+        "episode_reward_max",
+        "episode_len_mean",
+        "num_env_steps_sampled",
+        "num_env_steps_per_s",
+        "epoch",
+        "num_corrupt_lines_skipped",
+    }
+)
+RESULT_PREFIXES = (
+    "info/learner/",
+    "evaluation/",
+    "off_policy_estimation/",
+    "input/",
+    "dataset/",
+)
+
+
+def validate_stop(stop: Mapping[str, Any]) -> None:
+    """Reject stop criteria no result can ever reach (before training starts)."""
+    if not isinstance(stop, Mapping):
+        raise ConfigError("--stop must be a JSON object of result key -> threshold")
+    for key, value in stop.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"--stop {key!r}: threshold {value!r} must be a number")
+        if key not in KNOWN_RESULT_KEYS and not key.startswith(RESULT_PREFIXES):
+            raise ConfigError(
+                f"--stop: unknown result key {key!r}{suggest(key, sorted(KNOWN_RESULT_KEYS))}; "
+                f"known keys: {', '.join(sorted(KNOWN_RESULT_KEYS))}, and keys under "
+                f"{', '.join(RESULT_PREFIXES)}"
+            )
+
+
+def should_stop(result: Mapping[str, Any], stop: Mapping[str, Any]) -> bool:
+    """True when ANY stop key's result value has reached its threshold (RLlib's rule)."""
+    for key, threshold in stop.items():
+        value = result.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= threshold:
+            return True
+    return False
+
+
+class Source(Protocol):
+    """Where experiences come from: returns a batch and whether it was sampled live."""
+
+    def next(self) -> tuple[SampleBatch, bool]: ...
+
+    def metrics(self) -> dict[str, Any]: ...
+
+
+class Estimator(Protocol):
+    def process(self, batch: SampleBatch, target_probs: Any) -> None: ...
+
+    def estimate(self) -> dict[str, float]: ...
+
+
+@dataclass
+class Counters:
+    """Progress counters saved in checkpoints so a restored run continues counting."""
+
+    training_iteration: int = 0
+    timesteps_total: int = 0
+    episodes_total: int = 0
+    num_env_steps_sampled: int = 0
+    time_total_s: float = 0.0
+    recent_returns: deque[float] = field(default_factory=lambda: deque(maxlen=EPISODE_WINDOW))
+    recent_lengths: deque[int] = field(default_factory=lambda: deque(maxlen=EPISODE_WINDOW))
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "training_iteration": self.training_iteration,
+            "timesteps_total": self.timesteps_total,
+            "episodes_total": self.episodes_total,
+            "num_env_steps_sampled": self.num_env_steps_sampled,
+            "time_total_s": self.time_total_s,
+            "recent_returns": list(self.recent_returns),
+            "recent_lengths": list(self.recent_lengths),
+        }
+
+    @staticmethod
+    def from_state(state: Mapping[str, Any]) -> Counters:
+        c = Counters(
+            training_iteration=int(state["training_iteration"]),
+            timesteps_total=int(state["timesteps_total"]),
+            episodes_total=int(state["episodes_total"]),
+            num_env_steps_sampled=int(state.get("num_env_steps_sampled", 0)),
+            time_total_s=float(state["time_total_s"]),
+        )
+        c.recent_returns.extend(float(x) for x in state.get("recent_returns", []))
+        c.recent_lengths.extend(int(x) for x in state.get("recent_lengths", []))
+        return c
+
+
+@dataclass
+class Run:
+    """Everything one training run is made of."""
+
+    algo: Algorithm
+    config: CommonConfig
+    env_id: str
+    seed: int
+    source: Source
+    pop_episodes: Any  # () -> list[(return, length)] of live or simulated episodes
+    output: Any = None  # an OutputWriter, or None
+    estimators: dict[str, Estimator] = field(default_factory=dict)
+    simulate: Any = None  # () -> None: steps the "simulation" sampler one fragment
+    counters: Counters = field(default_factory=Counters)
+
+
+def episode_stats(returns: Any, lengths: Any) -> dict[str, float]:
+    """Mean/min/max return and mean length; empty dict when there are no episodes."""
+    if not returns:
+        return {}
+    r = np.asarray(returns, dtype=np.float64)
+    return {
+        "episode_reward_mean": float(r.mean()),
+        "episode_reward_min": float(r.min()),
+        "episode_reward_max": float(r.max()),
+        "episode_len_mean": float(np.mean(lengths)),
+    }
+
+
+def _feed(run: Run) -> tuple[dict[str, float], int, int]:
+    """One iteration's worth of batches into the learner: (stats, rows, live env steps)."""
+    algo, cfg, counters = run.algo, run.config, run.counters
+    stats: dict[str, float] = {}
+    rows = sampled = 0
+    while rows < algo.steps_per_iteration():
+        batch, live = run.source.next()
+        if live:
+            sampled += batch.count
+            if run.output is not None:
+                run.output.write(batch)
+        elif run.estimators:
+            for est in run.estimators.values():
+                est.process(batch, algo.action_probs)
+        if live or cfg.postprocess_inputs:
+            batch = algo.postprocess(batch)
+        counters.timesteps_total += batch.count
+        stats = algo.learn(batch, counters.timesteps_total)
+        rows += batch.count
+    return stats, rows, sampled
+
+
+def _evaluate(run: Run) -> dict[str, float]:
+    cfg = run.config
+    it = run.counters.training_iteration
+    if not cfg.evaluation_interval or it % cfg.evaluation_interval:
+        return {}
+    returns = evaluate(
+        run.env_id, run.algo, cfg.evaluation_num_episodes, seed=run.seed + 100_003 * it,
+        horizon=cfg.horizon,
+    )
+    stats = episode_stats(returns, [0] * len(returns))
+    stats.pop("episode_len_mean", None)
+    return {f"evaluation/{k}": v for k, v in stats.items()}
+
+
+def train(run: Run) -> Iterator[dict[str, Any]]:
+    """Train forever, yielding one result per iteration; the caller decides when to stop."""
+    counters = run.counters
+    while True:
+        start = time.perf_counter()
+        stats, rows, sampled = _feed(run)
+        if run.simulate is not None:
+            run.simulate()
+        episodes = run.pop_episodes()
+        for ret, length in episodes:
+            counters.recent_returns.append(ret)
+            counters.recent_lengths.append(length)
+        counters.episodes_total += len(episodes)
+        counters.num_env_steps_sampled += sampled
+        counters.training_iteration += 1
+        result: dict[str, Any] = {}
+        result.update(_evaluate(run))
+        elapsed = time.perf_counter() - start
+        counters.time_total_s += elapsed
+        result.update(
+            training_iteration=counters.training_iteration,
+            timesteps_total=counters.timesteps_total,
+            timesteps_this_iter=rows,
+            time_this_iter_s=elapsed,
+            time_total_s=counters.time_total_s,
+            episodes_total=counters.episodes_total,
+            episodes_this_iter=len(episodes),
+            num_env_steps_sampled=counters.num_env_steps_sampled,
+            num_env_steps_per_s=sampled / elapsed if elapsed > 0 else 0.0,
+        )
+        live_stats = episode_stats(counters.recent_returns, counters.recent_lengths)
+        if not live_stats and "evaluation/episode_reward_mean" in result:
+            # Offline run: the only true returns are the evaluation's.
+            live_stats = {
+                k: result[f"evaluation/{k}"]
+                for k in ("episode_reward_mean", "episode_reward_min", "episode_reward_max")
+            }
+        result.update(live_stats)
+        result.update(run.source.metrics())
+        for name, est in run.estimators.items():
+            for key, value in est.estimate().items():
+                result[f"off_policy_estimation/{name}/{key}"] = value
+        result.update({f"info/learner/{k}": v for k, v in stats.items()})
+        yield result
+

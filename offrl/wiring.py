@@ -1,0 +1,180 @@
+"""Build a :class:`~offrl.trainer.Run` from a resolved config: the one place that
+turns ``input``, ``output`` and ``input_evaluation`` settings into objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offrl.algos.base import Algorithm
+from offrl.batch import SampleBatch
+from offrl.config import CommonConfig
+from offrl.errors import ConfigError
+from offrl.rollout import Sampler, env_spaces
+from offrl.trainer import Run
+
+SAMPLER = "sampler"
+ESTIMATOR_NAMES = ("simulation", "is", "wis", "dm", "dr")
+
+
+class SamplerSource:
+    """Live experience from a :class:`Sampler`."""
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler = sampler
+
+    def next(self) -> SampleBatch:
+        return self.sampler.next()
+
+
+class OfflineSource:
+    """Batches from an InputReader, checked against the env's spaces."""
+
+    def __init__(self, reader: Any, observation_space: Any, action_space: Any, where: str) -> None:
+        from offrl.io.spaces import check_batch_spaces
+
+        self.reader = reader
+        self._check = check_batch_spaces
+        self.spaces = (observation_space, action_space)
+        self.where = where
+
+    def next(self) -> SampleBatch:
+        batch = self.reader.next()
+        self._check(batch, *self.spaces, where=self.where)
+        return batch
+
+    def metrics(self) -> dict[str, Any]:
+        metrics = getattr(self.reader, "metrics", None)
+        return dict(metrics()) if callable(metrics) else {}
+
+
+class TrainingSource:
+    """The trainer's view: ``next() -> (batch, live)`` over one source or a mix of sources."""
+
+    def __init__(self, sources: Mapping[str, Any], probs: Mapping[str, float] | None,
+                 rng: np.random.Generator) -> None:
+        self.sources = dict(sources)
+        self.mixed = None
+        if probs is not None:
+            from offrl.io.mixed import MixedInput
+
+            self.mixed = MixedInput(self.sources, probs, rng)
+        self.only = next(iter(self.sources)) if len(self.sources) == 1 else None
+
+    def next(self) -> tuple[SampleBatch, bool]:
+        if self.mixed is not None:
+            batch = self.mixed.next()
+            return batch, self.mixed.last_source == SAMPLER
+        assert self.only is not None  # one source when not mixed (built below)
+        return self.sources[self.only].next(), self.only == SAMPLER
+
+    def metrics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, src in self.sources.items():
+            metrics = getattr(src, "metrics", None)
+            if callable(metrics) and name != SAMPLER:
+                out.update(metrics())
+        if self.mixed is not None:
+            out.update(self.mixed.metrics())
+        return out
+
+
+def _offline_reader(spec: Any, cfg: CommonConfig, seed: int, obs_space: Any, act_space: Any,
+                    where: str) -> OfflineSource:
+    from offrl.io.input import make_input_reader
+
+    reader = make_input_reader(spec, config=cfg, seed=seed, worker_index=0, num_workers=1)
+    if cfg.shuffle_buffer_size:
+        from offrl.io.shuffle import ShuffledInput
+
+        reader = ShuffledInput(reader, cfg.shuffle_buffer_size, np.random.default_rng([seed, 11]))
+    return OfflineSource(reader, obs_space, act_space, where)
+
+
+def _input_plan(spec: Any) -> tuple[dict[str, Any], dict[str, float] | None]:
+    """``input`` -> ({name: source spec}, probabilities or None)."""
+    if isinstance(spec, dict):
+        from offrl.io.mixed import normalize_mix
+
+        probs = normalize_mix(spec)
+        return {name: name for name in probs}, probs
+    if spec == SAMPLER:
+        return {SAMPLER: SAMPLER}, None
+    return {"offline": spec}, None
+
+
+def check_estimators(names: list[Any]) -> None:
+    for name in names:
+        if name not in ESTIMATOR_NAMES:
+            from offrl.config import suggest
+
+            raise ConfigError(
+                f"config key 'input_evaluation': unknown estimator {name!r}"
+                f"{suggest(str(name), list(ESTIMATOR_NAMES))}; allowed: "
+                + ", ".join(ESTIMATOR_NAMES)
+            )
+
+
+@contextlib.contextmanager
+def build_run(algo: Algorithm, cfg: CommonConfig, env_id: str, seed: int,
+              logdir: Path) -> Iterator[Run]:
+    """A ready Run; on exit every sampler is closed and every output file is complete."""
+    obs_space, act_space = env_spaces(env_id)
+    check_estimators(cfg.input_evaluation)
+    specs, probs = _input_plan(cfg.input)
+    samplers: list[Sampler] = []
+    sources: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        for name, spec in specs.items():
+            if spec == SAMPLER:
+                sampler = Sampler(env_id, cfg.num_envs_per_worker, algo,
+                                  algo.rollout_fragment_length(), seed, cfg.horizon)
+                stack.callback(sampler.close)
+                samplers.append(sampler)
+                sources[name] = SamplerSource(sampler)
+            else:
+                sources[name] = _offline_reader(spec, cfg, seed, obs_space, act_space,
+                                                f"input {name!r}")
+        simulate = None
+        if "simulation" in cfg.input_evaluation and not samplers:
+            sim = Sampler(env_id, cfg.num_envs_per_worker, algo,
+                          algo.rollout_fragment_length(), seed + 1, cfg.horizon)
+            stack.callback(sim.close)
+            samplers.append(sim)
+
+            def simulate() -> None:
+                sim.next()
+
+        output = None
+        if cfg.output is not None:
+            from offrl.io.output import close_output, make_output_writer
+
+            output = make_output_writer(cfg.output, logdir=logdir, worker_index=0, config=cfg)
+            stack.callback(close_output, output)
+        estimators = _estimators(cfg, act_space, obs_space, seed)
+
+        def pop_episodes() -> list[tuple[float, int]]:
+            return [ep for s in samplers for ep in s.pop_episodes()]
+
+        yield Run(
+            algo=algo, config=cfg, env_id=env_id, seed=seed,
+            source=TrainingSource(sources, probs, np.random.default_rng([seed, 5])),
+            pop_episodes=pop_episodes, output=output, estimators=estimators,
+            simulate=simulate,
+        )
+
+
+def _estimators(cfg: CommonConfig, act_space: Any, obs_space: Any, seed: int) -> dict[str, Any]:
+    names = [n for n in cfg.input_evaluation if n != "simulation"]
+    if not names:
+        return {}
+    from offrl.algos.base import discrete_n, obs_dim
+    from offrl.estimators import make_estimators
+
+    return make_estimators(names, gamma=cfg.gamma, action_space_n=discrete_n(act_space, "OPE"),
+                           obs_dim=obs_dim(obs_space), seed=seed)
