@@ -94,8 +94,24 @@ def check_value(key: str, value: Any, meta: Mapping[str, Any]) -> None:
         )
 
 
+# Names users bring from other libraries, mapped to ours (only used for suggestions).
+_SYNONYMS = {
+    "learning_rate": "lr",
+    "batch_size": "train_batch_size",
+    "discount": "gamma",
+    "num_envs": "num_envs_per_worker",
+    "n_envs": "num_envs_per_worker",
+    "target_update_interval": "target_network_update_freq",
+    "exploration_final_epsilon": "exploration_final_eps",
+    "ent_coef": "entropy_coeff",
+    "max_grad_norm": "grad_norm_clipping",
+}
+
+
 def suggest(word: str, candidates: list[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
+    if _SYNONYMS.get(word) in candidates:
+        return f" (did you mean {_SYNONYMS[word]!r}?)"
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -254,7 +254,7 @@ class DQN:
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False)
         self.optimizer = torch.optim.Adam(
-            self.online.parameters(), lr=lr_at(config, 0), eps=config.adam_epsilon
+            self.online.parameters(), lr=lr_at(config, 0), eps=config.adam_epsilon, foreach=True
         )
         self.explore_rng = np.random.default_rng([seed, 1])
         self.replay_rng = np.random.default_rng([seed, 2])

@@ -242,7 +242,7 @@ class PG:
         )
         self.optimizer.step()
         self.num_grad_updates += 1
-        out = {k: float(v) for k, v in losses.items()}
+        out = {k: float(v.detach()) for k, v in losses.items()}
         out["grad_gnorm"] = float(norm)
         return out
 

@@ -46,7 +46,8 @@ class SumTree:
         node = np.asarray(index, dtype=np.int64) + self.leaf_base
         self.nodes[node] = values  # with duplicate indices the last value wins
         for _ in range(self.depth):
-            node = np.unique(node >> 1)
+            # Duplicate parents just compute the same sum twice: cheaper than np.unique.
+            node >>= 1
             self.nodes[node] = self.nodes[2 * node] + self.nodes[2 * node + 1]
 
     def find(self, prefix: np.ndarray) -> np.ndarray:

@@ -1,0 +1,65 @@
+"""Off-policy estimation: value of the current policy from logged episodes.
+
+``make_estimators(["is", "wis", "dm", "dr"], gamma=..., action_space_n=..., obs_dim=...,
+seed=...)`` builds the estimators; the trainer feeds each offline batch to
+``process(batch, algo.action_probs)`` and reports ``estimate()`` under
+``off_policy_estimation/<name>/<key>``. ``is``/``wis``/``dr`` raise
+:class:`MissingBehaviourProbs` from ``process`` when the data has no behaviour
+probabilities: warn once and drop that estimator. ``"simulation"`` is not an
+estimator here: ``make_estimators`` skips it (the trainer runs it with the rollout).
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from offrl.errors import ConfigError
+from offrl.estimators.base import MissingBehaviourProbs, OffPolicyEstimator
+from offrl.estimators.direct import DirectMethod, DoublyRobust
+from offrl.estimators.fqe import FQEConfig
+from offrl.estimators.importance import ImportanceSampling, WeightedImportanceSampling
+
+ESTIMATORS = ("is", "wis", "dm", "dr")
+
+__all__ = ["ESTIMATORS", "MissingBehaviourProbs", "OffPolicyEstimator", "make_estimators"]
+
+
+def make_estimators(
+    names: list[str],
+    *,
+    gamma: float,
+    action_space_n: int,
+    obs_dim: int,
+    seed: int,
+    fqe_config: dict | None = None,
+) -> list[OffPolicyEstimator]:
+    """One estimator per name, in order; an unknown name is a ConfigError with a suggestion."""
+    fqe = FQEConfig.from_dict(fqe_config)
+    out: list[OffPolicyEstimator] = []
+    for i, name in enumerate(names):
+        if name == "simulation":
+            continue  # run by the trainer with the rollout, not an estimator over data
+        est_seed = seed + 1000 * i  # independent but reproducible reservoirs and model inits
+        if name == "is":
+            out.append(ImportanceSampling(gamma=gamma, seed=est_seed))
+        elif name == "wis":
+            out.append(WeightedImportanceSampling(gamma=gamma, seed=est_seed))
+        elif name in ("dm", "dr"):
+            cls = DirectMethod if name == "dm" else DoublyRobust
+            out.append(
+                cls(
+                    gamma=gamma,
+                    action_space_n=action_space_n,
+                    obs_dim=obs_dim,
+                    seed=est_seed,
+                    fqe=fqe,
+                )
+            )
+        else:
+            close = difflib.get_close_matches(str(name), [*ESTIMATORS, "simulation"], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"input_evaluation: unknown estimator {name!r}{hint}; "
+                f"valid: {', '.join(ESTIMATORS)}, simulation"
+            )
+    return out

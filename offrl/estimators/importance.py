@@ -33,6 +33,13 @@ def cumulative_ratios(target_prob: np.ndarray, behaviour_prob: np.ndarray) -> np
     return np.cumprod(target_prob / behaviour_prob)
 
 
+def episode_ratios(episode: Episode, estimator: str) -> np.ndarray:
+    """rho_{0:t} of one collected episode, (L,)."""
+    if episode.behaviour_prob is None:
+        raise MissingBehaviourProbs(estimator, ["(an episode without action_prob)"])
+    return cumulative_ratios(episode.target_prob_logged, episode.behaviour_prob)
+
+
 def is_episode_values(
     rewards: list[np.ndarray], ratios: list[np.ndarray], gamma: float
 ) -> np.ndarray:
@@ -102,7 +109,7 @@ class _ImportanceBase:
 
     def _inputs(self) -> tuple[list[np.ndarray], list[np.ndarray], list[Episode]]:
         eps = self.collector.episodes
-        ratios = [cumulative_ratios(e.target_prob_logged, e.behaviour_prob) for e in eps]  # type: ignore[arg-type]
+        ratios = [episode_ratios(e, self.name) for e in eps]
         return [e.rewards for e in eps], ratios, eps
 
     def _behaviour_value(self, rewards: list[np.ndarray]) -> float:
@@ -110,7 +117,10 @@ class _ImportanceBase:
 
 
 class ImportanceSampling(_ImportanceBase):
-    """Step-wise IS: V = mean_i sum_t gamma^t rho_{i,0:t} r_{i,t}; normal-approx CI over episodes."""
+    """Step-wise IS: V = mean_i sum_t gamma^t rho_{i,0:t} r_{i,t}.
+
+    Standard error: std of the per-episode values / sqrt(n); 95 % CI by normal approximation.
+    """
 
     name = "is"
 

@@ -28,10 +28,14 @@ Normalisation applied to every record:
 
 from __future__ import annotations
 
+import binascii
 import json
+import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import lz4.frame
 import numpy as np
 import orjson
 
@@ -62,7 +66,18 @@ from offrl.batch import (
     T,
 )
 from offrl.errors import DataFormatError
-from offrl.io.codecs import CodecError, decode_column, is_compressed
+from offrl.io.codecs import (
+    NPY_MAGIC,
+    CodecError,
+    _decode_payload,
+    decode_string,
+    is_compressed,
+)
+
+try:  # optional accelerator: parses without building a Python object per number
+    import simdjson
+except ImportError:  # pragma: no cover - exercised only where pysimdjson is missing
+    simdjson = None
 
 NEW_OBS_VALID = "new_obs_valid"
 

@@ -120,6 +120,7 @@ class _FsspecTarget:
         return f"{self.url}/{name}"
 
     def existing_names(self) -> set[str]:
+        self.fs.invalidate_cache(self.root)  # another writer may have added files since
         try:
             return {p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)}
         except FileNotFoundError:

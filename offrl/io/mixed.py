@@ -40,8 +40,7 @@ def normalize_mix(spec: Mapping[str, float]) -> dict[str, float]:
     for source, prob in spec.items():
         if isinstance(prob, bool) or not isinstance(prob, Real) or not math.isfinite(prob):
             raise ConfigError(
-                f"input: the probability of source {source!r} is {prob!r}; "
-                "it must be a number > 0"
+                f"input: the probability of source {source!r} is {prob!r}; it must be a number > 0"
             )
         if prob <= 0:
             raise ConfigError(
