@@ -42,8 +42,8 @@ def load_run(path: Path) -> dict[str, Any]:
 
 def train_online(
     run: dict[str, Any], seed: int, record: list[SampleBatch] | None = None
-) -> tuple[DQN, int, float]:
-    """Train until ``stop.timesteps_total``; returns (algo, steps, wall seconds)."""
+) -> tuple[DQN, int, float, float]:
+    """Train until ``stop.timesteps_total``; returns (algo, steps, wall s, CPU s)."""
     cfg = from_dict(DQNConfig, {**run["config"], "seed": seed}, algo="DQN")
     obs_space, act_space = env_spaces(run["env"])
     algo = DQN(cfg, obs_space, act_space)
@@ -51,16 +51,16 @@ def train_online(
                       seed)
     stop = run["stop"]["timesteps_total"]
     steps = 0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     while steps < stop:
         batch = algo.postprocess(sampler.next())
         steps += batch.count
         algo.learn(batch, steps)
         if record is not None:
             record.append(batch)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     sampler.close()
-    return algo, steps, wall
+    return algo, steps, wall, cpu
 
 
 def train_offline(run: dict[str, Any], batches: list[SampleBatch], seed: int) -> tuple[DQN, float]:
@@ -106,10 +106,10 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         record: list[SampleBatch] | None = [] if args.offline else None
-        algo, steps, wall = train_online(run, seed, record)
+        algo, steps, wall, cpu = train_online(run, seed, record)
         mean, low, eval_s = greedy_eval(algo, run["env"], seed)
         row = {"mode": "online", "seed": seed, "steps": steps, "train_wall_s": round(wall, 2),
-               "eval_mean": mean, "eval_min": low, "eval_wall_s": round(eval_s, 2),
+               "train_cpu_s": round(cpu, 2),               "eval_mean": mean, "eval_min": low, "eval_wall_s": round(eval_s, 2),
                "steps_per_s": round(steps / wall), "updates": algo.counters["num_updates"],
                "vs_sb3_wall": round(wall / SB3_WALL_S, 3)}
         print(json.dumps(row), flush=True)

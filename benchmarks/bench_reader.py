@@ -136,7 +136,9 @@ def main() -> None:
             bytes_per_row = os.path.getsize(Path(tmp) / "rllib-pickle.json") / args.rows
             write_file(big, int(args.big_mb * 1e6 / bytes_per_row), "rllib")
             print(f"streaming {os.path.getsize(big) / 1e6:.0f} MB: {peak_rss_streaming(big)}")
-    print(f"this process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}MB")
+    print(
+        f"this process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}MB"
+    )
 
 
 if __name__ == "__main__":

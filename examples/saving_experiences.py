@@ -31,7 +31,10 @@ def collect_episodes(episodes: int, seed: int) -> Iterator[SampleBatch]:
     """Yield one SampleBatch per episode of a random policy (deterministic for a seed)."""
     rng = np.random.default_rng(seed)
     env = gym.make(ENV_ID)
-    n_actions = int(env.action_space.n)
+    space = env.action_space
+    if not isinstance(space, gym.spaces.Discrete):
+        raise TypeError(f"{ENV_ID} should have a Discrete action space, got {space}")
+    n_actions = int(space.n)
     # Uniform behaviour policy: IS/WIS need its probabilities. float32 like RLlib's columns.
     prob = np.float32(1.0 / n_actions)
     logp = np.float32(math.log(1.0 / n_actions))

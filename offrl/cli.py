@@ -138,5 +138,35 @@ def rollout(checkpoint: str, episodes: int, env: str | None, seed: int, render: 
     click.echo(json.dumps(result))
 
 
+@main.command("evaluate-offline")
+@click.argument("checkpoint")
+@click.option("--input", "data", multiple=True, required=True,
+              help="Recorded experiences: file, directory, glob or URI (repeatable).")
+@click.option("--estimators", default="is,wis,dm,dr", show_default=True,
+              help="Comma-separated estimators: is, wis, dm, dr.")
+@click.option("--gamma", type=click.FloatRange(0, 1), help="Discount [default: the checkpoint's].")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No table on stderr, only the JSON.")
+@click.option("-v", "--verbose", is_flag=True)
+@handle_errors
+def evaluate_offline(checkpoint: str, data: tuple[str, ...], estimators: str,
+                     gamma: float | None, seed: int, quiet: bool, verbose: bool) -> None:
+    """Estimate a checkpoint's value from recorded episodes (no env steps).
+
+    Prints the estimates as one JSON object on stdout and a table on stderr.
+    """
+    from offrl.commands.evaluate import parse_estimators, print_table, run_evaluate_offline
+    from offrl.progress import make_console
+
+    names = parse_estimators(estimators)
+    result, warnings = run_evaluate_offline(checkpoint, list(data), names, gamma=gamma, seed=seed)
+    console = make_console()
+    for w in warnings:
+        console.print(f"offrl: warning: {w}", style="yellow", markup=False)
+    if not quiet:
+        print_table(result, console)
+    click.echo(json.dumps({"checkpoint": checkpoint, "off_policy_estimation": result}))
+
+
 if __name__ == "__main__":
     main()

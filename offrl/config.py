@@ -197,10 +197,16 @@ def from_dict(cls: type[C], data: Mapping[str, Any], *, algo: str = "") -> C:
                 f"unknown config key {raw_key!r}{who}{suggest(raw_key, sorted(metas))}; "
                 "see `offrl train --help-config` for every key"
             )
-        check_value(key, value, metas[key])
+        if key in values:
+            raise ConfigError(
+                f"config keys {raw_key!r} and {key!r} set the same value; give only one"
+            )
+        check_value(raw_key, value, metas[key])  # name the key as the user typed it
         values[key] = value
     cfg = cls(**values)
     _check_model(cfg.model)
+    # A partial model dict keeps the defaults of the keys it does not name.
+    cfg.model = {**cls().model, **cfg.model}
     _check_columns(cfg.output_compress_columns)
     return cfg
 

@@ -16,6 +16,8 @@ from rich.table import Table
 
 # Stop keys whose progress can be extrapolated to an ETA.
 _ETA_KEYS = ("timesteps_total", "training_iteration", "time_total_s")
+# Result keys shown with -v (learner stats, evaluation, estimates).
+_DETAIL = ("info/learner/", "evaluation/", "off_policy_estimation/")
 
 
 def make_console(stream: TextIO | None = None) -> Console:
@@ -104,6 +106,8 @@ class Progress:
         if self._live is not None:
             self._live.update(self._table(result, fields))
         else:
+            if self.verbose:
+                fields = fields + [(k, _fmt(v)) for k, v in result.items() if k.startswith(_DETAIL)]
             self.console.print("  ".join(f"{k}={v}" for k, v in fields), markup=False)
 
     def _table(self, result: Mapping[str, Any], fields: list[tuple[str, str]]) -> Table:
@@ -114,7 +118,7 @@ class Progress:
         if self.verbose:
             extra = Table(show_header=False, box=None)
             for key, value in result.items():
-                if key.startswith(("info/learner/", "evaluation/", "off_policy_estimation/")):
+                if key.startswith(_DETAIL):
                     extra.add_row(key, _fmt(value))
             grid = Table.grid()
             grid.add_row(table)

@@ -33,7 +33,9 @@ def default_local_dir() -> Path:
 
 
 def _safe(part: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", part)
+    """A single, harmless path component ("..", "." and separators cannot escape)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", part)
+    return "_" + cleaned if cleaned.strip(".") == "" else cleaned
 
 
 def make_run_dir(local_dir: Path, name: str, run: str, env: str, now: float | None = None) -> Path:

@@ -66,7 +66,7 @@ def _single_env_fn(env_id: str, horizon: int | None) -> Callable[[], gym.Env]:
             if horizon is not None:
                 env = gym.wrappers.TimeLimit(env, max_episode_steps=horizon)
             return env
-        kwargs = {} if horizon is None else {"max_episode_steps": horizon}
+        kwargs: dict[str, Any] = {} if horizon is None else {"max_episode_steps": horizon}
         return gym.make(env_id, **kwargs)
 
     return make
@@ -282,7 +282,7 @@ def render_episodes(
         if ":" in env_id:
             env = _import_class(env_id)(render_mode="human")
         else:
-            kwargs = {} if horizon is None else {"max_episode_steps": horizon}
+            kwargs: dict[str, Any] = {} if horizon is None else {"max_episode_steps": horizon}
             env = gym.make(env_id, render_mode="human", **kwargs)
     except (gym.error.DependencyNotInstalled, TypeError) as e:
         raise OffrlRuntimeError(f"--render: cannot render {env_id}: {e}") from None

@@ -141,6 +141,7 @@ class Run:
     estimators: dict[str, Estimator] = field(default_factory=dict)
     simulate: Any = None  # () -> None: steps the "simulation" sampler one fragment
     counters: Counters = field(default_factory=Counters)
+    warnings: list[str] = field(default_factory=list)  # for the user; the caller shows them
 
 
 def episode_stats(returns: Any, lengths: Any) -> dict[str, float]:
@@ -168,14 +169,36 @@ def _feed(run: Run) -> tuple[dict[str, float], int, int]:
             if run.output is not None:
                 run.output.write(batch)
         elif run.estimators:
-            for est in run.estimators.values():
-                est.process(batch, algo.action_probs)
+            _estimate_batch(run, batch)
         if live or cfg.postprocess_inputs:
             batch = algo.postprocess(batch)
         counters.timesteps_total += batch.count
         stats = algo.learn(batch, counters.timesteps_total)
         rows += batch.count
     return stats, rows, sampled
+
+
+def _estimate_batch(run: Run, batch: SampleBatch) -> None:
+    """Feed an offline batch to every estimator; drop (with a warning) those that cannot run."""
+    from offrl.estimators import MissingBehaviourProbs
+
+    for name in list(run.estimators):
+        try:
+            run.estimators[name].process(batch, run.algo.action_probs)
+        except MissingBehaviourProbs as e:
+            del run.estimators[name]
+            run.warnings.append(str(e))
+
+
+def _estimates(run: Run) -> dict[str, float]:
+    """This iteration's estimates; the policy changes between iterations, so each
+    iteration estimates over the episodes it read (all of them, not per batch)."""
+    out: dict[str, float] = {}
+    for name, est in run.estimators.items():
+        for key, value in est.estimate().items():
+            out[f"off_policy_estimation/{name}/{key}"] = value
+        est.reset()
+    return out
 
 
 def _evaluate(run: Run) -> dict[str, float]:
@@ -231,9 +254,7 @@ def train(run: Run) -> Iterator[dict[str, Any]]:
             }
         result.update(live_stats)
         result.update(run.source.metrics())
-        for name, est in run.estimators.items():
-            for key, value in est.estimate().items():
-                result[f"off_policy_estimation/{name}/{key}"] = value
+        result.update(_estimates(run))
         result.update({f"info/learner/{k}": v for k, v in stats.items()})
         yield result
 

@@ -176,5 +176,7 @@ def _estimators(cfg: CommonConfig, act_space: Any, obs_space: Any, seed: int) ->
     from offrl.algos.base import discrete_n, obs_dim
     from offrl.estimators import make_estimators
 
-    return make_estimators(names, gamma=cfg.gamma, action_space_n=discrete_n(act_space, "OPE"),
-                           obs_dim=obs_dim(obs_space), seed=seed)
+    estimators = make_estimators(names, gamma=cfg.gamma,
+                                 action_space_n=discrete_n(act_space, "off-policy estimation"),
+                                 obs_dim=obs_dim(obs_space), seed=seed)
+    return {est.name: est for est in estimators}

@@ -27,8 +27,17 @@ def invoke(*args: str) -> tuple[int, str, str]:
 
 def train_args(tmp_path: Path, *extra: str, config: dict | None = None) -> list[str]:
     return [
-        "train", "--run", "PG", "--env", "CartPole-v1", "--local-dir", str(tmp_path),
-        "--config", json.dumps(config if config is not None else FAST_PG), "-q", *extra,
+        "train",
+        "--run",
+        "PG",
+        "--env",
+        "CartPole-v1",
+        "--local-dir",
+        str(tmp_path),
+        "--config",
+        json.dumps(config if config is not None else FAST_PG),
+        "-q",
+        *extra,
     ]
 
 
@@ -38,8 +47,9 @@ def test_version() -> None:
 
 
 def test_train_prints_final_result_json_on_stdout(tmp_path: Path) -> None:
-    code, out, err = invoke(*train_args(tmp_path, "--stop", '{"training_iteration": 2}',
-                                        "--seed", "3"))
+    code, out, err = invoke(
+        *train_args(tmp_path, "--stop", '{"training_iteration": 2}', "--seed", "3")
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result["training_iteration"] == 2
@@ -51,19 +61,25 @@ def test_train_prints_final_result_json_on_stdout(tmp_path: Path) -> None:
     assert [json.loads(x)["training_iteration"] for x in lines] == [1, 2]
     params = json.loads((logdir / "params.json").read_text())
     assert params["seed"] == 3 and params["train_batch_size"] == 200 and params["run"] == "PG"
-    assert (logdir / "progress.csv").read_text().startswith("training_iteration,") or \
-        "training_iteration" in (logdir / "progress.csv").read_text().splitlines()[0]
+    assert (logdir / "progress.csv").read_text().startswith(
+        "training_iteration,"
+    ) or "training_iteration" in (logdir / "progress.csv").read_text().splitlines()[0]
 
 
 def test_same_seed_same_rewards(tmp_path: Path) -> None:
     outs = []
     for sub in ("a", "b"):
-        code, out, err = invoke(*train_args(tmp_path / sub, "--stop",
-                                            '{"training_iteration": 3}', "--seed", "7"))
+        code, out, err = invoke(
+            *train_args(tmp_path / sub, "--stop", '{"training_iteration": 3}', "--seed", "7")
+        )
         assert code == 0, err
         rows = (Path(json.loads(out)["logdir"]) / "result.json").read_text().splitlines()
-        outs.append([(json.loads(r)["episode_reward_mean"], json.loads(r)["info/learner/policy_loss"])
-                     for r in rows])
+        outs.append(
+            [
+                (json.loads(r)["episode_reward_mean"], json.loads(r)["info/learner/policy_loss"])
+                for r in rows
+            ]
+        )
     assert outs[0] == outs[1]
 
 
@@ -103,14 +119,32 @@ def test_unknown_run_and_env(tmp_path: Path) -> None:
 
 def test_algo_alias_and_run_file(tmp_path: Path) -> None:
     run_file = tmp_path / "run.json"
-    run_file.write_text(json.dumps({
-        "run": "DQN", "env": "CartPole-v0", "name": "from-file",
-        "config": {**FAST_PG, "lr": 0.5}, "stop": {"training_iteration": 50},
-    }))
+    run_file.write_text(
+        json.dumps(
+            {
+                "run": "DQN",
+                "env": "CartPole-v0",
+                "name": "from-file",
+                "config": {**FAST_PG, "lr": 0.5},
+                "stop": {"training_iteration": 50},
+            }
+        )
+    )
     # Flags override the file: --algo replaces run, --config keys override, --stop replaces.
-    code, out, err = invoke("train", "-f", str(run_file), "--algo", "PG", "--local-dir",
-                            str(tmp_path), "--config", '{"lr": 0.001}', "--stop",
-                            '{"training_iteration": 1}', "-q")
+    code, out, err = invoke(
+        "train",
+        "-f",
+        str(run_file),
+        "--algo",
+        "PG",
+        "--local-dir",
+        str(tmp_path),
+        "--config",
+        '{"lr": 0.001}',
+        "--stop",
+        '{"training_iteration": 1}',
+        "-q",
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result["training_iteration"] == 1
@@ -136,15 +170,24 @@ def test_help_config_lists_keys() -> None:
 
 
 def test_checkpoint_restore_and_rollout(tmp_path: Path) -> None:
-    code, out, err = invoke(*train_args(tmp_path, "--stop", '{"training_iteration": 2}',
-                                        "--checkpoint-freq", "1", "--checkpoint-at-end"))
+    code, out, err = invoke(
+        *train_args(
+            tmp_path,
+            "--stop",
+            '{"training_iteration": 2}',
+            "--checkpoint-freq",
+            "1",
+            "--checkpoint-at-end",
+        )
+    )
     assert code == 0, err
     first = json.loads(out)
     ckpt = Path(first["logdir"]) / "checkpoint_000002"
     assert (Path(first["logdir"]) / "checkpoint_000001" / "state.pt").exists()
     assert (ckpt / "state.pt").exists()
-    code, out, err = invoke(*train_args(tmp_path, "--stop", '{"training_iteration": 3}',
-                                        "--restore", str(ckpt)))
+    code, out, err = invoke(
+        *train_args(tmp_path, "--stop", '{"training_iteration": 3}', "--restore", str(ckpt))
+    )
     assert code == 0, err
     resumed = json.loads(out)
     assert resumed["training_iteration"] == 3  # counting continues from the checkpoint
@@ -169,12 +212,23 @@ def test_restore_errors(tmp_path: Path) -> None:
 
 
 def test_restore_checkpoint_of_other_algorithm(tmp_path: Path) -> None:
-    code, out, err = invoke(*train_args(tmp_path, "--stop", '{"training_iteration": 1}',
-                                        "--checkpoint-at-end"))
+    code, out, err = invoke(
+        *train_args(tmp_path, "--stop", '{"training_iteration": 1}', "--checkpoint-at-end")
+    )
     assert code == 0, err
     ckpt = Path(json.loads(out)["logdir"]) / "checkpoint_000001"
-    code, _, err = invoke("train", "--run", "DQN", "--env", "CartPole-v1", "--local-dir",
-                          str(tmp_path), "--restore", str(ckpt), "-q")
+    code, _, err = invoke(
+        "train",
+        "--run",
+        "DQN",
+        "--env",
+        "CartPole-v1",
+        "--local-dir",
+        str(tmp_path),
+        "--restore",
+        str(ckpt),
+        "-q",
+    )
     assert code == 2 and "from PG" in err
 
 
@@ -184,18 +238,46 @@ def _subprocess_env(tmp_path: Path) -> dict[str, str]:
 
 def test_subprocess_exit_codes_and_streams(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "offrl.cli", "train", "--run", "PG", "--env", "CartPole-v1",
-         "--config", json.dumps(FAST_PG), "--stop", '{"training_iteration": 1}'],
-        capture_output=True, text=True, env=_subprocess_env(tmp_path), timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "offrl.cli",
+            "train",
+            "--run",
+            "PG",
+            "--env",
+            "CartPole-v1",
+            "--config",
+            json.dumps(FAST_PG),
+            "--stop",
+            '{"training_iteration": 1}',
+        ],
+        capture_output=True,
+        text=True,
+        env=_subprocess_env(tmp_path),
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["training_iteration"] == 1  # stdout: exactly one JSON object
     assert "iter=1" in proc.stderr  # piped stderr: plain progress lines
     assert str(tmp_path) in proc.stderr  # default local dir honours OFFRL_RESULTS_DIR
     bad = subprocess.run(
-        [sys.executable, "-m", "offrl.cli", "train", "--run", "PG", "--env", "CartPole-v1",
-         "--config", '{"gamma": 2}'],
-        capture_output=True, text=True, env=_subprocess_env(tmp_path), timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "offrl.cli",
+            "train",
+            "--run",
+            "PG",
+            "--env",
+            "CartPole-v1",
+            "--config",
+            '{"gamma": 2}',
+        ],
+        capture_output=True,
+        text=True,
+        env=_subprocess_env(tmp_path),
+        timeout=120,
     )
     assert bad.returncode == 2 and "gamma" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -203,9 +285,22 @@ def test_subprocess_exit_codes_and_streams(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_cleanly_with_checkpoint(tmp_path: Path, sig: int, code: int) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "offrl.cli", "train", "--run", "PG", "--env", "CartPole-v1",
-         "--config", json.dumps({**FAST_PG, "output": "logdir"}), "--checkpoint-at-end"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "offrl.cli",
+            "train",
+            "--run",
+            "PG",
+            "--env",
+            "CartPole-v1",
+            "--config",
+            json.dumps({**FAST_PG, "output": "logdir"}),
+            "--checkpoint-at-end",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env=_subprocess_env(tmp_path),
     )
     deadline = time.time() + 60

@@ -279,3 +279,47 @@ def test_memory_url_rotation_and_collisions(memory_dir: str, fixed_stamp: str) -
     assert names == [f"output-{fixed_stamp}_worker-0_{i}.json" for i in range(3)]
     assert a.paths == [f"{memory_dir}/{names[0]}", f"{memory_dir}/{names[2]}"]
     assert [json.loads(fs.cat(p))["t"][0] for p in (*a.paths, *b.paths)] == [1, 3, 2]
+
+
+def complete_batch(tag: int, n: int) -> SampleBatch:
+    """A batch with the columns a reader requires (dones, ...) and big episode ids."""
+    b = batch(tag, n)
+    b["new_obs"] = b["obs"] + np.float32(0.1)
+    b["dones"] = np.arange(n) == n - 1
+    b["terminateds"] = b["dones"].copy()
+    b["truncateds"] = np.zeros(n, dtype=bool)
+    b["eps_id"] = np.full(n, 2**60 + tag, dtype=np.int64)
+    return b
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"compress_columns": []},
+        {"codec": "rllib"},
+        {"multi_agent": True, "compress_columns": ["obs", "rewards"]},
+    ],
+)
+def test_files_read_back_through_the_reader_decoder(tmp_path: Path, kwargs: dict) -> None:
+    from offrl.io.decode import decode_record
+
+    written = [complete_batch(1, 3), complete_batch(2, 7)]
+    with JsonWriter(tmp_path, **kwargs) as w:
+        for b in written:
+            w.write(b)
+    lines = Path(w.paths[0]).read_bytes().splitlines()
+    for lineno, (line, want) in enumerate(zip(lines, written, strict=True), 1):
+        got = decode_record(line, path=w.paths[0], lineno=lineno)
+        for name in want:
+            assert got[name].dtype == want[name].dtype, name
+            assert got[name].tobytes() == want[name].tobytes(), name
+
+
+def test_unencodable_batch_is_a_runtime_error_and_writes_nothing(tmp_path: Path) -> None:
+    with JsonWriter(tmp_path) as w:
+        w.write(batch(1))
+        with pytest.raises(OffrlRuntimeError, match="cannot record.*'infos'"):
+            w.write(SampleBatch(infos=[{"env": object()}]))
+        w.write(batch(2))  # the writer is still usable
+    assert tags(Path(w.paths[0])) == [1, 2]

@@ -102,6 +102,9 @@ def run_train(
                 graceful_signals(flag, lambda m: progress.message(m, style="yellow")):
             the_run.counters = counters
             for result in train(the_run):
+                for warning in the_run.warnings:
+                    progress.message(f"offrl: warning: {warning}", style="yellow")
+                the_run.warnings.clear()
                 logger.log(result)
                 progress.update(result)
                 it = result["training_iteration"]

@@ -15,7 +15,7 @@ import difflib
 
 from offrl.errors import ConfigError
 from offrl.estimators.base import MissingBehaviourProbs, OffPolicyEstimator
-from offrl.estimators.direct import DirectMethod, DoublyRobust
+from offrl.estimators.direct import DirectMethod, DoublyRobust, SharedFQE
 from offrl.estimators.fqe import FQEConfig
 from offrl.estimators.importance import ImportanceSampling, WeightedImportanceSampling
 
@@ -36,6 +36,7 @@ def make_estimators(
     """One estimator per name, in order; an unknown name is a ConfigError with a suggestion."""
     fqe = FQEConfig.from_dict(fqe_config)
     out: list[OffPolicyEstimator] = []
+    shared: SharedFQE | None = None
     for i, name in enumerate(names):
         if name == "simulation":
             continue  # run by the trainer with the rollout, not an estimator over data
@@ -45,16 +46,16 @@ def make_estimators(
         elif name == "wis":
             out.append(WeightedImportanceSampling(gamma=gamma, seed=est_seed))
         elif name in ("dm", "dr"):
-            cls = DirectMethod if name == "dm" else DoublyRobust
-            out.append(
-                cls(
+            if shared is None:  # dm and dr share one set of episodes and one model
+                shared = SharedFQE(
                     gamma=gamma,
                     action_space_n=action_space_n,
                     obs_dim=obs_dim,
                     seed=est_seed,
                     fqe=fqe,
                 )
-            )
+            cls = DirectMethod if name == "dm" else DoublyRobust
+            out.append(cls(gamma=gamma, shared=shared))
         else:
             close = difflib.get_close_matches(str(name), [*ESTIMATORS, "simulation"], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -2,7 +2,8 @@
 
 ``process`` only joins episodes (cheap); ``estimate`` refreshes the FQE training set
 when new episodes arrived, runs ``fqe_config["n_iters"]`` gradient steps (bounded
-cost per call, the model keeps improving over calls) and evaluates.
+cost per call, the model keeps improving over calls) and evaluates. ``dm`` and ``dr``
+made together share one :class:`SharedFQE` (one set of episodes, one model, one fit).
 """
 
 from __future__ import annotations
@@ -40,38 +41,84 @@ def dr_episode_value(
     return float(np.sum(gamma ** np.arange(len(rewards)) * terms))
 
 
-class _ModelBased:
-    """Collects whole episodes with states and fits an FQE model lazily in ``estimate``."""
+class SharedFQE:
+    """Whole episodes and one FQE model that ``dm`` and ``dr`` share, so they pay for one fit.
 
-    name = ""
-    needs_behaviour = False
+    Every subscriber passes every batch and asks for a fit once per estimate; the n-th
+    batch (n-th fit, n-th reset) is acted on only by the first subscriber that reaches
+    it, identified by the subscriber's own counter.
+    """
 
     def __init__(
         self, *, gamma: float, action_space_n: int, obs_dim: int, seed: int, fqe: FQEConfig
     ) -> None:
-        self.gamma = gamma
         self.collector = EpisodeCollector(keep_states=True, seed=seed)
         self.model = FittedQEvaluation(obs_dim, action_space_n, gamma, fqe, seed)
-        self._fitted_on = (-1, -1)  # (episodes seen, stored) when the data was last set
+        self.counts = {"add": 0, "fit": 0, "reset": 0}
+        self._data_key = (-1, -1)  # (episodes seen, stored) when the data was last set
+
+    def _first(self, op: str, caller_count: int) -> bool:
+        if caller_count < self.counts[op]:
+            return False  # another subscriber already did this one
+        self.counts[op] += 1
+        return True
+
+    def add(self, caller_count: int, batch: SampleBatch, target_probs: TargetProbs) -> None:
+        """Join the batch into episodes unless another subscriber already did."""
+        if self._first("add", caller_count):
+            self.collector.add(batch, target_probs)
+
+    def fit(self, caller_count: int) -> None:
+        """Refresh the training set if episodes changed, then ``n_iters`` gradient steps."""
+        if not self._first("fit", caller_count):
+            return
+        key = (self.collector.seen, len(self.collector.episodes))
+        if key != self._data_key:
+            self.model.set_data(episodes_to_transitions(self.collector.episodes))
+            self._data_key = key
+        self.model.train(self.model.cfg.n_iters)
+
+    def reset(self, caller_count: int) -> None:
+        """Forget completed episodes; the model keeps its weights as a warm start."""
+        if self._first("reset", caller_count):
+            self.collector.reset()
+
+
+class _ModelBased:
+    """Feeds a (possibly shared) FQE state and evaluates its model in ``estimate``."""
+
+    name = ""
+    needs_behaviour = False
+
+    def __init__(self, *, gamma: float, shared: SharedFQE) -> None:
+        self.gamma = gamma
+        self.shared = shared
+        self._counts = {"add": 0, "fit": 0, "reset": 0}
+
+    @property
+    def collector(self) -> EpisodeCollector:
+        return self.shared.collector
+
+    @property
+    def model(self) -> FittedQEvaluation:
+        return self.shared.model
 
     def process(self, batch: SampleBatch, target_probs: TargetProbs) -> None:
         """Join the batch's rows into episodes (no model work here)."""
         if self.needs_behaviour and behaviour_probs(batch) is None:
             raise MissingBehaviourProbs(self.name, list(batch.keys()))
-        self.collector.add(batch, target_probs)
+        self.shared.add(self._counts["add"], batch, target_probs)
+        self._counts["add"] += 1
 
     def reset(self) -> None:
         """Forget completed episodes; the model keeps its weights as a warm start."""
-        self.collector.reset()
+        self.shared.reset(self._counts["reset"])
+        self._counts["reset"] += 1
 
     def _fit(self) -> list[Episode]:
-        eps = self.collector.episodes
-        key = (self.collector.seen, len(eps))
-        if key != self._fitted_on:
-            self.model.set_data(episodes_to_transitions(eps))
-            self._fitted_on = key
-        self.model.train(self.model.cfg.n_iters)
-        return eps
+        self.shared.fit(self._counts["fit"])
+        self._counts["fit"] += 1
+        return self.collector.episodes
 
     def _behaviour_value(self, eps: list[Episode]) -> float:
         return float(np.mean([discounted_sum(e.rewards, self.gamma) for e in eps]))

@@ -140,7 +140,7 @@ class FittedQEvaluation:
             loss.backward()
             self.optim.step()
             self._soft_update()
-            losses.append(float(loss))
+            losses.append(loss.item())
         self.steps += n_steps
         return float(np.mean(losses))
 

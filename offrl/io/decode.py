@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -39,34 +40,10 @@ import lz4.frame
 import numpy as np
 import orjson
 
-from offrl.batch import (
-    ACTION_DIST_INPUTS,
-    ACTION_LOGP,
-    ACTION_PROB,
-    ACTIONS,
-    ADVANTAGES,
-    AGENT_INDEX,
-    DEFAULT_POLICY_ID,
-    DONES,
-    EPS_ID,
-    INFOS,
-    NEW_OBS,
-    OBS,
-    PREV_ACTIONS,
-    PREV_REWARDS,
-    Q_VALUES,
-    REWARDS,
-    TERMINATEDS,
-    TRUNCATEDS,
-    UNROLL_ID,
-    VALUE_TARGETS,
-    VF_PREDS,
-    WEIGHTS,
-    SampleBatch,
-    T,
-)
+from offrl import batch as sb
+from offrl.batch import DEFAULT_POLICY_ID, SampleBatch
 from offrl.errors import DataFormatError
-from offrl.io.codecs import (
+from offrl.io.codecs import (  # _decode_payload: see decode_compressed
     NPY_MAGIC,
     CodecError,
     _decode_payload,
@@ -77,20 +54,18 @@ from offrl.io.codecs import (
 try:  # optional accelerator: parses without building a Python object per number
     import simdjson
 except ImportError:  # pragma: no cover - exercised only where pysimdjson is missing
-    simdjson = None
+    simdjson = None  # type: ignore[assignment]
 
 NEW_OBS_VALID = "new_obs_valid"
 
-_OBS_COLS = frozenset({OBS, NEW_OBS})
+_OBS_COLS = frozenset({sb.OBS, sb.NEW_OBS})
 _FLOAT_COLS = frozenset(
-    {
-        REWARDS, PREV_REWARDS, ACTION_PROB, ACTION_LOGP, ACTION_DIST_INPUTS, Q_VALUES,
-        WEIGHTS, ADVANTAGES, VALUE_TARGETS, VF_PREDS,
-    }
-)  # fmt: skip
-_BOOL_COLS = frozenset({DONES, TERMINATEDS, TRUNCATEDS})
-_ID_COLS = frozenset({EPS_ID, T, AGENT_INDEX, UNROLL_ID})
-_ACTION_COLS = frozenset({ACTIONS, PREV_ACTIONS})
+    {sb.REWARDS, sb.PREV_REWARDS, sb.ACTION_PROB, sb.ACTION_LOGP, sb.ACTION_DIST_INPUTS}
+    | {sb.Q_VALUES, sb.WEIGHTS, sb.ADVANTAGES, sb.VALUE_TARGETS, sb.VF_PREDS}
+)
+_BOOL_COLS = frozenset({sb.DONES, sb.TERMINATEDS, sb.TRUNCATEDS})
+_ID_COLS = frozenset({sb.EPS_ID, sb.T, sb.AGENT_INDEX, sb.UNROLL_ID})
+_ACTION_COLS = frozenset({sb.ACTIONS, sb.PREV_ACTIONS})
 _NOT_COLUMNS = frozenset({"seq_lens"})
 _INT64_MAX = np.iinfo(np.int64).max
 
@@ -118,7 +93,7 @@ def parse_line(line: bytes, *, path: str, lineno: int) -> Any:
         ) from None
 
 
-def _columns_of(record: Any, path: str, lineno: int) -> Mapping[str, Any]:
+def columns_of(record: Any, path: str, lineno: int) -> Mapping[str, Any]:
     """The column dict of a SampleBatch record or a default_policy-only MultiAgentBatch."""
     if not isinstance(record, dict):
         raise DataFormatError(
@@ -140,7 +115,9 @@ def _columns_of(record: Any, path: str, lineno: int) -> Mapping[str, Any]:
             )
         cols = policies[DEFAULT_POLICY_ID]
         if not isinstance(cols, dict):
-            raise DataFormatError(path, lineno, f"policy_batches.{DEFAULT_POLICY_ID} is not an object")
+            raise DataFormatError(
+                path, lineno, f"policy_batches.{DEFAULT_POLICY_ID} is not an object"
+            )
         return cols
     raise DataFormatError(
         path,
@@ -204,44 +181,140 @@ def _generic_array(value: list[Any]) -> np.ndarray:
     return _to_float32(arr) if arr.dtype == np.float64 else arr
 
 
-def _converter(name: str) -> Callable[[Any], np.ndarray]:
-    if name in _OBS_COLS:
-        return _obs_array
-    if name in _FLOAT_COLS:
-        return lambda v: np.asarray(v, dtype=np.float32)
-    if name in _ACTION_COLS:
-        return _action_array
-    if name in _ID_COLS:
-        return _id_array
-    if name in _BOOL_COLS:
-        return _bool_array
-    if name == INFOS:
-        return _object_array
-    return _generic_array
+def _float32_array(value: Any) -> np.ndarray:
+    return np.asarray(value, dtype=np.float32)
+
+
+_CONVERTERS: dict[str, Callable[[Any], np.ndarray]] = {
+    **dict.fromkeys(_OBS_COLS, _obs_array),
+    **dict.fromkeys(_FLOAT_COLS, _float32_array),
+    **dict.fromkeys(_ACTION_COLS, _action_array),
+    **dict.fromkeys(_ID_COLS, _id_array),
+    **dict.fromkeys(_BOOL_COLS, _bool_array),
+    sb.INFOS: _object_array,
+}
+
+
+_NPY_HEADER_RE = re.compile(
+    rb"\{'descr': '([<|][fiub][1248])', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \}"
+)
+_STRICT_B64 = sys.version_info >= (3, 11)
+
+
+def _fast_npy(payload: bytes) -> np.ndarray | None:
+    """Read a v1.0 ``.npy`` payload with a plain header quickly; None for anything else."""
+    if payload[6:8] != b"\x01\x00":
+        return None
+    end = 10 + int.from_bytes(payload[8:10], "little")
+    m = _NPY_HEADER_RE.match(payload, 10, end)
+    if m is None:
+        return None
+    shape = tuple(int(x) for x in m.group(2).split(b",") if x.strip())
+    dtype = np.dtype(m.group(1).decode())
+    count = math.prod(shape)
+    if len(payload) - end != count * dtype.itemsize:
+        return None  # let np.load report the truncation
+    # Copy: frombuffer over bytes is read-only, and learners may write in place.
+    return np.frombuffer(payload, dtype, count=count, offset=end).reshape(shape).copy()
+
+
+def decode_compressed(value: str) -> np.ndarray:
+    """Decode one ``BCJNG...`` string; same result and errors as codecs.decode_string, faster.
+
+    The fast path skips base64 validation by regex (binascii's strict mode checks it)
+    and numpy's slow ``.npy`` header parser; anything unusual goes through codecs.
+    """
+    text = value[2:-1] if value[:2] in ("b'", 'b"') else value
+    try:
+        if not _STRICT_B64:
+            raise ValueError("strict base64 needs Python 3.11")
+        payload = lz4.frame.decompress(binascii.a2b_base64(text, strict_mode=True))
+    except (binascii.Error, ValueError, RuntimeError, TypeError):
+        return decode_string(value)  # raises the canonical CodecError (or decodes)
+    if payload.startswith(NPY_MAGIC):
+        arr = _fast_npy(payload)
+        if arr is not None:
+            return arr
+    return _decode_payload(payload)
 
 
 def _decode_value(name: str, value: Any, path: str, lineno: int) -> np.ndarray:
-    """One column value (list, or compressed string/list of strings) -> numpy array."""
-    if isinstance(value, str) or (isinstance(value, list) and value and is_compressed(value[0])):
-        try:
-            value = decode_column(value)
-        except CodecError as e:
-            raise DataFormatError(path, lineno, f"column {name!r}: {e}") from None
+    """One column value (list, array, or compressed string/list of strings) -> numpy array."""
+    try:
         if isinstance(value, str):
-            raise DataFormatError(
-                path,
-                lineno,
-                f"column {name!r} is a string that is not a compressed column "
-                f"(it does not start with BCJNG): {value[:40]!r}",
-            )
-    elif not isinstance(value, list):
+            if not is_compressed(value):
+                raise DataFormatError(
+                    path,
+                    lineno,
+                    f"column {name!r} is a string that is not a compressed column "
+                    f"(it does not start with BCJNG): {value[:40]!r}",
+                )
+            value = decode_compressed(value)
+        elif isinstance(value, list) and value and is_compressed(value[0]):
+            value = np.stack([decode_compressed(v) for v in value])
+    except CodecError as e:
+        raise DataFormatError(path, lineno, f"column {name!r}: {e}") from None
+    if not isinstance(value, (list, np.ndarray)):
         raise DataFormatError(
             path, lineno, f"column {name!r} must be a list of per-step values, found {value!r:.60}"
         )
     try:
-        return _converter(name)(value)
+        return _CONVERTERS.get(name, _generic_array)(value)
     except (ValueError, TypeError, OverflowError) as e:
         raise DataFormatError(path, lineno, f"column {name!r}: cannot convert ({e})") from None
+
+
+# -- fast parsing with simdjson -------------------------------------------------------
+
+
+def _simd_value(v: Any) -> Any:
+    """A simdjson value as a numpy array (flat or 2-D numeric lists) or plain Python data."""
+    if isinstance(v, simdjson.Object):
+        return v.as_dict()  # never let a proxy escape: the parser is reused
+    if not isinstance(v, simdjson.Array):
+        return v
+    n = len(v)
+    first = v[0] if n else None
+    inner = 0
+    if isinstance(first, simdjson.Array):
+        inner = len(first)
+        first = first[0] if inner else None
+    # bool is an int subclass: flags take the list path and become bool arrays there.
+    if isinstance(first, bool) or not isinstance(first, (int, float)):
+        return v.as_list()
+    kind, dtype = ("i", np.int64) if isinstance(first, int) else ("d", np.float64)
+    try:
+        arr = np.frombuffer(v.as_buffer(of_type=kind), dtype)
+    except (TypeError, ValueError):  # mixed types, ints beyond int64, ...: exact slow path
+        return v.as_list()
+    if inner:
+        if arr.size != n * inner:
+            return v.as_list()  # ragged rows: let the converters report them
+        arr = arr.reshape(n, inner)
+    return arr
+
+
+def _simd_columns(parser: Any, line: bytes) -> Mapping[str, Any] | None:
+    """The record's columns via simdjson, or None when the slow path must decide."""
+    try:
+        doc = parser.parse(line)
+    except ValueError:  # NaN/Infinity tokens, corrupt JSON, bad UTF-8: slow path decides
+        return None
+    if not isinstance(doc, simdjson.Object):
+        return None
+    kind = doc.get("type")
+    if kind == "MultiAgentBatch":
+        policies = doc.get("policy_batches")
+        if not isinstance(policies, simdjson.Object) or list(policies.keys()) != [
+            DEFAULT_POLICY_ID
+        ]:
+            return None
+        doc = policies[DEFAULT_POLICY_ID]
+        if not isinstance(doc, simdjson.Object):
+            return None
+    elif kind != "SampleBatch":
+        return None
+    return {k: _simd_value(doc[k]) for k in doc}
 
 
 # -- record-level normalisation -----------------------------------------------------
@@ -261,18 +334,18 @@ def _check_lengths(cols: Mapping[str, np.ndarray], path: str, lineno: int) -> No
 
 def _normalise_dones(cols: dict[str, np.ndarray], path: str, lineno: int) -> None:
     """Make ``dones``, ``terminateds`` and ``truncateds`` all present (FORMAT.md)."""
-    has_d, has_te, has_tr = DONES in cols, TERMINATEDS in cols, TRUNCATEDS in cols
+    has_d, has_te, has_tr = sb.DONES in cols, sb.TERMINATEDS in cols, sb.TRUNCATEDS in cols
     if not has_d and not has_te:
         raise DataFormatError(
             path, lineno, "missing column 'dones' (or 'terminateds'): one of them is required"
         )
-    n = len(cols[DONES] if has_d else cols[TERMINATEDS])
+    n = len(cols[sb.DONES] if has_d else cols[sb.TERMINATEDS])
     if not has_te:
-        cols[TERMINATEDS] = cols[DONES]  # FORMAT.md: dones alone means terminated
+        cols[sb.TERMINATEDS] = cols[sb.DONES]  # FORMAT.md: dones alone means terminated
     if not has_tr:
-        cols[TRUNCATEDS] = np.zeros(n, dtype=bool)
+        cols[sb.TRUNCATEDS] = np.zeros(n, dtype=bool)
     if not has_d:
-        cols[DONES] = cols[TERMINATEDS] | cols[TRUNCATEDS]
+        cols[sb.DONES] = cols[sb.TERMINATEDS] | cols[sb.TRUNCATEDS]
 
 
 def rebuild_new_obs(cols: dict[str, np.ndarray]) -> None:
@@ -283,21 +356,21 @@ def rebuild_new_obs(cols: dict[str, np.ndarray]) -> None:
     without a successor (TD never bootstraps from them); their ``new_obs`` is a
     copy of ``obs`` as a placeholder. Other rows without a successor are invalid.
     """
-    obs = cols[OBS]
+    obs = cols[sb.OBS]
     n = len(obs)
     cont = np.zeros(n, dtype=bool)
     if n > 1:
-        c = ~cols[DONES][:-1]
-        if EPS_ID in cols:
-            c &= cols[EPS_ID][1:] == cols[EPS_ID][:-1]
-        if T in cols:
-            c &= cols[T][1:] == cols[T][:-1] + 1
+        c = ~cols[sb.DONES][:-1]
+        if sb.EPS_ID in cols:
+            c &= cols[sb.EPS_ID][1:] == cols[sb.EPS_ID][:-1]
+        if sb.T in cols:
+            c &= cols[sb.T][1:] == cols[sb.T][:-1] + 1
         cont[:-1] = c
     new_obs = obs.copy()
     idx = np.flatnonzero(cont)
     new_obs[idx] = obs[idx + 1]
-    cols[NEW_OBS] = new_obs
-    cols[NEW_OBS_VALID] = cont | cols[TERMINATEDS]
+    cols[sb.NEW_OBS] = new_obs
+    cols[NEW_OBS_VALID] = cont | cols[sb.TERMINATEDS]
 
 
 def decode_columns(raw: Mapping[str, Any], *, path: str, lineno: int) -> SampleBatch:
@@ -307,16 +380,40 @@ def decode_columns(raw: Mapping[str, Any], *, path: str, lineno: int) -> SampleB
         if name == "type" or value is None or name in _NOT_COLUMNS:
             continue
         cols[name] = _decode_value(name, value, path, lineno)
-    missing = [c for c in (OBS, ACTIONS, REWARDS) if c not in cols]
+    missing = [c for c in (sb.OBS, sb.ACTIONS, sb.REWARDS) if c not in cols]
     if missing:
         raise DataFormatError(
             path, lineno, f"missing required column(s) {missing}; found {sorted(cols)}"
         )
     _check_lengths(cols, path, lineno)
     _normalise_dones(cols, path, lineno)
-    if NEW_OBS not in cols:
+    if sb.NEW_OBS not in cols:
         rebuild_new_obs(cols)
     return SampleBatch(cols)
+
+
+class RecordDecoder:
+    """Decodes lines into SampleBatches, reusing one simdjson parser (not thread-safe)."""
+
+    def __init__(self) -> None:
+        self._parser = simdjson.Parser() if simdjson is not None else None
+
+    def decode(self, line: bytes, *, path: str, lineno: int) -> SampleBatch:
+        """Parse and decode one JSON line (see :func:`decode_record`)."""
+        raw = self._fast(line) if self._parser is not None else None
+        if raw is None:
+            record = parse_line(line, path=path, lineno=lineno)
+            raw = columns_of(record, path, lineno)
+        return decode_columns(raw, path=path, lineno=lineno)
+
+    def _fast(self, line: bytes) -> Mapping[str, Any] | None:
+        try:
+            return _simd_columns(self._parser, line)
+        except RuntimeError:
+            # simdjson refuses to reuse a parser while a proxy of the last document is
+            # alive (e.g. held by a traceback); a fresh parser is cheap.
+            self._parser = simdjson.Parser()
+            return _simd_columns(self._parser, line)
 
 
 def decode_record(line: bytes, *, path: str, lineno: int) -> SampleBatch:
@@ -324,6 +421,6 @@ def decode_record(line: bytes, *, path: str, lineno: int) -> SampleBatch:
 
     Raises :class:`CorruptLineError` for a line that is not JSON and
     :class:`~offrl.errors.DataFormatError` for JSON that breaks the format.
+    Readers decoding many lines should hold one :class:`RecordDecoder` instead.
     """
-    record = parse_line(line, path=path, lineno=lineno)
-    return decode_columns(_columns_of(record, path, lineno), path=path, lineno=lineno)
+    return RecordDecoder().decode(line, path=path, lineno=lineno)

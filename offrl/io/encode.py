@@ -14,18 +14,23 @@ files contain.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Collection
+from functools import lru_cache
 from typing import Any
 
+import lz4.frame
 import numpy as np
 import orjson
 
 from offrl.batch import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch
-from offrl.io.codecs import Codec, encode_column
+from offrl.io.codecs import Codec, encode_column, npy_bytes
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 _LINE_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+# Dict keys like {1: ...} become "1", as the stdlib json module (and so RLlib) writes them.
+_OBJECT_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 def _to_builtin(value: Any) -> Any:
@@ -43,20 +48,28 @@ def _stdlib_json(value: Any) -> bytes:
 
 
 def _float_column(arr: np.ndarray) -> Any:
-    """Floats widened to float64; a pre-encoded fragment when NaN/inf would become null."""
+    """Floats widened to float64, pre-encoded; NaN/inf (null from orjson) via the stdlib."""
     wide = np.ascontiguousarray(arr, dtype=np.float64)
-    if np.isfinite(wide).all():
-        return wide
-    return orjson.Fragment(_stdlib_json(wide.tolist()))
+    text = orjson.dumps(wide, option=_OPTS)
+    # A float array has no other source of null, and this scan is cheaper than isfinite().
+    if b"null" in text:
+        text = _stdlib_json(wide.tolist())
+    return orjson.Fragment(text)
 
 
-def _object_column(arr: np.ndarray) -> Any:
+def _object_column(name: str, arr: np.ndarray) -> Any:
     """A column of Python objects (``infos`` dicts) as a pre-encoded JSON fragment."""
     items = arr.tolist()
-    text = orjson.dumps(items, default=_to_builtin, option=_OPTS)
-    # orjson turns NaN into null: only then is the exact (slow) stdlib encoding needed.
-    if b"null" in text:
-        text = _stdlib_json(items)
+    try:
+        text = orjson.dumps(items, default=_to_builtin, option=_OBJECT_OPTS)
+        # orjson turns NaN into null: only then is the exact (slow) stdlib encoding needed.
+        if b"null" in text:
+            text = _stdlib_json(items)
+    except TypeError as e:  # orjson.JSONEncodeError is a TypeError
+        raise ValueError(
+            f"column {name!r}: {e}; its values must be JSON-serialisable "
+            "(dicts of numbers, strings, lists, numpy values)"
+        ) from None
     return orjson.Fragment(text)
 
 
@@ -68,13 +81,32 @@ def plain_column(name: str, arr: np.ndarray) -> Any:
     if kind in "iub":
         return np.ascontiguousarray(arr)
     if kind == "O":
-        return _object_column(arr)
+        return _object_column(name, arr)
     if kind in "US":
         return arr.tolist()
     raise ValueError(
         f"column {name!r} has dtype {arr.dtype}, which has no JSON form; "
         "convert it to floats or ints, or list it in output_compress_columns"
     )
+
+
+@lru_cache(maxsize=256)
+def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """The ``.npy`` header numpy writes for a C-ordered array of this dtype and shape."""
+    template = np.zeros(shape, dtype=dtype)
+    return npy_bytes(template)[: -template.nbytes or None]
+
+
+def compress_column(arr: np.ndarray, codec: Codec) -> str:
+    """``encode_column`` with the npy header cached: np.save spends most of its time on it.
+
+    The bytes are exactly those of :func:`offrl.io.codecs.encode_column`.
+    """
+    if codec != "offrl" or arr.dtype.hasobject:
+        return encode_column(arr, codec)
+    arr = np.ascontiguousarray(arr)
+    payload = _npy_header(arr.dtype, arr.shape) + arr.tobytes()
+    return base64.b64encode(lz4.frame.compress(payload)).decode("ascii")
 
 
 def _column_value(name: str, arr: np.ndarray, compress: Collection[str], codec: Codec) -> Any:
@@ -85,16 +117,14 @@ def _column_value(name: str, arr: np.ndarray, compress: Collection[str], codec: 
             f"column {name!r} holds Python objects and cannot be compressed; "
             "remove it from output_compress_columns"
         )
-    return encode_column(arr, codec)
+    return compress_column(arr, codec)
 
 
 def batch_columns(
     batch: SampleBatch, compress_columns: Collection[str], codec: Codec
 ) -> dict[str, Any]:
     """``column -> JSON-ready value`` for every column of ``batch``, in the batch's order."""
-    return {
-        name: _column_value(name, arr, compress_columns, codec) for name, arr in batch.items()
-    }
+    return {name: _column_value(name, arr, compress_columns, codec) for name, arr in batch.items()}
 
 
 def record_dict(

@@ -24,7 +24,7 @@ import numpy as np
 
 from offrl.batch import SampleBatch
 from offrl.errors import DataFormatError
-from offrl.io.decode import NEW_OBS_VALID, CorruptLineError, decode_record
+from offrl.io.decode import NEW_OBS_VALID, CorruptLineError, RecordDecoder
 from offrl.io.sources import open_source, resolve_sources
 
 log = logging.getLogger("offrl")
@@ -81,6 +81,7 @@ class JsonReader:
         self._invalid_new_obs_rows = 0
         self._warned_rebuilt: set[str] = set()
         self._iter: Iterator[SampleBatch] | None = None
+        self._decoder = RecordDecoder()
 
     # -- public API ---------------------------------------------------------------
     def next(self) -> SampleBatch:
@@ -88,7 +89,11 @@ class JsonReader:
         while True:
             if self._iter is None:
                 self._iter = self._pass(self._epoch_order())
-            batch = next(self._iter, None)
+            try:
+                batch = next(self._iter, None)
+            except DataFormatError:
+                self._iter = None  # a retry starts the pass over instead of a new epoch
+                raise
             if batch is not None:
                 return batch
             self._iter = None
@@ -152,7 +157,7 @@ class JsonReader:
                 continue
             assigned += 1
             try:
-                batch = decode_record(line, path=path, lineno=lineno)
+                batch = self._decoder.decode(line, path=path, lineno=lineno)
             except CorruptLineError as e:
                 corrupt += 1
                 self._on_corrupt(e, corrupt)

@@ -19,7 +19,6 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from offrl.batch import INFOS, MultiAgentBatch, SampleBatch
@@ -130,11 +129,26 @@ class _FsspecTarget:
         path = f"{self.root.rstrip('/')}/{name}"
         if self.fs.exists(path):
             raise FileExistsError(path)
+        self._reserve(path)
+        return self.fs.open(path, "wb")
+
+    def _reserve(self, path: str) -> None:
+        """Create ``path`` empty and exclusively, or raise FileExistsError.
+
+        Object stores create an object only when its file is closed, so a name
+        is claimed with an empty exclusive upload (S3: ``If-None-Match: *``)
+        before the real, buffered file is opened over it.
+        """
         try:
-            return self.fs.open(path, "xb")
+            handle = self.fs.open(path, "xb")
         except (ValueError, NotImplementedError):
-            # This backend has no exclusive mode; the exists() check above must do.
-            return self.fs.open(path, "wb")
+            return  # no exclusive mode in this backend: the exists() check must do
+        try:
+            handle.close()
+        except OSError:
+            if self.fs.exists(path):
+                raise FileExistsError(path) from None  # another writer claimed it first
+            raise
 
 
 def _make_target(path: str | Path, storage_options: Mapping[str, Any] | None) -> Any:
@@ -149,11 +163,15 @@ def _make_target(path: str | Path, storage_options: Mapping[str, Any] | None) ->
 # -- validation -----------------------------------------------------------------------
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_options(
     max_file_size: Any, compress_columns: Any, codec: Any, worker_index: Any
 ) -> None:
     """ConfigError naming the option when a constructor argument is invalid."""
-    if isinstance(max_file_size, bool) or not isinstance(max_file_size, int) or max_file_size <= 0:
+    if not _is_int(max_file_size) or max_file_size <= 0:
         raise ConfigError(
             f"output_max_file_size: invalid value {max_file_size!r}; "
             "allowed: a positive integer number of bytes (e.g. 67108864 for 64 MiB)"
@@ -171,7 +189,7 @@ def _check_options(
             )
     if codec not in ("offrl", "rllib"):
         raise ConfigError(f"output_codec: invalid value {codec!r}; allowed: 'offrl' or 'rllib'")
-    if isinstance(worker_index, bool) or not isinstance(worker_index, int) or worker_index < 0:
+    if not _is_int(worker_index) or worker_index < 0:
         raise ConfigError(f"worker_index: invalid value {worker_index!r}; allowed: an int >= 0")
 
 
@@ -212,12 +230,15 @@ class JsonWriter:
             raise OffrlRuntimeError("JsonWriter.write() called after close(); open a new writer")
         if batch.count == 0:
             return  # an empty record carries no steps and only trips readers
-        line = encode_record(
-            batch,
-            compress_columns=self.compress_columns,
-            codec=self.codec,
-            multi_agent=self.multi_agent,
-        )
+        try:
+            line = encode_record(
+                batch,
+                compress_columns=self.compress_columns,
+                codec=self.codec,
+                multi_agent=self.multi_agent,
+            )
+        except ValueError as e:
+            raise OffrlRuntimeError(f"cannot record a batch of experiences: {e}") from None
         if self._file is None or self._size >= self.max_file_size:
             self._rotate()
         self._append(line)
@@ -230,13 +251,8 @@ class JsonWriter:
     def __enter__(self) -> JsonWriter:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()  # also on exceptions and Ctrl-C, so the last file is complete
 
     @property
     def current_path(self) -> str | None:
@@ -292,7 +308,7 @@ class JsonWriter:
             kept = self._abort()
             raise OffrlRuntimeError(
                 f"writing {self.paths[-1]} failed: {e.strerror or e}; {kept} "
-                "Free disk space (or fix the storage) and run again with a new output directory"
+                "Free disk space (or fix the storage) and run again; earlier files are complete"
             ) from None
         except BaseException:
             self._abort()  # Ctrl-C mid-write: cut the partial line, then let it propagate

@@ -1,0 +1,272 @@
+"""``offrl data inspect|validate|convert``: thin commands over :mod:`offrl.datatools`.
+
+Results go to stdout (a rich table, or JSON with ``--json``); progress bars and
+messages go to stderr. Exit codes: 0 ok, 1 data/runtime problems, 2 usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from offrl.datatools import ProgressFn
+from offrl.errors import ConfigError, OffrlError
+
+_MAX_PROBLEMS_SHOWN = 200
+
+
+def _stderr() -> Console:
+    return Console(file=sys.stderr, highlight=False)
+
+
+def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn offrl's errors into ``offrl: error: ...`` and their exit code (no traceback)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except OffrlError as e:
+            click.echo(f"offrl: error: {e}", err=True)
+            sys.exit(e.exit_code)
+
+    return wrapper
+
+
+@contextmanager
+def byte_progress(description: str, total: int | None, show: bool) -> Iterator[ProgressFn | None]:
+    """A rich progress bar on stderr advanced by bytes read (nothing when not shown)."""
+    if not show:
+        yield None
+        return
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=_stderr(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def json_files(paths: tuple[str, ...]) -> list[str]:
+    """The JSON files named by ``paths``; Parquet input is a usage error here."""
+    from offrl.datatools.convert import source_files
+    from offrl.io.parquet import is_parquet
+
+    if any(is_parquet(p) for p in paths):
+        raise ConfigError(
+            "inspect and validate read JSON experience files; convert Parquet to JSON first "
+            "(offrl data convert FILE.parquet DIR)"
+        )
+    return source_files(list(paths))
+
+
+def _show_progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def data() -> None:
+    """Look at, check and convert experience files."""
+
+
+# -- inspect ------------------------------------------------------------------------------
+
+
+def _fmt_stats(stats: dict[str, float] | None) -> str:
+    if not stats:
+        return "-"
+    return (
+        f"mean {stats['mean']:.2f}  min {stats['min']:.2f}  p50 {stats['p50']:.2f}  "
+        f"max {stats['max']:.2f}"
+    )
+
+
+def summary_tables(s: dict[str, Any]) -> list[Table]:
+    """The inspect summary as rich tables (overview, then columns)."""
+    over = Table(title="dataset", show_header=False)
+    over.add_column("key", style="bold")
+    over.add_column("value")
+    rows = [
+        ("files", f"{s['files']} ({s['bytes']:,} bytes)"),
+        ("lines / records", f"{s['lines']:,} / {s['records']:,} {s['record_types']}"),
+        ("corrupt lines", str(s["corrupt_lines"])),
+        ("rows (steps)", f"{s['rows']:,}  ({s['bytes_per_row'] or '-'} bytes/row)"),
+        (
+            "episodes",
+            f"{s['episodes']} ({s['episodes_complete']} complete, {s['episodes_partial']} partial)",
+        ),
+        ("episode return", _fmt_stats(s["episode_return"])),
+        ("episode length", _fmt_stats(s["episode_length"])),
+        (
+            "actions",
+            json.dumps(s["actions"]["histogram"])
+            if s["actions"]["histogram"]
+            else s["actions"]["kind"],
+        ),
+        (
+            "behaviour probs",
+            f"action_prob {s['behaviour_probabilities']['action_prob_rows']:,} "
+            f"rows, action_logp {s['behaviour_probabilities']['action_logp_rows']:,}"
+            f" rows",
+        ),
+        ("compressed", ", ".join(s["compressed"]) or "none"),
+        ("variants", ", ".join(s["variants"])),
+    ]
+    for key, value in rows:
+        over.add_row(key, value)
+    cols = Table(title="columns")
+    for name in ("column", "dtype", "shape", "stored as"):
+        cols.add_column(name)
+    for name, info in s["columns"].items():
+        cols.add_row(name, info["dtype"], str(tuple(info["shape"])), ", ".join(info["codecs"]))
+    return [over, cols]
+
+
+@data.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@reports_errors
+def inspect(paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
+    """Summarise experience files: rows, episodes, returns, columns, actions."""
+    from offrl.datatools.convert import total_bytes
+    from offrl.datatools.inspect import inspect_paths
+
+    files = json_files(paths)
+    with byte_progress("inspect", total_bytes(files), _show_progress(quiet)) as on_bytes:
+        summary = inspect_paths(files, on_bytes=on_bytes)
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    out = Console(highlight=False)
+    for table in summary_tables(summary):
+        out.print(table)
+    for problem in summary["bad_records"]:
+        out.print(f"[red]unreadable record:[/red] {problem}", markup=True)
+
+
+# -- validate -----------------------------------------------------------------------------
+
+
+@data.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--env", help="Also check obs/actions against this env's spaces (gymnasium id).")
+@click.option("--json", "as_json", is_flag=True, help="Print problems as JSON lines.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@reports_errors
+def validate(paths: tuple[str, ...], env: str | None, as_json: bool, quiet: bool) -> None:
+    """Check files against every rule of the format; exit 1 listing (file, line, rule)."""
+    from offrl.datatools.convert import total_bytes
+    from offrl.datatools.validate import validate_paths
+
+    spaces = None
+    if env:
+        from offrl.rollout import check_env_id, env_spaces
+
+        check_env_id(env)
+        spaces = env_spaces(env)
+    files = json_files(paths)
+    count = 0
+    with byte_progress("validate", total_bytes(files), _show_progress(quiet)) as on_bytes:
+        for problem in validate_paths(files, spaces, on_bytes=on_bytes):
+            count += 1
+            if count <= _MAX_PROBLEMS_SHOWN:
+                click.echo(json.dumps(problem.__dict__) if as_json else str(problem))
+    if count:
+        hidden = (
+            f" ({count - _MAX_PROBLEMS_SHOWN} not shown)" if count > _MAX_PROBLEMS_SHOWN else ""
+        )
+        click.echo(f"offrl: {count} problem(s) in {len(files)} file(s){hidden}", err=True)
+        sys.exit(1)
+    click.echo(f"offrl: {len(files)} file(s) valid", err=True)
+
+
+# -- convert ------------------------------------------------------------------------------
+
+
+def _columns_option(text: str) -> tuple[str, ...]:
+    return tuple(c.strip() for c in text.split(",") if c.strip())
+
+
+@data.command()
+@click.argument("src", nargs=-1, required=True)
+@click.argument("dst", nargs=1)
+@click.option(
+    "--compress-columns",
+    default="obs,new_obs",
+    show_default=True,
+    help="JSON output: comma-separated columns to compress; '' for plain lists.",
+)
+@click.option(
+    "--codec",
+    type=click.Choice(["offrl", "rllib"]),
+    default="offrl",
+    show_default=True,
+    help="JSON output: codec of compressed columns (rllib = pickle).",
+)
+@click.option("--multi-agent", is_flag=True, help="JSON output: RLlib 2.x MultiAgentBatch records.")
+@click.option(
+    "--max-file-size",
+    type=click.IntRange(min=1),
+    default=64 * 1024 * 1024,
+    show_default=True,
+    help="JSON output: rotate files at this many bytes.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@reports_errors
+def convert(
+    src: tuple[str, ...],
+    dst: str,
+    compress_columns: str,
+    codec: str,
+    multi_agent: bool,
+    max_file_size: int,
+    quiet: bool,
+) -> None:
+    """Convert SRC... to DST: JSON <-> Parquet (DST ending in .parquet), or JSON re-encoding.
+
+    DST must not exist: a .parquet file, or a directory for JSON files.
+    """
+    from offrl.datatools.convert import ConvertOptions, check_destination, source_files, total_bytes
+    from offrl.datatools.convert import convert as run_convert
+
+    check_destination(dst)
+    opts = ConvertOptions(
+        compress_columns=_columns_option(compress_columns),
+        codec=codec,  # type: ignore[arg-type]
+        multi_agent=multi_agent,
+        max_file_size=max_file_size,
+    )
+    files = source_files(list(src))
+    with byte_progress("convert", total_bytes(files), _show_progress(quiet)) as on_bytes:
+        stats = run_convert(list(src), dst, opts, on_bytes=on_bytes)
+    click.echo(
+        json.dumps(
+            {
+                "records": stats.records,
+                "rows": stats.rows,
+                "corrupt_lines_skipped": stats.corrupt_lines_skipped,
+                "outputs": stats.outputs,
+            }
+        )
+    )

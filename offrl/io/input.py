@@ -1,0 +1,96 @@
+"""The InputReader interface and the factory that builds one from the ``input`` config key.
+
+``make_input_reader`` handles offline inputs only: a path, directory, glob, URI or
+a list of them (a :class:`~offrl.io.json_reader.JsonReader`), or ``"module:Class"``
+naming a user's reader, built as ``Class(**input_config)``. For path inputs,
+``input_config`` may hold ``storage_options`` (fsspec options, e.g. an S3
+``endpoint_url``). ``"sampler"`` and ``{source: probability}`` mixes are the
+trainer's business: passing them here is a programming error (ValueError).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from typing import Any, Protocol, runtime_checkable
+
+from offrl.batch import SampleBatch
+from offrl.config import CommonConfig
+from offrl.errors import ConfigError
+from offrl.io.json_reader import JsonReader
+from offrl.io.sources import is_uri
+
+_CLASS_SPEC_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+@runtime_checkable
+class InputReader(Protocol):
+    """Anything that hands out batches of experience, one per call."""
+
+    def next(self) -> SampleBatch:
+        """Return the next batch of experiences read."""
+        ...
+
+
+def is_class_spec(spec: str) -> bool:
+    """True for ``"package.module:ClassName"`` that is not an existing path or a URI."""
+    return bool(_CLASS_SPEC_RE.match(spec)) and not is_uri(spec) and not os.path.exists(spec)
+
+
+def load_class_reader(spec: str, input_config: dict[str, Any]) -> InputReader:
+    """Import ``module:Class`` and build ``Class(**input_config)``; ConfigError if impossible."""
+    module_name, _, class_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(
+            f"input {spec!r}: cannot import module {module_name!r} ({e}); "
+            "is it on PYTHONPATH / installed?"
+        ) from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ConfigError(f"input {spec!r}: module {module_name!r} has no {class_name!r}")
+    try:
+        reader = cls(**input_config)
+    except TypeError as e:
+        raise ConfigError(
+            f"input {spec!r}: cannot construct {class_name}(**input_config) with "
+            f"input_config={input_config!r}: {e}"
+        ) from None
+    if not callable(getattr(reader, "next", None)):
+        raise ConfigError(
+            f"input {spec!r}: {class_name} has no next() method; an InputReader must "
+            "implement next() -> SampleBatch"
+        )
+    return reader
+
+
+def make_input_reader(
+    spec: str | list[str],
+    *,
+    config: CommonConfig,
+    seed: int | None,
+    worker_index: int = 0,
+    num_workers: int = 1,
+) -> InputReader:
+    """Build the offline reader for ``spec`` (worker ``worker_index`` of ``num_workers``)."""
+    if isinstance(spec, dict) or spec == "sampler":
+        raise ValueError(
+            f"make_input_reader handles offline inputs only, not {spec!r} "
+            "(the trainer builds the sampler and input mixes)"
+        )
+    if isinstance(spec, str) and is_class_spec(spec):
+        return load_class_reader(spec, dict(config.input_config))
+    storage_options = config.input_config.get("storage_options") or {}
+    if not isinstance(storage_options, dict):
+        raise ConfigError(
+            f"input_config.storage_options must be an object, got {storage_options!r}"
+        )
+    return JsonReader(
+        spec,
+        seed=seed,
+        worker_index=worker_index,
+        num_workers=num_workers,
+        storage_options=storage_options,
+    )

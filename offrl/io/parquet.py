@@ -1,0 +1,362 @@
+"""Experiences as Parquet: one row per step, for pandas / Spark / DuckDB (optional extra).
+
+Layout: every batch column is one Parquet column. Numbers keep their dtype
+(float32 stays float32, so values round-trip bit for bit); per-step arrays such
+as ``obs`` are fixed-size lists (nested for more than one dimension); Python
+objects (``infos`` dicts) are JSON text, marked by the field metadata
+``offrl.encoding = json``. The column ``_offrl_record`` numbers the JSON record
+each row came from, so converting back reproduces the records exactly; Parquet
+files without it are served in blocks of ``batch_rows`` rows.
+
+pyarrow is optional (``pip install 'offrl[parquet]'``); it is imported only here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import numpy as np
+import orjson
+
+from offrl.batch import MultiAgentBatch, SampleBatch
+from offrl.errors import DataFormatError, OffrlRuntimeError
+from offrl.io.json_reader import ShardEntry, plan_shard
+
+RECORD_COLUMN = "_offrl_record"
+ENCODING_KEY = b"offrl.encoding"
+JSON_ENCODING = b"json"
+PARQUET_SUFFIX = ".parquet"
+DEFAULT_ROW_GROUP_ROWS = 65_536
+DEFAULT_BATCH_ROWS = 1_000
+
+
+def require_pyarrow() -> Any:
+    """The ``pyarrow`` module, or an error saying how to install it."""
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401  (submodule must be importable too)
+    except ImportError:
+        raise OffrlRuntimeError(
+            "Parquet support needs pyarrow, which is not installed: "
+            "run pip install 'offrl[parquet]'"
+        ) from None
+    return pyarrow
+
+
+# -- numpy <-> arrow ------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot store a value of type {type(value).__name__} in Parquet")
+
+
+def _json_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value, default=_json_default).decode()
+    except TypeError as e:
+        raise OffrlRuntimeError(f"cannot store value {value!r:.60} in Parquet: {e}") from None
+
+
+def column_to_arrow(name: str, arr: np.ndarray) -> tuple[Any, Any]:
+    """``(field, array)`` for one column: numbers natively, per-step arrays as fixed-size lists."""
+    pa = require_pyarrow()
+    if arr.dtype.kind == "O":
+        values = pa.array([_json_text(v) for v in arr.tolist()], type=pa.string())
+        return pa.field(name, pa.string(), metadata={ENCODING_KEY: JSON_ENCODING}), values
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    values = pa.array(flat.tolist() if arr.dtype.kind in "US" else flat)
+    for size in reversed(arr.shape[1:]):
+        values = pa.FixedSizeListArray.from_arrays(values, size)
+    return pa.field(name, values.type), values
+
+
+def batch_to_table(batch: SampleBatch, record_index: int | None = None) -> Any:
+    """One pa.Table row per step; with ``record_index``, the ``_offrl_record`` column too."""
+    pa = require_pyarrow()
+    fields, arrays = [], []
+    for name, arr in batch.items():
+        f, a = column_to_arrow(name, arr)
+        fields.append(f)
+        arrays.append(a)
+    if record_index is not None:
+        fields.append(pa.field(RECORD_COLUMN, pa.int64()))
+        arrays.append(pa.array(np.full(batch.count, record_index, dtype=np.int64)))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def column_to_numpy(field: Any, array: Any) -> np.ndarray:
+    """Inverse of :func:`column_to_arrow` for one (chunk of a) column."""
+    pa = require_pyarrow()
+    if (field.metadata or {}).get(ENCODING_KEY) == JSON_ENCODING:
+        out = np.empty(len(array), dtype=object)
+        out[:] = [orjson.loads(s) if s is not None else None for s in array.to_pylist()]
+        return out
+    n, shape, values = len(array), [], array
+    while pa.types.is_fixed_size_list(values.type):
+        shape.append(values.type.list_size)
+        values = values.flatten()  # flatten() honours slice offsets; .values would not
+    flat = values.to_numpy(zero_copy_only=False)
+    return flat.reshape(n, *shape) if shape else flat
+
+
+# -- writing --------------------------------------------------------------------------
+
+
+class ParquetWriter:
+    """Write batches as rows of one new Parquet file (an OutputWriter; a context manager).
+
+    The file is created exclusively (an existing file is never overwritten) and
+    removed again if writing fails, since a Parquet file without its footer is
+    unreadable. Rows are buffered into row groups of ``row_group_rows``.
+    """
+
+    def __init__(self, path: str | Path, *, row_group_rows: int = DEFAULT_ROW_GROUP_ROWS) -> None:
+        self._pa = require_pyarrow()
+        self.path = Path(path).expanduser()
+        self.row_group_rows = row_group_rows
+        try:
+            self._handle: IO[bytes] | None = open(self.path, "xb")  # noqa: SIM115
+        except FileExistsError:
+            raise OffrlRuntimeError(
+                f"{self.path} already exists; choose a new output file (it is never overwritten)"
+            ) from None
+        except OSError as e:
+            raise OffrlRuntimeError(f"cannot create {self.path}: {e.strerror or e}") from None
+        self._writer: Any = None
+        self._pending: list[Any] = []
+        self._pending_rows = 0
+        self.records = 0
+        self.rows = 0
+
+    def write(self, batch: SampleBatch | MultiAgentBatch) -> None:
+        """Append ``batch`` (one record) as rows."""
+        if isinstance(batch, MultiAgentBatch):
+            batch = batch.as_single_agent()
+        if batch.count == 0:
+            return
+        table = batch_to_table(batch, self.records)
+        if self._writer is None:
+            import pyarrow.parquet as pq
+
+            self._writer = pq.ParquetWriter(self._handle, table.schema)
+        elif not table.schema.equals(self._writer.schema, check_metadata=True):
+            raise DataFormatError(
+                str(self.path),
+                None,
+                f"record {self.records} has columns {table.schema.names} "
+                f"({_types(table.schema)}), but the file was started with "
+                f"{self._writer.schema.names} ({_types(self._writer.schema)}): one Parquet "
+                "file holds one schema; convert records of different shapes separately",
+            )
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self.records += 1
+        self.rows += table.num_rows
+        if self._pending_rows >= self.row_group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(self._pa.concat_tables(self._pending))
+            self._pending, self._pending_rows = [], 0
+
+    def close(self) -> None:
+        """Write the buffered rows and the footer; an empty input still gets a valid file."""
+        if self._handle is None:
+            return
+        try:
+            self._flush()
+            if self._writer is not None:
+                self._writer.close()
+            else:
+                import pyarrow.parquet as pq
+
+                pq.write_table(self._pa.table({}), self._handle)  # no rows, still Parquet
+        finally:
+            self._handle.close()
+            self._handle = None
+
+    def abort(self) -> None:
+        """Close and delete the unfinished file."""
+        if self._writer is not None:
+            # Closed here so pyarrow's finaliser does not write to a closed handle later.
+            with contextlib.suppress(OSError, ValueError):
+                self._writer.close()
+            self._writer = None
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def __enter__(self) -> ParquetWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _types(schema: Any) -> str:
+    return ", ".join(f"{f.name}: {f.type}" for f in schema)
+
+
+# -- reading --------------------------------------------------------------------------
+
+
+def resolve_parquet(spec: str | list[str]) -> list[str]:
+    """Parquet files of a file, directory (its ``*.parquet``), glob, or a list of these."""
+    items = [spec] if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for item in items:
+        path = os.path.expanduser(item.removeprefix("file://"))
+        if any(c in path for c in "*?["):
+            found = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+        elif os.path.isdir(path):
+            found = sorted(str(p) for p in Path(path).glob(f"*{PARQUET_SUFFIX}") if p.is_file())
+        else:
+            found = [path] if os.path.isfile(path) else []
+        if not found:
+            raise OffrlRuntimeError(
+                f"no Parquet files found for {item!r} (searched for *{PARQUET_SUFFIX} files); "
+                "check the path"
+            )
+        out += [f for f in found if f not in out]
+    return out
+
+
+def iter_parquet_records(
+    path: str, *, batch_rows: int = DEFAULT_BATCH_ROWS, read_rows: int = DEFAULT_ROW_GROUP_ROWS
+) -> Iterator[dict[str, np.ndarray]]:
+    """The records of one Parquet file as ``column -> array`` dicts, streaming.
+
+    Rows of one ``_offrl_record`` value form one record; without that column,
+    blocks of ``batch_rows`` rows. At most ``read_rows`` rows plus one record are held.
+    """
+    require_pyarrow()
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, ValueError) as e:  # pyarrow raises ArrowInvalid (a ValueError) on garbage
+        raise DataFormatError(path, None, f"not a readable Parquet file: {e}") from None
+    schema = pf.schema_arrow
+    pending: dict[str, np.ndarray] | None = None
+    for chunk in pf.iter_batches(batch_size=read_rows):
+        cols = {f.name: column_to_numpy(f, chunk.column(i)) for i, f in enumerate(schema)}
+        if pending is not None:
+            cols = {k: np.concatenate([pending[k], v]) for k, v in cols.items()}
+        ids = cols.pop(RECORD_COLUMN, None)
+        bounds = _record_bounds(ids, len(next(iter(cols.values()))), batch_rows)
+        for start, end in bounds[:-1]:
+            yield {k: v[start:end] for k, v in cols.items()}
+        start, end = bounds[-1]
+        pending = {k: v[start:end] for k, v in cols.items()}
+        if ids is not None:
+            pending[RECORD_COLUMN] = ids[start:end]
+    if pending is not None:
+        pending.pop(RECORD_COLUMN, None)
+        if len(next(iter(pending.values()))):
+            yield pending
+
+
+def _record_bounds(ids: np.ndarray | None, n: int, batch_rows: int) -> list[tuple[int, int]]:
+    """Row ranges of records: runs of equal ids, or blocks of ``batch_rows``."""
+    if ids is None:
+        starts = list(range(0, n, batch_rows)) or [0]
+    else:
+        starts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist()]
+    return list(zip(starts, [*starts[1:], n], strict=True))
+
+
+class ParquetReader:
+    """An InputReader over Parquet files: ``next()`` returns one record, epoch after epoch.
+
+    Same contract as JsonReader: worker ``i`` of ``N`` reads ``files[i::N]``, the
+    file order is reshuffled every epoch from ``(seed, worker_index)``, and
+    records are normalised like JSON records (dones, new_obs, dtypes).
+    """
+
+    def __init__(
+        self,
+        spec: str | list[str],
+        *,
+        seed: int | None = None,
+        worker_index: int = 0,
+        num_workers: int = 1,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        shuffle_files: bool = True,
+    ) -> None:
+        require_pyarrow()
+        self.files = resolve_parquet(spec)
+        # JsonReader's plan: whole files per worker, or records round-robin when
+        # there are more workers than files.
+        self.shard = plan_shard(self.files, worker_index, num_workers)
+        self.batch_rows = batch_rows
+        self._shuffle = shuffle_files
+        self._rng = np.random.default_rng(None if seed is None else [seed, worker_index])
+        self._iter: Iterator[SampleBatch] | None = None
+        self._epoch = 0
+        self._rows = 0
+
+    def next(self) -> SampleBatch:
+        """The next record; a new (reshuffled) epoch starts after the last one."""
+        for _ in range(2):
+            if self._iter is None:
+                order = self.shard
+                if self._shuffle:
+                    order = [self.shard[i] for i in self._rng.permutation(len(self.shard))]
+                self._iter = self._pass(order)
+            batch = next(self._iter, None)
+            if batch is not None:
+                self._rows += batch.count
+                return batch
+            self._iter = None
+            self._epoch += 1
+        raise DataFormatError(
+            ", ".join(p for p, _, _ in self.shard), None, "the Parquet input holds no rows"
+        )
+
+    def _pass(self, order: list[ShardEntry]) -> Iterator[SampleBatch]:
+        from offrl.io.decode import decode_columns
+
+        for path, stride, offset in order:
+            for i, cols in enumerate(iter_parquet_records(path, batch_rows=self.batch_rows)):
+                if i % stride == offset:
+                    yield decode_columns(cols, path=path, lineno=i + 1)  # "line" = record number
+
+    def metrics(self) -> dict[str, Any]:
+        """Reading progress: completed epochs, rows read, files in this worker's share."""
+        return {"epoch": self._epoch, "rows_read": self._rows, "files": len(self.shard)}
+
+    def close(self) -> None:
+        """Stop reading the current file."""
+        if self._iter is not None:
+            self._iter.close()  # type: ignore[attr-defined]
+            self._iter = None
+
+
+def is_parquet(spec: str | list[str] | Mapping[str, Any]) -> bool:
+    """True when an input spec names Parquet data (every item ends in ``.parquet``)."""
+    if isinstance(spec, str):
+        return spec.rstrip("/").endswith(PARQUET_SUFFIX)
+    if isinstance(spec, list) and spec:
+        return all(isinstance(s, str) and is_parquet(s) for s in spec)
+    return False

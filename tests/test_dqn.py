@@ -1,0 +1,261 @@
+"""DQN: TD math on hand-computed numbers, n-step transitions, schedules, policy, checkpoints."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from offrl.algos.dqn import (
+    DQN,
+    N_STEP_DISCOUNTS,
+    N_STEP_NEW_OBS,
+    N_STEP_RETURNS,
+    TD_VALID,
+    DQNConfig,
+    epsilon_at,
+    huber,
+    lr_at,
+    td_targets,
+    transitions,
+)
+from offrl.batch import SampleBatch
+from offrl.config import from_dict
+from offrl.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+OBS_SPACE = gym.spaces.Box(-10.0, 10.0, (4,), dtype=np.float32)
+ACT_SPACE = gym.spaces.Discrete(2)
+
+
+def make_batch(n: int, **cols: object) -> SampleBatch:
+    """A CartPole-shaped batch of ``n`` rows; new_obs[t] = t + 1 identifies rows."""
+    base = {
+        "obs": np.arange(n, dtype=np.float32)[:, None].repeat(4, 1),
+        "new_obs": np.arange(1, n + 1, dtype=np.float32)[:, None].repeat(4, 1),
+        "actions": np.arange(n) % 2,
+        "rewards": np.ones(n, dtype=np.float32),
+        "terminateds": np.zeros(n, dtype=bool),
+        "truncateds": np.zeros(n, dtype=bool),
+        "eps_id": np.zeros(n, dtype=np.int64),
+    }
+    base.update(cols)
+    base["dones"] = np.asarray(base["terminateds"]) | np.asarray(base["truncateds"])
+    return SampleBatch(base)
+
+
+def small_config(**overrides: object) -> DQNConfig:
+    return DQNConfig(
+        seed=3, model={"fcnet_hiddens": [16], "fcnet_activation": "relu"}, hiddens=[8],
+        learning_starts=8, train_batch_size=4, **overrides,
+    )
+
+
+# -- TD math -------------------------------------------------------------------------
+
+
+def test_double_q_target_values_the_online_argmax_with_the_target_net() -> None:
+    returns = torch.tensor([1.0, 1.0])
+    discounts = torch.tensor([0.99, 0.0])
+    q_next_online = torch.tensor([[2.0, 1.0], [0.0, 3.0]])
+    q_next_target = torch.tensor([[10.0, 20.0], [5.0, 7.0]])
+    double = td_targets(returns, discounts, q_next_online, q_next_target, double_q=True)
+    # Row 0: online picks action 0, target values it 10 -> 1 + 0.99 * 10.
+    # Row 1: terminated (discount 0) -> just the return.
+    torch.testing.assert_close(double, torch.tensor([10.9, 1.0]))
+    single = td_targets(returns, discounts, q_next_online, q_next_target, double_q=False)
+    torch.testing.assert_close(single, torch.tensor([20.8, 1.0]))
+
+
+def test_huber_is_quadratic_inside_delta_and_linear_outside() -> None:
+    got = huber(torch.tensor([0.5, -2.0, 3.0, 0.0]))
+    torch.testing.assert_close(got, torch.tensor([0.125, 1.5, 2.5, 0.0]))
+
+
+# -- n-step transitions --------------------------------------------------------------
+
+
+def test_terminated_episode_does_not_bootstrap_but_truncated_does() -> None:
+    term = transitions(make_batch(3, terminateds=np.array([0, 0, 1], bool)), 0.9, 1)
+    np.testing.assert_allclose(term[N_STEP_DISCOUNTS], [0.9, 0.9, 0.0])
+    trunc = transitions(make_batch(3, truncateds=np.array([0, 0, 1], bool)), 0.9, 1)
+    np.testing.assert_allclose(trunc[N_STEP_DISCOUNTS], [0.9, 0.9, 0.9])
+    # The truncated row bootstraps from its own true next obs.
+    assert trunc[N_STEP_NEW_OBS][2, 0] == 3.0
+    np.testing.assert_allclose(trunc[N_STEP_RETURNS], [1.0, 1.0, 1.0])
+
+
+def test_n_step_returns_stop_at_terminals_and_episode_changes() -> None:
+    batch = make_batch(
+        5,
+        rewards=np.array([1.0, 2.0, 3.0, 4.0, 5.0], np.float32),
+        eps_id=np.array([7, 7, 8, 8, 8]),
+        terminateds=np.array([0, 0, 0, 1, 0], bool),
+    )
+    out = transitions(batch, 0.5, 2)
+    # Row 0: 1 + .5*2, bootstraps from new_obs[1] (=2) with .25.
+    # Row 1: last row of episode 7 (cut, not done): 2, new_obs[1] with .5.
+    # Row 2: 3 + .5*4, window ends on a terminal -> discount 0.
+    # Row 3: terminal -> 4, discount 0.  Row 4: 5, cut at batch end -> .5.
+    np.testing.assert_allclose(out[N_STEP_RETURNS], [2.0, 2.0, 5.0, 4.0, 5.0])
+    np.testing.assert_allclose(out[N_STEP_DISCOUNTS], [0.25, 0.5, 0.0, 0.0, 0.5])
+    assert out[N_STEP_NEW_OBS][:, 0].tolist() == [2.0, 2.0, 4.0, 4.0, 5.0]
+    assert out[TD_VALID].all()
+
+
+def test_unknown_new_obs_rows_are_dropped_and_not_bootstrapped_across() -> None:
+    valid = np.array([True, True, False, True])
+    out = transitions(make_batch(4, new_obs_valid=valid), 0.5, 3)
+    assert out[TD_VALID].tolist() == [True, True, False, True]
+    # Row 0's window stops at row 1, the last row whose new_obs is known.
+    np.testing.assert_allclose(out[N_STEP_RETURNS][:2], [1.5, 1.0])
+    assert out[N_STEP_NEW_OBS][:2, 0].tolist() == [2.0, 2.0]
+
+
+def test_old_files_with_only_dones_treat_them_as_terminated() -> None:
+    batch = make_batch(2, terminateds=np.array([0, 1], bool))
+    del batch["terminateds"], batch["truncateds"]
+    out = transitions(batch, 0.9, 1)
+    np.testing.assert_allclose(out[N_STEP_DISCOUNTS], [0.9, 0.0])
+
+
+def test_learn_without_postprocess_uses_one_step_targets_and_skips_invalid_rows() -> None:
+    algo = DQN(small_config(n_step=3), OBS_SPACE, ACT_SPACE)
+    valid = np.array([True] * 9 + [False])
+    algo.learn(make_batch(10, new_obs_valid=valid), 10)
+    assert len(algo.buffer) == 9
+    np.testing.assert_allclose(algo.buffer.columns[N_STEP_RETURNS][:9], 1.0)
+
+
+# -- schedules and the policy ----------------------------------------------------------
+
+
+def test_epsilon_decays_linearly_then_stays() -> None:
+    cfg = DQNConfig()  # 1.0 -> 0.02 over 0.1 * 100000 steps
+    assert epsilon_at(cfg, 0) == 1.0
+    assert epsilon_at(cfg, 5000) == pytest.approx(0.51)
+    assert epsilon_at(cfg, 10000) == pytest.approx(0.02)
+    assert epsilon_at(cfg, 90000) == pytest.approx(0.02)
+
+
+def test_lr_schedule_interpolates_between_points() -> None:
+    cfg = DQNConfig(lr_schedule=[[0, 1e-3], [1000, 1e-4]])
+    assert lr_at(cfg, 500) == pytest.approx(5.5e-4)
+    assert lr_at(cfg, 5000) == pytest.approx(1e-4)
+    assert lr_at(DQNConfig(), 5000) == 5e-4
+
+
+def test_action_prob_is_epsilon_greedy() -> None:
+    algo = DQN(small_config(), OBS_SPACE, ACT_SPACE)
+    algo.counters["num_steps_sampled"] = 5000  # epsilon 0.51
+    obs = np.random.default_rng(0).normal(size=(400, 4)).astype(np.float32)
+    actions, extra = algo.compute_actions(obs, explore=True)
+    greedy = extra["q_values"].argmax(axis=1)
+    expected = np.where(actions == greedy, 1 - 0.51 + 0.51 / 2, 0.51 / 2)
+    np.testing.assert_allclose(extra["action_prob"], expected, rtol=1e-6)
+    np.testing.assert_allclose(extra["action_logp"], np.log(expected), rtol=1e-5)
+    assert 0.15 < np.mean(actions != greedy) < 0.35  # eps / n = 0.255 expected
+    assert extra["action_dist_inputs"].shape == (400, 2)
+    np.testing.assert_allclose(algo.action_probs(obs).sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_greedy_actions_have_probability_one() -> None:
+    algo = DQN(small_config(), OBS_SPACE, ACT_SPACE)
+    obs = np.random.default_rng(1).normal(size=(50, 4)).astype(np.float32)
+    actions, extra = algo.compute_actions(obs, explore=False)
+    assert actions.tolist() == extra["q_values"].argmax(axis=1).tolist()
+    assert np.all(extra["action_prob"] == 1.0) and np.all(extra["action_logp"] == 0.0)
+
+
+# -- learning and checkpoints -----------------------------------------------------------
+
+
+def feed(algo: DQN, batches: list[SampleBatch]) -> list[dict[str, float]]:
+    return [algo.learn(algo.postprocess(b), 0) for b in batches]
+
+
+def test_learn_reports_stats_and_counts_updates_at_the_configured_intensity() -> None:
+    algo = DQN(small_config(training_intensity=2.0, target_network_update_freq=8),
+               OBS_SPACE, ACT_SPACE)
+    stats = feed(algo, [make_batch(8, eps_id=np.full(8, i)) for i in range(4)])
+    # 32 rows at intensity 2 = 64 replayed rows = 16 updates of 4, minus the first
+    # batch (before learning_starts): 12.
+    assert algo.counters["num_updates"] == 12
+    last = stats[-1]
+    for key in ("mean_q", "min_q", "max_q", "mean_td_error", "loss", "cur_lr", "epsilon",
+                "num_target_updates", "num_updates"):
+        assert np.isfinite(last[key]), key
+    assert last["min_q"] <= last["mean_q"] <= last["max_q"]
+    assert last["num_target_updates"] == 3  # after 16, 24 and 32 sampled rows
+
+
+def test_restored_algorithm_continues_identically() -> None:
+    cfg = small_config(store_buffer_in_checkpoints=True, prioritized_replay=True)
+    batches = [make_batch(8, eps_id=np.full(8, i), rewards=np.full(8, i, np.float32))
+               for i in range(6)]
+    first = DQN(cfg, OBS_SPACE, ACT_SPACE)
+    feed(first, batches[:3])
+    raw = io.BytesIO()
+    torch.save(first.get_state(), raw)
+    raw.seek(0)
+    second = DQN(small_config(store_buffer_in_checkpoints=True), OBS_SPACE, ACT_SPACE)
+    second.set_state(torch.load(raw, weights_only=True))
+    a, b = feed(first, batches[3:]), feed(second, batches[3:])
+    assert a == b
+    obs = np.random.default_rng(2).normal(size=(16, 4)).astype(np.float32)
+    np.testing.assert_array_equal(first.compute_actions(obs, explore=True)[0],
+                                  second.compute_actions(obs, explore=True)[0])
+    for p, q in zip(first.online.parameters(), second.online.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_same_seed_same_network_different_seed_different() -> None:
+    a, b = DQN(small_config(), OBS_SPACE, ACT_SPACE), DQN(small_config(), OBS_SPACE, ACT_SPACE)
+    c = DQN(DQNConfig(seed=4, model={"fcnet_hiddens": [16]}, hiddens=[8]), OBS_SPACE, ACT_SPACE)
+    obs = np.ones((1, 4), np.float32)
+    assert a.q_values(obs).tolist() == b.q_values(obs).tolist()
+    assert a.q_values(obs).tolist() != c.q_values(obs).tolist()
+
+
+def test_config_rejects_bad_values_with_key_and_rule() -> None:
+    with pytest.raises(ConfigError, match="prioritized_replay_alpha"):
+        from_dict(DQNConfig, {"prioritized_replay_alhpa": 0.5}, algo="DQN")
+    with pytest.raises(ConfigError, match="'n_step'.*>= 1"):
+        from_dict(DQNConfig, {"n_step": 0}, algo="DQN")
+    with pytest.raises(ConfigError, match="hiddens"):
+        DQN(DQNConfig(hiddens=[0]), OBS_SPACE, ACT_SPACE)
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        DQN(DQNConfig(lr_schedule=[[100, 1e-3], [0, 1e-4]]), OBS_SPACE, ACT_SPACE)
+    with pytest.raises(ConfigError, match="Discrete"):
+        DQN(DQNConfig(), OBS_SPACE, gym.spaces.Box(-1, 1, (2,)))
+
+
+def test_shipped_run_files_are_valid_configs() -> None:
+    for name in ("dqn-cartpole.json", "dqn-offline-cartpole.json"):
+        run = json.loads((ROOT / "configs" / name).read_text())
+        assert run["run"] == "DQN" and run["env"] == "CartPole-v1"
+        from_dict(DQNConfig, run["config"], algo="DQN")
+
+
+@pytest.mark.slow
+def test_dqn_learns_cartpole_quickly() -> None:
+    from offrl.rollout import Sampler, evaluate
+
+    run = json.loads((ROOT / "configs" / "dqn-cartpole.json").read_text())
+    cfg = from_dict(DQNConfig, {**run["config"], "seed": 0}, algo="DQN")
+    algo = DQN(cfg, OBS_SPACE, ACT_SPACE)
+    sampler = Sampler("CartPole-v1", cfg.num_envs_per_worker, algo, cfg.rollout_fragment_length, 0)
+    steps = 0
+    while steps < 12_000:
+        batch = algo.postprocess(sampler.next())
+        steps += batch.count
+        algo.learn(batch, steps)
+    sampler.close()
+    returns = evaluate("CartPole-v1", algo, 5, seed=123)
+    # A random policy averages ~22; a learning DQN is far above it by now.
+    assert np.mean(returns) > 100, returns

@@ -1,0 +1,95 @@
+"""make_input_reader: paths build a JsonReader, "module:Class" builds the user's reader."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rllib_variants import cartpole_columns, sample_batch_record, write_jsonl
+
+from offrl.config import CommonConfig
+from offrl.errors import ConfigError, OffrlRuntimeError
+from offrl.io.input import InputReader, is_class_spec, make_input_reader
+from offrl.io.json_reader import JsonReader
+
+USER_MODULE = """
+import numpy as np
+from offrl.batch import SampleBatch
+
+class ConstantReader:
+    def __init__(self, rows=2, reward=1.0):
+        self.rows, self.reward = rows, reward
+
+    def next(self):
+        n = self.rows
+        return SampleBatch(obs=np.zeros((n, 4), np.float32), actions=np.zeros(n, np.int64),
+                           rewards=np.full(n, self.reward, np.float32))
+
+class NoNext:
+    def __init__(self):
+        pass
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path: Path) -> Iterator[str]:
+    (tmp_path / "my_readers_for_test.py").write_text(USER_MODULE)
+    sys.path.insert(0, str(tmp_path))
+    yield "my_readers_for_test"
+    sys.path.remove(str(tmp_path))
+    sys.modules.pop("my_readers_for_test", None)
+
+
+def test_path_gives_json_reader_for_its_shard(tmp_path: Path) -> None:
+    for i in range(4):
+        write_jsonl(tmp_path / f"{i}.json", [sample_batch_record(cartpole_columns(2, eps_id=i))])
+    reader = make_input_reader(
+        str(tmp_path), config=CommonConfig(), seed=0, worker_index=1, num_workers=2
+    )
+    assert isinstance(reader, JsonReader) and isinstance(reader, InputReader)
+    assert [p for p, _, _ in reader.shard] == [str(tmp_path / "1.json"), str(tmp_path / "3.json")]
+
+
+def test_list_spec(tmp_path: Path) -> None:
+    a = write_jsonl(tmp_path / "a.json", [sample_batch_record(cartpole_columns(2))])
+    reader = make_input_reader([str(a)], config=CommonConfig(), seed=None)
+    assert reader.next().count == 2
+
+
+def test_missing_path_is_runtime_error(tmp_path: Path) -> None:
+    with pytest.raises(OffrlRuntimeError, match="no input files found"):
+        make_input_reader(str(tmp_path / "nope"), config=CommonConfig(), seed=0)
+
+
+def test_class_spec_built_with_input_config(user_module: str) -> None:
+    config = CommonConfig(input_config={"rows": 5, "reward": 2.0})
+    reader = make_input_reader(f"{user_module}:ConstantReader", config=config, seed=0)
+    batch = reader.next()
+    assert batch.count == 5 and batch["rewards"].tolist() == [2.0] * 5
+
+
+def test_class_spec_errors_are_config_errors(user_module: str) -> None:
+    with pytest.raises(ConfigError, match="cannot import module 'no_such_mod_xyz'"):
+        make_input_reader("no_such_mod_xyz:Reader", config=CommonConfig(), seed=0)
+    with pytest.raises(ConfigError, match="has no 'Missing'"):
+        make_input_reader(f"{user_module}:Missing", config=CommonConfig(), seed=0)
+    with pytest.raises(ConfigError, match=r"has no next\(\) method"):
+        make_input_reader(f"{user_module}:NoNext", config=CommonConfig(), seed=0)
+    bad = CommonConfig(input_config={"colour": "red"})
+    with pytest.raises(ConfigError, match="cannot construct ConstantReader"):
+        make_input_reader(f"{user_module}:ConstantReader", config=bad, seed=0)
+
+
+@pytest.mark.parametrize("spec", ["sampler", {"sampler": 1.0}])
+def test_sampler_and_mixes_are_not_handled_here(spec: object) -> None:
+    with pytest.raises(ValueError, match="offline inputs only"):
+        make_input_reader(spec, config=CommonConfig(), seed=0)  # type: ignore[arg-type]
+
+
+def test_is_class_spec(tmp_path: Path) -> None:
+    assert is_class_spec("pkg.mod:Reader")
+    assert not is_class_spec("s3://bucket/x")
+    assert not is_class_spec("/data/x.json")
+    assert not is_class_spec("data/*.json")

@@ -1,0 +1,186 @@
+"""JsonReader: epochs, seeds, shards, corrupt/truncated lines, bad files, metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+from rllib_variants import cartpole_columns, line, sample_batch_record, write_jsonl
+
+from offrl.errors import DataFormatError
+from offrl.io.codecs import encode_column
+from offrl.io.json_reader import JsonReader, plan_shard
+
+
+def make_dataset(root: Path, n_files: int = 4, records_per_file: int = 3) -> dict[int, int]:
+    """Files whose every record is one episode with a unique eps_id; returns eps_id -> rows."""
+    sizes: dict[int, int] = {}
+    for f in range(n_files):
+        recs = []
+        for r in range(records_per_file):
+            eps, n = f * 100 + r, 2 + (f + r) % 4
+            sizes[eps] = n
+            recs.append(sample_batch_record(cartpole_columns(n, eps_id=eps, seed=eps)))
+        write_jsonl(root / f"part-{f}.json", recs)
+    return sizes
+
+
+def eps_of(batch: object) -> int:
+    return int(batch["eps_id"][0])  # type: ignore[index]
+
+
+def test_every_row_once_per_epoch_then_next_epoch(tmp_path: Path) -> None:
+    sizes = make_dataset(tmp_path)
+    reader = JsonReader(str(tmp_path), seed=3)
+    seen = Counter(eps_of(reader.next()) for _ in range(len(sizes)))
+    assert seen == Counter(dict.fromkeys(sizes, 1))
+    m = reader.metrics()
+    assert m["epoch"] == 0 and m["rows_read"] == sum(sizes.values()) and m["files"] == 4
+    assert m["bytes_read"] == sum(p.stat().st_size for p in tmp_path.iterdir())
+    second = Counter(eps_of(reader.next()) for _ in range(len(sizes)))
+    assert second == seen
+    assert reader.metrics()["epoch"] == 1
+
+
+def test_same_seed_same_order_and_epochs_reshuffle(tmp_path: Path) -> None:
+    make_dataset(tmp_path, n_files=6, records_per_file=1)
+
+    def order(seed: int) -> list[int]:
+        r = JsonReader(str(tmp_path), seed=seed)
+        return [eps_of(r.next()) for _ in range(6 * 4)]
+
+    a, b = order(7), order(7)
+    assert a == b
+    epochs = [tuple(a[i : i + 6]) for i in range(0, 24, 6)]
+    assert all(sorted(e) == [0, 100, 200, 300, 400, 500] for e in epochs)
+    assert len(set(epochs)) > 1  # files reshuffled between epochs
+    assert order(8) != a
+
+
+def test_lines_within_a_file_keep_order(tmp_path: Path) -> None:
+    make_dataset(tmp_path, n_files=1, records_per_file=5)
+    r = JsonReader(str(tmp_path), seed=0)
+    assert [eps_of(r.next()) for _ in range(5)] == [0, 1, 2, 3, 4]
+
+
+def test_shuffle_off_reads_sorted(tmp_path: Path) -> None:
+    make_dataset(tmp_path, n_files=3, records_per_file=1)
+    r = JsonReader(str(tmp_path), shuffle_files=False)
+    assert [eps_of(r.next()) for _ in range(6)] == [0, 100, 200, 0, 100, 200]
+
+
+@pytest.mark.parametrize("n_files,n_workers", [(5, 2), (4, 4), (2, 5), (1, 3)])
+def test_shards_cover_every_record_once(tmp_path: Path, n_files: int, n_workers: int) -> None:
+    sizes = make_dataset(tmp_path, n_files=n_files, records_per_file=3)
+    seen: Counter[int] = Counter()
+    for w in range(n_workers):
+        r = JsonReader(str(tmp_path), seed=1, worker_index=w, num_workers=n_workers)
+        seen.update(eps_of(b) for b in r.iter_epoch())
+    assert seen == Counter(dict.fromkeys(sizes, 1))
+
+
+def test_plan_shard_files_round_robin() -> None:
+    files = ["a", "b", "c", "d", "e"]
+    assert plan_shard(files, 1, 2) == [("b", 1, 0), ("d", 1, 0)]
+    assert plan_shard(["a", "b"], 4, 5) == [("a", 3, 2)]  # workers 0, 2, 4 share "a"
+    with pytest.raises(ValueError, match="worker_index"):
+        plan_shard(files, 2, 2)
+
+
+def test_worker_with_no_records_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    make_dataset(tmp_path, n_files=1, records_per_file=2)
+    r = JsonReader(str(tmp_path), worker_index=2, num_workers=3)
+    with pytest.raises(DataFormatError, match="no rows"):
+        r.next()
+
+
+def test_truncated_last_line_and_garbage_line_skipped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = [line(sample_batch_record(cartpole_columns(3, eps_id=i))) for i in range(3)]
+    path = tmp_path / "crashed.json"
+    path.write_bytes(good[0] + b"\x00\x13garbage here\n" + b"\n" + good[1] + good[2][:50])
+    reader = JsonReader(str(path), seed=0)
+    with caplog.at_level(logging.WARNING, logger="offrl"):
+        got = [eps_of(b) for b in reader.iter_epoch()]
+    assert got == [0, 1]
+    assert reader.metrics()["num_corrupt_lines_skipped"] == 2
+    assert reader.metrics()["rows_read"] == 6
+    text = caplog.text
+    assert f"{path}:2" in text and f"{path}:5" in text  # blank line 3 is not corrupt
+
+
+def test_binary_garbage_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.json"
+    path.write_bytes(np.random.default_rng(0).bytes(3000).replace(b"\n", b"x") + b"\n\xff\x00")
+    with pytest.raises(DataFormatError, match="no valid JSON record in the file"):
+        JsonReader(str(path)).next()
+
+
+def test_empty_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.json").write_bytes(b"")
+    with pytest.raises(DataFormatError, match="empty.json: file is empty"):
+        JsonReader(str(tmp_path)).next()
+
+
+def test_format_error_is_not_skipped(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "x.json", [{"type": "Episode", "obs": []}])
+    with pytest.raises(DataFormatError, match=r"x\.json:1: unknown record"):
+        JsonReader(str(path)).next()
+
+
+def test_missing_new_obs_counted_and_warned_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    recs = []
+    for i in range(2):
+        cols = cartpole_columns(4, eps_id=i)
+        del cols["new_obs"]
+        cols["dones"] = [False] * 4  # fragment ends mid-episode: last row unusable
+        recs.append(sample_batch_record(cols))
+    path = write_jsonl(tmp_path / "no_new_obs.json", recs)
+    reader = JsonReader(str(path))
+    with caplog.at_level(logging.WARNING, logger="offrl"):
+        batches = list(reader.iter_epoch())
+    assert [b["new_obs_valid"].tolist() for b in batches] == [[True, True, True, False]] * 2
+    m = reader.metrics()
+    assert m["num_rows_new_obs_rebuilt"] == 8 and m["num_rows_new_obs_invalid"] == 2
+    assert caplog.text.count("has no 'new_obs' column") == 1
+
+
+def test_compressed_and_plain_files_read_the_same(tmp_path: Path) -> None:
+    cols = cartpole_columns(5)
+    comp = {**cols}
+    comp["obs"] = encode_column(np.asarray(cols["obs"], np.float32), "rllib")
+    comp["new_obs"] = encode_column(np.asarray(cols["new_obs"], np.float32), "offrl")
+    write_jsonl(tmp_path / "a.json", [sample_batch_record(cols)])
+    write_jsonl(tmp_path / "b.json", [sample_batch_record(comp)])
+    a, b = (next(JsonReader(str(tmp_path / n)).iter_epoch()) for n in ("a.json", "b.json"))
+    for k in a:
+        assert a[k].tolist() == b[k].tolist(), k
+
+
+def test_reads_memory_uri(tmp_path: Path) -> None:
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/offrl-test-reader/d/1.json", line(sample_batch_record(cartpole_columns(4))))
+    try:
+        reader = JsonReader("memory:///offrl-test-reader/d", seed=0)
+        assert reader.next().count == 4
+        assert reader.metrics()["bytes_read"] > 0
+    finally:
+        fs.rm("/offrl-test-reader", recursive=True)
+
+
+def test_large_file_streams_with_bounded_reads(tmp_path: Path) -> None:
+    # Each next() holds one record: the file is iterated, not loaded (read() is never called).
+    path = tmp_path / "many.json"
+    one = line(sample_batch_record(cartpole_columns(2)))
+    path.write_bytes(one * 2000)
+    reader = JsonReader(str(path))
+    reader.next()
+    assert reader.metrics()["bytes_read"] == len(one)
+    reader.close()

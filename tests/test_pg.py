@@ -1,0 +1,301 @@
+"""PG: post-processing on hand-made batches and the RLlib fixture, loss, actions, state."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from offrl import batch as sb
+from offrl.algos.pg import PG, PGConfig, pg_loss
+from offrl.batch import SampleBatch
+from offrl.config import from_dict
+from offrl.errors import ConfigError
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "rllib" / "cartpole-small.json"
+if not FIXTURE.exists():
+    FIXTURE = Path("/work/shared/data/rllib/cartpole-small.json")
+
+OBS_SPACE = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+ACT_SPACE = gym.spaces.Discrete(2)
+F, T = False, True
+
+
+def make_pg(**config: object) -> PG:
+    cfg = from_dict(PGConfig, {"seed": 0, "model": {"fcnet_hiddens": [8, 8]}, **config})
+    return PG(cfg, OBS_SPACE, ACT_SPACE)
+
+
+def fix_logits(algo: PG, logits: list[float]) -> None:
+    """Make the policy output ``logits`` for every observation."""
+    with torch.no_grad():
+        algo.model.pi[-1].weight.zero_()
+        algo.model.pi[-1].bias.copy_(torch.tensor(logits))
+
+
+def fix_value(algo: PG, value: float) -> None:
+    """Make V(s) == value for every observation."""
+    assert algo.model.vf is not None
+    with torch.no_grad():
+        algo.model.vf[-1].weight.zero_()
+        algo.model.vf[-1].bias.fill_(value)
+
+
+def three_segment_batch() -> SampleBatch:
+    """Rows 0-2 terminate, rows 3-4 are truncated, rows 5-6 are cut by the batch end."""
+    return SampleBatch(
+        obs=np.zeros((7, 4), np.float32),
+        new_obs=np.ones((7, 4), np.float32),
+        actions=np.zeros(7, np.int64),
+        rewards=np.ones(7, np.float32),
+        terminateds=np.array([F, F, T, F, F, F, F]),
+        truncateds=np.array([F, F, F, F, T, F, F]),
+        dones=np.array([F, F, T, F, T, F, F]),
+        eps_id=np.array([1, 1, 1, 2, 2, 3, 3]),
+    )
+
+
+# -- post-processing --------------------------------------------------------------------
+
+
+def test_no_baseline_returns_never_bootstrap() -> None:
+    out = make_pg(gamma=0.5).postprocess(three_segment_batch())
+    np.testing.assert_allclose(out[sb.ADVANTAGES], [1.75, 1.5, 1.0, 1.5, 1.0, 1.5, 1.0])
+    np.testing.assert_allclose(out[sb.VALUE_TARGETS], out[sb.ADVANTAGES])
+    assert sb.VF_PREDS not in out
+
+
+def test_baseline_bootstraps_truncated_and_cut_not_terminated() -> None:
+    algo = make_pg(gamma=0.5, use_baseline=True)
+    fix_value(algo, 1.0)
+    out = algo.postprocess(three_segment_batch())
+    # returns with V(new_obs) = 1 added after truncated/cut segments, minus V(obs) = 1
+    returns = np.array([1.75, 1.5, 1.0, 1.75, 1.5, 1.75, 1.5])
+    np.testing.assert_allclose(out[sb.VALUE_TARGETS], returns)
+    np.testing.assert_allclose(out[sb.ADVANTAGES], returns - 1.0)
+    np.testing.assert_allclose(out[sb.VF_PREDS], np.ones(7))
+
+
+def test_gae_lambda_zero_is_one_step_td_error() -> None:
+    algo = make_pg(gamma=0.5, use_baseline=True, lambda_=0.0)
+    fix_value(algo, 1.0)
+    out = algo.postprocess(three_segment_batch())
+    # delta = r + .5 * V' - V = .5, except at the terminal row: 1 + 0 - 1 = 0
+    np.testing.assert_allclose(out[sb.ADVANTAGES], [0.5, 0.5, 0.0, 0.5, 0.5, 0.5, 0.5])
+
+
+def test_unknown_new_obs_bootstraps_zero() -> None:
+    algo = make_pg(gamma=0.5, use_baseline=True)
+    fix_value(algo, 1.0)
+    batch = three_segment_batch()
+    batch["new_obs_valid"] = np.array([T, T, T, T, T, T, F])
+    out = algo.postprocess(batch)
+    np.testing.assert_allclose(out[sb.VALUE_TARGETS][5:], [1.5, 1.0])
+
+
+def test_dones_only_counts_as_terminated() -> None:
+    algo = make_pg(gamma=0.5, use_baseline=True)
+    fix_value(algo, 1.0)
+    batch = SampleBatch(
+        obs=np.zeros((2, 4), np.float32),
+        actions=np.zeros(2, np.int64),
+        rewards=np.ones(2),
+        dones=np.array([F, T]),
+    )
+    np.testing.assert_allclose(algo.postprocess(batch)[sb.VALUE_TARGETS], [1.5, 1.0])
+
+
+def load_fixture() -> list[dict]:
+    return [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
+
+
+def test_rllib_fixture_discounted_returns() -> None:
+    records = load_fixture()
+    cols = {
+        k: np.concatenate([np.asarray(r[k]) for r in records])
+        for k in ("obs", "new_obs", "actions", "rewards", "dones", "eps_id")
+    }
+    batch = SampleBatch(cols)
+    assert batch.count == 102
+    out = make_pg(gamma=0.99).postprocess(batch)
+    start = 0
+    for rec in records:
+        length = len(rec["rewards"])  # CartPole pays 1 per step, every episode terminates
+        ret = out[sb.ADVANTAGES][start : start + length]
+        assert ret[0] == pytest.approx((1 - 0.99**length) / (1 - 0.99), rel=1e-6)
+        assert ret[-1] == pytest.approx(1.0)
+        start += length
+
+
+def test_episode_split_across_records_bootstraps_from_value() -> None:
+    rec = load_fixture()[0]
+    full = SampleBatch(
+        {k: np.asarray(rec[k]) for k in ("obs", "new_obs", "actions", "rewards", "dones", "eps_id")}
+    )
+    algo = make_pg(gamma=0.9, use_baseline=True)
+    fix_value(algo, 3.0)
+    head = algo.postprocess(full.slice(0, 30))  # record cut mid-episode
+    # last row of the cut part: 1 + .9 * V(new_obs) = 1 + 2.7
+    assert head[sb.VALUE_TARGETS][-1] == pytest.approx(3.7)
+    assert algo.postprocess(full)[sb.VALUE_TARGETS][-1] == pytest.approx(1.0)
+
+
+# -- loss ------------------------------------------------------------------------------
+
+
+def test_loss_on_hand_made_batch() -> None:
+    algo = make_pg(use_baseline=True, entropy_coeff=0.1, vf_loss_coeff=2.0)
+    fix_logits(algo, [0.0, math.log(3.0)])  # probs [.25, .75]
+    fix_value(algo, 1.0)
+    obs = torch.zeros(3, 4)
+    losses = pg_loss(
+        algo.model,
+        obs,
+        torch.tensor([0, 1, 1]),
+        torch.tensor([1.0, 2.0, 3.0]),
+        torch.tensor([1.0, 2.0, 3.0]),
+        algo.config,
+    )
+    policy = -(math.log(0.25) * 1 + math.log(0.75) * 2 + math.log(0.75) * 3) / 3
+    entropy = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    vf = 0.5 * (0 + 1 + 4) / 3
+    assert losses["policy_loss"].item() == pytest.approx(policy, rel=1e-6)
+    assert losses["entropy"].item() == pytest.approx(entropy, rel=1e-6)
+    assert losses["vf_loss"].item() == pytest.approx(vf, rel=1e-6)
+    assert losses["total_loss"].item() == pytest.approx(policy - 0.1 * entropy + 2 * vf, rel=1e-6)
+
+
+def test_learn_without_advantages_raises_config_error() -> None:
+    batch = SampleBatch(
+        obs=np.zeros((3, 4), np.float32),
+        actions=np.zeros(3, np.int64),
+        rewards=np.ones(3),
+        dones=np.array([F, F, T]),
+    )
+    with pytest.raises(ConfigError, match='"postprocess_inputs": true'):
+        make_pg().learn(batch, 0)
+
+
+def test_learn_moves_probability_towards_positive_advantage() -> None:
+    algo = make_pg(lr=0.01)
+    batch = algo.postprocess(
+        SampleBatch(
+            obs=np.zeros((4, 4), np.float32),
+            actions=np.array([1, 1, 1, 1]),
+            rewards=np.ones(4),
+            dones=np.array([F, F, F, T]),
+        )
+    )
+    before = algo.action_probs(np.zeros((1, 4), np.float32))[0, 1]
+    stats = algo.learn(batch, 4)
+    after = algo.action_probs(np.zeros((1, 4), np.float32))[0, 1]
+    assert after > before + 0.01
+    assert {"policy_loss", "entropy", "cur_lr", "grad_gnorm"} <= set(stats)
+
+
+# -- acting ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_baseline", [False, True])
+def test_action_prob_consistency(use_baseline: bool) -> None:
+    algo = make_pg(use_baseline=use_baseline)
+    obs = np.random.default_rng(1).normal(size=(64, 4)).astype(np.float32)
+    actions, extras = algo.compute_actions(obs, explore=True)
+    np.testing.assert_allclose(np.exp(extras[sb.ACTION_LOGP]), extras[sb.ACTION_PROB], rtol=1e-6)
+    probs = algo.action_probs(obs)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(extras[sb.ACTION_PROB], probs[np.arange(64), actions], rtol=1e-5)
+    assert extras[sb.ACTION_DIST_INPUTS].shape == (64, 2)
+    assert (sb.VF_PREDS in extras) == use_baseline
+
+
+def test_sampling_frequencies_and_greedy() -> None:
+    algo = make_pg()
+    fix_logits(algo, [0.0, math.log(3.0)])
+    obs = np.zeros((20000, 4), np.float32)
+    actions, extras = algo.compute_actions(obs, explore=True)
+    assert abs(actions.mean() - 0.75) < 0.015
+    np.testing.assert_allclose(
+        extras[sb.ACTION_PROB], np.where(actions == 1, 0.75, 0.25), rtol=1e-5
+    )
+    greedy, _ = algo.compute_actions(obs[:5], explore=False)
+    np.testing.assert_array_equal(greedy, [1] * 5)
+
+
+def test_fragment_length_covers_train_batch() -> None:
+    algo = make_pg(train_batch_size=1000, num_envs_per_worker=64)
+    assert algo.rollout_fragment_length() == 16  # ceil(1000 / 64)
+    assert algo.steps_per_iteration() == 1000
+
+
+def test_config_rejects_bad_lambda() -> None:
+    with pytest.raises(ConfigError, match="lambda_"):
+        from_dict(PGConfig, {"lambda_": 1.5})
+
+
+# -- checkpoints -----------------------------------------------------------------------
+
+
+def test_state_round_trip_continues_identically(tmp_path: Path) -> None:
+    cfg = {"use_baseline": True, "sgd_minibatch_size": 2, "num_sgd_iter": 2}
+    rng = np.random.default_rng(3)
+    batch = SampleBatch(
+        obs=rng.normal(size=(6, 4)).astype(np.float32),
+        new_obs=rng.normal(size=(6, 4)).astype(np.float32),
+        actions=rng.integers(0, 2, 6),
+        rewards=np.ones(6),
+        terminateds=np.array([F, F, T, F, F, F]),
+        eps_id=np.array([1] * 3 + [2] * 3),
+    )
+    a = make_pg(**cfg)
+    a.learn(a.postprocess(batch), 6)
+    torch.save(a.get_state(), tmp_path / "state.pt")
+    b = make_pg(**cfg, seed=99)
+    b.set_state(torch.load(tmp_path / "state.pt", weights_only=True))
+    obs = rng.normal(size=(32, 4)).astype(np.float32)
+    for algo_a, algo_b in [(a, b)] * 2:
+        acts_a, ex_a = algo_a.compute_actions(obs, explore=True)
+        acts_b, ex_b = algo_b.compute_actions(obs, explore=True)
+        np.testing.assert_array_equal(acts_a, acts_b)
+        np.testing.assert_array_equal(ex_a[sb.ACTION_LOGP], ex_b[sb.ACTION_LOGP])
+        stats_a = algo_a.learn(algo_a.postprocess(batch), 12)
+        stats_b = algo_b.learn(algo_b.postprocess(batch), 12)
+        assert stats_a == stats_b
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+# -- learning --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_learns_cartpole_quickly() -> None:
+    from offrl.rollout import Sampler
+
+    spec = json.loads(
+        (Path(__file__).resolve().parents[1] / "configs" / "pg-cartpole.json").read_text()
+    )
+    cfg = from_dict(PGConfig, {**spec["config"], "seed": 1})
+    env = gym.make("CartPole-v1")
+    algo = PG(cfg, env.observation_space, env.action_space)
+    sampler = Sampler(
+        "CartPole-v1", cfg.num_envs_per_worker, algo, algo.rollout_fragment_length(), seed=1
+    )
+    returns: list[float] = []
+    steps = 0
+    while steps < 150_000:
+        batch = sampler.next()
+        algo.learn(algo.postprocess(batch), steps)
+        steps += batch.count
+        returns += [r for r, _ in sampler.pop_episodes()]
+        if len(returns) >= 50 and np.mean(returns[-50:]) >= 200:
+            break
+    sampler.close()
+    first = np.mean(returns[:50])
+    assert first < 60  # a random policy lasts ~22 steps
+    assert np.mean(returns[-50:]) >= 200, f"last-50 mean {np.mean(returns[-50:])} at {steps}"

@@ -1,0 +1,198 @@
+"""Tests for offrl/progress.py: ETA, field formatting, plain-line / live / quiet output."""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from offrl.progress import Progress, eta_seconds, make_console, summary_fields
+
+RESULT: dict[str, Any] = {
+    "training_iteration": 3,
+    "timesteps_total": 1500,
+    "episode_reward_mean": 22.456,
+    "episode_reward_min": 9.0,
+    "episode_reward_max": 1234567.0,
+    "num_env_steps_per_s": math.nan,
+    "time_total_s": 30.0,
+    "info/learner/policy_loss": 0.5,
+}
+STOP = {"timesteps_total": 3000}
+PLAIN_LINE = (
+    "iter=3  timesteps=1,500  reward mean=22.46  min=9.00  max=1,234,567  steps/s=-  "
+    "time=0:30  ETA=0:30"
+)
+
+
+def _plain_console() -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return make_console(buf), buf
+
+
+def _terminal_console() -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, force_terminal=True, width=200, highlight=False), buf
+
+
+# -- eta_seconds --------------------------------------------------------------------
+
+
+def test_eta_extrapolates_timesteps_from_the_pace_so_far() -> None:
+    # 250 steps in 10 s -> 750 more steps take 30 s.
+    result = {"timesteps_total": 250, "time_total_s": 10.0}
+    assert eta_seconds(result, {"timesteps_total": 1000}) == pytest.approx(30.0)
+
+
+def test_eta_for_iterations_and_time() -> None:
+    result = {"training_iteration": 2, "time_total_s": 10.0}
+    assert eta_seconds(result, {"training_iteration": 5}) == pytest.approx(15.0)
+    assert eta_seconds(result, {"time_total_s": 60}) == pytest.approx(50.0)
+
+
+def test_eta_is_the_soonest_of_several_stop_keys() -> None:
+    # Any stop key ends the run (RLlib's rule), so the earliest one gives the ETA.
+    result = {"training_iteration": 2, "timesteps_total": 250, "time_total_s": 10.0}
+    stop = {"timesteps_total": 1000, "training_iteration": 4}
+    assert eta_seconds(result, stop) == pytest.approx(10.0)
+
+
+def test_eta_is_zero_once_a_target_is_passed() -> None:
+    result = {"timesteps_total": 1200, "time_total_s": 10.0}
+    assert eta_seconds(result, {"timesteps_total": 1000}) == 0.0
+
+
+def test_eta_is_none_when_it_cannot_be_extrapolated() -> None:
+    result = {"timesteps_total": 0, "time_total_s": 5.0, "episode_reward_mean": 50.0}
+    assert eta_seconds(result, {"timesteps_total": 1000}) is None  # no progress yet
+    assert eta_seconds(result, {"episode_reward_mean": 195}) is None  # not a pace-able key
+    assert eta_seconds(result, {}) is None
+    assert eta_seconds({"time_total_s": 5.0}, {"training_iteration": 3}) is None
+
+
+# -- summary_fields -------------------------------------------------------------------
+
+
+def test_summary_fields_labels_and_formatting() -> None:
+    assert summary_fields(RESULT, STOP) == [
+        ("iter", "3"),
+        ("timesteps", "1,500"),
+        ("reward mean", "22.46"),
+        ("min", "9.00"),
+        ("max", "1,234,567"),
+        ("steps/s", "-"),
+        ("time", "0:30"),
+        ("ETA", "0:30"),
+    ]
+
+
+def test_summary_fields_of_an_empty_result_are_dashes() -> None:
+    assert [text for _, text in summary_fields({}, {})] == ["-"] * 8
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.0, "0:00"),
+        (59.4, "0:59"),
+        (59.6, "1:00"),
+        (61.0, "1:01"),
+        (3725.0, "1:02:05"),
+        (36000.0, "10:00:00"),
+    ],
+)
+def test_time_is_formatted_as_clock(seconds: float, text: str) -> None:
+    fields = dict(summary_fields({"time_total_s": seconds}, {}))
+    assert fields["time"] == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "-"),
+        (math.nan, "-"),
+        (-3.14159, "-3.14"),
+        (999999.994, "999,999.99"),
+        (2_500_000.4, "2,500,000"),
+        (12345678, "12,345,678"),
+        (0, "0"),
+        ("x", "x"),
+    ],
+)
+def test_values_are_formatted_for_reading(value: Any, text: str) -> None:
+    assert dict(summary_fields({"episode_reward_mean": value}, {}))["reward mean"] == text
+
+
+def test_eta_field_uses_the_stop_conditions() -> None:
+    result = {"timesteps_total": 100, "time_total_s": 60.0}
+    assert dict(summary_fields(result, {"timesteps_total": 6100}))["ETA"] == "1:00:00"
+    assert dict(summary_fields(result, {}))["ETA"] == "-"
+
+
+# -- Progress output ------------------------------------------------------------------
+
+
+def test_make_console_writes_to_stderr_by_default() -> None:
+    assert make_console().file is sys.stderr
+
+
+def test_plain_console_prints_one_line_per_result() -> None:
+    console, buf = _plain_console()
+    assert not console.is_terminal
+    with Progress(console, STOP) as progress:
+        progress.update(RESULT)
+        progress.update({**RESULT, "training_iteration": 4, "timesteps_total": 3000})
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == PLAIN_LINE  # longer than 80 columns, still one line
+    assert lines[1].startswith("iter=4  timesteps=3,000  ")
+    assert lines[1].endswith("ETA=0:00")
+    assert len(lines) == 2
+    assert "\x1b[" not in buf.getvalue()  # no colour codes when piped
+
+
+def test_message_is_printed_verbatim() -> None:
+    console, buf = _plain_console()
+    with Progress(console, STOP) as progress:
+        progress.message("results in /tmp/[bold]x[/bold]", style="yellow")
+    assert buf.getvalue() == "results in /tmp/[bold]x[/bold]\n"
+
+
+def test_quiet_prints_nothing() -> None:
+    for console, buf in (_plain_console(), _terminal_console()):
+        with Progress(console, STOP, quiet=True) as progress:
+            progress.message("hello")
+            progress.update(RESULT)
+        assert buf.getvalue() == ""
+
+
+def test_terminal_console_shows_a_live_table() -> None:
+    console, buf = _terminal_console()
+    with Progress(console, STOP) as progress:
+        progress.update(RESULT)
+    out = buf.getvalue()
+    assert "offrl train" in out
+    for _, text in summary_fields(RESULT, STOP):
+        assert text in out
+    assert "reward mean" in out
+    assert "info/learner/policy_loss" not in out
+
+
+def test_terminal_verbose_adds_learner_stats() -> None:
+    console, buf = _terminal_console()
+    with Progress(console, STOP, verbose=True) as progress:
+        progress.update({**RESULT, "evaluation/episode_reward_mean": 33.0, "other": 1})
+    out = buf.getvalue()
+    assert "info/learner/policy_loss" in out and "0.50" in out
+    assert "evaluation/episode_reward_mean" in out
+    assert "other" not in out
+
+
+def test_plain_verbose_adds_learner_stats() -> None:
+    console, buf = _plain_console()
+    with Progress(console, STOP, verbose=True) as progress:
+        progress.update(RESULT)
+    assert "info/learner/policy_loss" in buf.getvalue()

@@ -1,0 +1,113 @@
+"""resolve_sources and open_source on real local files and fsspec's memory filesystem."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from offrl.errors import OffrlRuntimeError
+from offrl.io.sources import open_source, resolve_sources
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    for rel in ["b.json", "a.json", "c.jsonl", "notes.txt", "sub/d.json", "sub/deep/e.json"]:
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text('{"x": 1}\n')
+    return tmp_path
+
+
+def test_single_file(tree: Path) -> None:
+    assert resolve_sources(str(tree / "a.json")) == [str(tree / "a.json")]
+
+
+def test_directory_takes_json_and_jsonl_sorted_not_recursive(tree: Path) -> None:
+    assert resolve_sources(str(tree)) == [str(tree / n) for n in ("a.json", "b.json", "c.jsonl")]
+
+
+def test_glob_and_recursive_glob(tree: Path) -> None:
+    assert resolve_sources(str(tree / "*.json")) == [str(tree / "a.json"), str(tree / "b.json")]
+    assert resolve_sources(str(tree / "**" / "*.json")) == [
+        str(tree / p) for p in ("a.json", "b.json", "sub/d.json", "sub/deep/e.json")
+    ]
+
+
+def test_list_keeps_order_and_drops_duplicates(tree: Path) -> None:
+    got = resolve_sources([str(tree / "sub"), str(tree / "a.json"), str(tree / "sub/d.json")])
+    assert got == [str(tree / "sub/d.json"), str(tree / "a.json")]
+
+
+def test_tilde_expansion(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tree))
+    assert resolve_sources("~/sub") == [str(tree / "sub/d.json")]
+
+
+def test_file_uri(tree: Path) -> None:
+    assert resolve_sources(f"file://{tree}/b.json") == [f"{tree}/b.json"]
+
+
+@pytest.mark.parametrize("spec", ["missing.json", "nodir/", "*.nothing", "sub/**/*.parquet"])
+def test_nothing_matched_names_what_was_searched(tree: Path, spec: str) -> None:
+    with pytest.raises(OffrlRuntimeError) as e:
+        resolve_sources(str(tree / spec))
+    assert str(tree / spec).rstrip("/") in str(e.value)
+    assert "no input files found" in str(e.value)
+
+
+def test_empty_list_is_an_error() -> None:
+    with pytest.raises(OffrlRuntimeError, match="empty list"):
+        resolve_sources([])
+
+
+@pytest.fixture
+def memfs() -> Iterator[fsspec.AbstractFileSystem]:
+    fs = fsspec.filesystem("memory")
+    root = "/offrl-test-sources"
+    for rel in ["x/2.json", "x/1.json", "x/skip.csv", "x/y/3.jsonl"]:
+        fs.pipe(f"{root}/{rel}", b'{"type": "SampleBatch"}\nsecond\n')
+    yield fs
+    fs.rm(root, recursive=True)
+
+
+def test_memory_uri_dir_file_and_globs(memfs: fsspec.AbstractFileSystem) -> None:
+    base = "memory:///offrl-test-sources/x"
+    assert resolve_sources(base) == [f"{base}/1.json", f"{base}/2.json"]
+    assert resolve_sources(f"{base}/2.json") == [f"{base}/2.json"]
+    assert resolve_sources(f"{base}/*.json") == [f"{base}/1.json", f"{base}/2.json"]
+    assert resolve_sources(f"{base}/**/*.json*") == [
+        f"{base}/1.json",
+        f"{base}/2.json",
+        f"{base}/y/3.jsonl",
+    ]
+
+
+def test_memory_uri_nothing_matched(memfs: fsspec.AbstractFileSystem) -> None:
+    with pytest.raises(OffrlRuntimeError, match="memory:///offrl-test-sources/nope"):
+        resolve_sources("memory:///offrl-test-sources/nope")
+
+
+def test_open_source_streams_lines_local_and_uri(
+    tree: Path, memfs: fsspec.AbstractFileSystem
+) -> None:
+    (tree / "two.json").write_bytes(b"one\ntwo\nthree-no-newline")
+    assert list(open_source(str(tree / "two.json"))) == [b"one\n", b"two\n", b"three-no-newline"]
+    lines = list(open_source("memory:///offrl-test-sources/x/1.json"))
+    assert lines == [b'{"type": "SampleBatch"}\n', b"second\n"]
+
+
+def test_open_source_missing_file_is_runtime_error(tmp_path: Path) -> None:
+    with pytest.raises(OffrlRuntimeError, match="cannot open input file"):
+        next(open_source(str(tmp_path / "gone.json")))
+
+
+def test_open_source_closes_file_when_iterator_closed(tree: Path) -> None:
+    it = open_source(str(tree / "a.json"))
+    next(it)
+    frame = it.gi_frame
+    handle = frame.f_locals["handle"]
+    it.close()
+    assert handle.closed

@@ -1,0 +1,114 @@
+"""check_batch_spaces: shape, discrete range and reward checks with exact messages."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from offrl.batch import SampleBatch
+from offrl.errors import DataFormatError
+from offrl.io.spaces import check_batch_spaces
+
+CARTPOLE_OBS = gym.spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32)
+TWO_ACTIONS = gym.spaces.Discrete(2)
+
+
+def batch(obs_dim: int = 4, actions: list[object] | None = None, **extra: object) -> SampleBatch:
+    n = 3
+    return SampleBatch(
+        obs=np.zeros((n, obs_dim), np.float32),
+        new_obs=np.zeros((n, obs_dim), np.float32),
+        actions=np.asarray(actions if actions is not None else [0, 1, 1]),
+        rewards=np.ones(n, np.float32),
+        **extra,
+    )
+
+
+def test_matching_batch_passes() -> None:
+    check_batch_spaces(batch(), CARTPOLE_OBS, TWO_ACTIONS, where="d.json")
+
+
+def test_obs_shape_mismatch_names_column_expected_and_found() -> None:
+    with pytest.raises(DataFormatError) as e:
+        check_batch_spaces(batch(obs_dim=3), CARTPOLE_OBS, TWO_ACTIONS, where="d.json")
+    msg = str(e.value)
+    assert msg.startswith("d.json: column 'obs' has shape (3, 3)")
+    assert "expects (None, 4)" in msg
+
+
+def test_flattened_box_obs_accepted_and_wrong_size_refused() -> None:
+    space = gym.spaces.Box(0, 1, shape=(2, 2), dtype=np.float32)
+    check_batch_spaces(batch(obs_dim=4), space, TWO_ACTIONS, where="d")
+    with pytest.raises(DataFormatError, match=r"expects \(None, 2, 2\) or \(None, 4\)"):
+        check_batch_spaces(batch(obs_dim=5), space, TWO_ACTIONS, where="d")
+
+
+def test_out_of_range_discrete_action_names_value_and_row() -> None:
+    with pytest.raises(DataFormatError) as e:
+        check_batch_spaces(batch(actions=[0, 1, 2]), CARTPOLE_OBS, TWO_ACTIONS, where="d.json")
+    assert "column 'actions' row 2: value 2 is outside the space's range [0, 1]" in str(e.value)
+
+
+def test_negative_action_and_discrete_start() -> None:
+    with pytest.raises(DataFormatError, match="row 0: value -1"):
+        check_batch_spaces(batch(actions=[-1, 0, 0]), CARTPOLE_OBS, TWO_ACTIONS, where="d")
+    shifted = gym.spaces.Discrete(2, start=1)
+    check_batch_spaces(batch(actions=[1, 2, 1]), CARTPOLE_OBS, shifted, where="d")
+    with pytest.raises(
+        DataFormatError, match=r"row 2: value 0 is outside the space.s range \[1, 2\]"
+    ):
+        check_batch_spaces(batch(actions=[1, 2, 0]), CARTPOLE_OBS, shifted, where="d")
+
+
+def test_action_shape_mismatch_for_discrete() -> None:
+    with pytest.raises(DataFormatError, match=r"column 'actions' has shape \(3, 2\)"):
+        check_batch_spaces(
+            batch(actions=[[0, 1], [1, 0], [0, 0]]), CARTPOLE_OBS, TWO_ACTIONS, where="d"
+        )
+
+
+def test_non_integer_float_action_refused_but_integral_floats_pass() -> None:
+    check_batch_spaces(batch(actions=[0.0, 1.0, 1.0]), CARTPOLE_OBS, TWO_ACTIONS, where="d")
+    with pytest.raises(DataFormatError, match="row 1: 0.5 is not an integer"):
+        check_batch_spaces(batch(actions=[0.0, 0.5, 1.0]), CARTPOLE_OBS, TWO_ACTIONS, where="d")
+
+
+def test_box_action_shape() -> None:
+    space = gym.spaces.Box(-1, 1, shape=(2,), dtype=np.float32)
+    check_batch_spaces(batch(actions=[[0, 0]] * 3), CARTPOLE_OBS, space, where="d")
+    with pytest.raises(DataFormatError, match=r"'actions' has shape \(3,\)"):
+        check_batch_spaces(batch(actions=[0.0, 0.0, 0.0]), CARTPOLE_OBS, space, where="d")
+
+
+def test_multidiscrete_range() -> None:
+    space = gym.spaces.MultiDiscrete([2, 3])
+    check_batch_spaces(batch(actions=[[1, 2]] * 3), CARTPOLE_OBS, space, where="d")
+    with pytest.raises(DataFormatError, match=r"row 1: value \[1, 3\]"):
+        check_batch_spaces(batch(actions=[[1, 2], [1, 3], [0, 0]]), CARTPOLE_OBS, space, where="d")
+
+
+def test_discrete_observation_range() -> None:
+    obs_space = gym.spaces.Discrete(16)
+    b = SampleBatch(
+        obs=np.array([0.0, 15.0, 16.0], np.float32),
+        actions=np.array([0, 0, 0]),
+        rewards=np.zeros(3, np.float32),
+    )
+    with pytest.raises(DataFormatError, match=r"column 'obs' row 2: value 16"):
+        check_batch_spaces(b, obs_space, TWO_ACTIONS, where="d")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_rewards_refused(bad: float) -> None:
+    b = batch()
+    b["rewards"] = np.array([1.0, bad, 0.0], np.float32)
+    with pytest.raises(DataFormatError) as e:
+        check_batch_spaces(b, CARTPOLE_OBS, TWO_ACTIONS, where="d.json")
+    assert "column 'rewards' row 1" in str(e.value)
+    assert "refuses NaN/Infinity rewards" in str(e.value)
+
+
+def test_unsupported_spaces_not_checked() -> None:
+    space = gym.spaces.Dict({"a": gym.spaces.Discrete(2)})
+    check_batch_spaces(batch(obs_dim=7), space, TWO_ACTIONS, where="d")
