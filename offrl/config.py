@@ -241,6 +241,11 @@ def _check_columns(columns: list[Any]) -> None:
     from offrl.batch import KNOWN_COLUMNS
 
     for col in columns:
+        if col == "infos":
+            raise ConfigError(
+                "config key 'output_compress_columns': 'infos' holds dicts and cannot be "
+                "compressed; remove it"
+            )
         if not isinstance(col, str) or col not in KNOWN_COLUMNS:
             raise ConfigError(
                 f"config key 'output_compress_columns': unknown column {json.dumps(col)}"
