@@ -168,5 +168,15 @@ def evaluate_offline(checkpoint: str, data: tuple[str, ...], estimators: str,
     click.echo(json.dumps({"checkpoint": checkpoint, "off_policy_estimation": result}))
 
 
+def _register_subcommands() -> None:
+    from offrl.commands.data import data
+    from offrl.commands.plot import plot
+
+    main.add_command(data)
+    main.add_command(plot)
+
+
+_register_subcommands()
+
 if __name__ == "__main__":
     main()

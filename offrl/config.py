@@ -62,13 +62,15 @@ def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
 
 
 def _allowed_text(meta: Mapping[str, Any]) -> str:
-    parts = [" or ".join(_TYPE_NAMES.get(t, t.__name__) for t in meta["types"])]
-    for key, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
-        if meta[key] is not None:
-            parts.append(f"{sym} {meta[key]:g}")
     if meta["choices"]:
-        parts = ["one of " + ", ".join(json.dumps(c) for c in meta["choices"])]
-    return " ".join(parts)
+        return "one of " + ", ".join(json.dumps(c) for c in meta["choices"])
+    kind = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in meta["types"])
+    bounds = [
+        f"{sym} {meta[key]:g}"
+        for key, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+        if meta[key] is not None
+    ]
+    return f"{kind} {' and '.join(bounds)}" if bounds else kind
 
 
 def check_value(key: str, value: Any, meta: Mapping[str, Any]) -> None:

@@ -164,6 +164,7 @@ def render(groups: Sequence[GroupCurve], x_key: str, y_key: str, out: Path) -> N
             ax.fill_between(g.x, g.low, g.high, color=color, alpha=0.2, linewidth=0)
     ax.set_xlabel(x_key)
     ax.set_ylabel(y_key)
+    ax.set_title("mean over runs; shaded: min to max", fontsize=10)
     ax.grid(alpha=0.3)
     if groups:
         ax.legend(loc="best")

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from offrl.errors import ConfigError, OffrlRuntimeError
+from offrl.tensorboard import TensorBoardWriter
 
 CHECKPOINT_FILE = "state.pt"
 CHECKPOINT_FORMAT = 1
@@ -81,6 +82,7 @@ class ResultLogger:
         self._json = open(logdir / "result.json", "a", encoding="utf-8")  # noqa: SIM115
         self._header: list[str] = []
         self._rows: list[dict[str, Any]] = []
+        self._tb = TensorBoardWriter(logdir)
 
     def write_params(self, params: Mapping[str, Any]) -> None:
         with open(self.logdir / "params.json", "x", encoding="utf-8") as f:
@@ -91,6 +93,8 @@ class ResultLogger:
         row = clean_result(result)
         self._json.write(json.dumps(row) + "\n")
         self._json.flush()
+        self._tb.add_scalars(row, step=int(row.get("timesteps_total") or
+                                           row.get("training_iteration") or 0))
         self._rows.append(row)
         new_keys = [k for k in row if k not in self._header]
         if new_keys or not self._header:
@@ -112,6 +116,7 @@ class ResultLogger:
 
     def close(self) -> None:
         self._json.close()
+        self._tb.close()
 
     def __enter__(self) -> ResultLogger:
         return self

@@ -35,7 +35,9 @@ from offrl.config import CommonConfig
 from offrl.errors import ConfigError, DataFormatError, OffrlRuntimeError
 
 SAMPLER = "sampler"
+# torch._dynamo: building any torch optimizer imports it lazily (~800 modules, seconds).
 _PRELOAD = [
+    "torch._dynamo",
     "offrl.workers",
     "offrl.algos.pg",
     "offrl.algos.dqn",
@@ -43,6 +45,10 @@ _PRELOAD = [
     "offrl.io.output",
     "offrl.io.input",
 ]
+# Readers send records in bundles: one pipe message per small record costs more than
+# decoding it. Records keep their boundaries (their columns may differ).
+_BUNDLE_ROWS = 1024
+_BUNDLE_RECORDS = 64
 _POLL_S = 1.0  # how often a blocked learner re-checks worker liveness
 _ACTING_NETS = ("model", "online")  # PG acts with .model, DQN with .online (see get_state)
 
@@ -69,10 +75,10 @@ class WorkerSpec:
 
 @dataclass
 class Fragment:
-    """One reply of a worker: a batch, whether it was sampled live, finished episodes."""
+    """One reply of a worker: its batches, whether sampled live, finished episodes."""
 
     worker_index: int
-    batch: SampleBatch
+    batches: list[SampleBatch]  # one fragment when live; a bundle of records when reading
     live: bool
     episodes: list[tuple[float, int]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -256,10 +262,16 @@ class RolloutWorker:
             batch = self.sampler.next()
             if self.writer is not None:
                 self.writer.write(batch)
-            return Fragment(self.index, batch, True, self.sampler.pop_episodes())
-        batch = self.reader.next()
+            return Fragment(self.index, [batch], True, self.sampler.pop_episodes())
+        batches = [self.reader.next()]
+        rows = batches[0].count
+        while rows < _BUNDLE_ROWS and len(batches) < _BUNDLE_RECORDS:
+            batches.append(self.reader.next())
+            rows += batches[-1].count
         metrics = getattr(self.reader, "metrics", None)
-        return Fragment(self.index, batch, False, [], dict(metrics()) if callable(metrics) else {})
+        return Fragment(
+            self.index, batches, False, [], dict(metrics()) if callable(metrics) else {}
+        )
 
     def close(self) -> None:
         """Close the writer first (so its files are complete), then envs and reader."""
@@ -359,8 +371,9 @@ class WorkerSet:
       takes one fragment from every worker and returns them concatenated (one train batch).
     * Live sampling, asynchronous (DQN): every worker always has a request out; ``next()``
       returns whichever fragment is ready first (lowest worker index on ties).
-    * Offline input: workers read their shards ahead (two requests out each) and ``next()``
-      returns records round-robin by worker, so a fixed N gives a fixed order.
+    * Offline input: workers read their shards ahead (two bundles of records out each) and
+      ``next()`` returns records bundle by bundle, round-robin by worker, so a fixed N gives
+      a fixed order.
     """
 
     def __init__(
@@ -472,7 +485,8 @@ class WorkerSet:
             for h in self._handles:
                 self._request(h)
             frags = [self._collect(h) for h in self._handles]
-            self._queue.append((SampleBatch.concat_samples(f.batch for f in frags), True))
+            batches = (b for f in frags for b in f.batches)
+            self._queue.append((SampleBatch.concat_samples(batches), True))
             self.last_worker_index = 0  # a round: every worker
             return
         depth = 1 if self.live else 2  # offline: read ahead, no weights to go stale
@@ -487,7 +501,7 @@ class WorkerSet:
         frag = self._collect(h)
         self._request(h)
         self.last_worker_index = frag.worker_index
-        self._queue.append((frag.batch, frag.live))
+        self._queue.extend((b, frag.live) for b in frag.batches)
 
     def _first_ready(self) -> _Handle:
         """The lowest-index worker with a reply (or a death) waiting."""

@@ -176,3 +176,23 @@ def test_schema_change_fails_and_removes_partial_file(tmp_path: Path) -> None:
     assert res.exit_code == 1
     assert "one Parquet file holds one schema" in res.output
     assert not (tmp_path / "m.parquet").exists()
+
+
+def test_cli_compressed_to_plain(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(
+        data, ["convert", "-q", "--codec", "rllib", str(FIXTURE), str(tmp_path / "c")]
+    )
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(
+        data, ["convert", "-q", "--compress-columns", "", str(tmp_path / "c"), str(tmp_path / "p")]
+    )
+    assert res.exit_code == 0, res.output
+    assert lines_of(tmp_path / "p") == lines_of(FIXTURE)
+
+
+def test_inspect_of_parquet_is_usage_error(tmp_path: Path) -> None:
+    convert([str(FIXTURE)], str(tmp_path / "a.parquet"))
+    res = CliRunner().invoke(data, ["inspect", str(tmp_path / "a.parquet")])
+    assert res.exit_code == 2
+    assert "convert Parquet to JSON first" in res.output

@@ -50,10 +50,14 @@ def make_batch(n: int, **cols: object) -> SampleBatch:
 
 
 def small_config(**overrides: object) -> DQNConfig:
-    return DQNConfig(
-        seed=3, model={"fcnet_hiddens": [16], "fcnet_activation": "relu"}, hiddens=[8],
-        learning_starts=8, train_batch_size=4, **overrides,
-    )
+    base: dict[str, object] = {
+        "seed": 3,
+        "model": {"fcnet_hiddens": [16], "fcnet_activation": "relu"},
+        "hiddens": [8],
+        "learning_starts": 8,
+        "train_batch_size": 4,
+    }
+    return DQNConfig(**{**base, **overrides})  # type: ignore[arg-type]
 
 
 # -- TD math -------------------------------------------------------------------------
@@ -180,15 +184,24 @@ def feed(algo: DQN, batches: list[SampleBatch]) -> list[dict[str, float]]:
 
 
 def test_learn_reports_stats_and_counts_updates_at_the_configured_intensity() -> None:
-    algo = DQN(small_config(training_intensity=2.0, target_network_update_freq=8),
-               OBS_SPACE, ACT_SPACE)
+    cfg = small_config(training_intensity=2.0, target_network_update_freq=8, learning_starts=9)
+    algo = DQN(cfg, OBS_SPACE, ACT_SPACE)
     stats = feed(algo, [make_batch(8, eps_id=np.full(8, i)) for i in range(4)])
     # 32 rows at intensity 2 = 64 replayed rows = 16 updates of 4, minus the first
     # batch (before learning_starts): 12.
     assert algo.counters["num_updates"] == 12
     last = stats[-1]
-    for key in ("mean_q", "min_q", "max_q", "mean_td_error", "loss", "cur_lr", "epsilon",
-                "num_target_updates", "num_updates"):
+    for key in (
+        "mean_q",
+        "min_q",
+        "max_q",
+        "mean_td_error",
+        "loss",
+        "cur_lr",
+        "epsilon",
+        "num_target_updates",
+        "num_updates",
+    ):
         assert np.isfinite(last[key]), key
     assert last["min_q"] <= last["mean_q"] <= last["max_q"]
     assert last["num_target_updates"] == 3  # after 16, 24 and 32 sampled rows
@@ -196,8 +209,9 @@ def test_learn_reports_stats_and_counts_updates_at_the_configured_intensity() ->
 
 def test_restored_algorithm_continues_identically() -> None:
     cfg = small_config(store_buffer_in_checkpoints=True, prioritized_replay=True)
-    batches = [make_batch(8, eps_id=np.full(8, i), rewards=np.full(8, i, np.float32))
-               for i in range(6)]
+    batches = [
+        make_batch(8, eps_id=np.full(8, i), rewards=np.full(8, i, np.float32)) for i in range(6)
+    ]
     first = DQN(cfg, OBS_SPACE, ACT_SPACE)
     feed(first, batches[:3])
     raw = io.BytesIO()
@@ -208,8 +222,9 @@ def test_restored_algorithm_continues_identically() -> None:
     a, b = feed(first, batches[3:]), feed(second, batches[3:])
     assert a == b
     obs = np.random.default_rng(2).normal(size=(16, 4)).astype(np.float32)
-    np.testing.assert_array_equal(first.compute_actions(obs, explore=True)[0],
-                                  second.compute_actions(obs, explore=True)[0])
+    np.testing.assert_array_equal(
+        first.compute_actions(obs, explore=True)[0], second.compute_actions(obs, explore=True)[0]
+    )
     for p, q in zip(first.online.parameters(), second.online.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
@@ -259,3 +274,21 @@ def test_dqn_learns_cartpole_quickly() -> None:
     returns = evaluate("CartPole-v1", algo, 5, seed=123)
     # A random policy averages ~22; a learning DQN is far above it by now.
     assert np.mean(returns) > 100, returns
+
+
+def test_offline_batches_from_the_rllib_fixture_fill_replay_with_true_terminals() -> None:
+    from offrl.io.json_reader import JsonReader
+
+    fixture = ROOT.parent / "shared" / "data" / "rllib" / "cartpole-small.json"
+    reader = JsonReader(str(fixture), seed=0)
+    algo = DQN(small_config(n_step=3, learning_starts=200), OBS_SPACE, ACT_SPACE)
+    batches = [reader.next() for _ in range(3)]
+    assert sum(b.count for b in batches) == 102
+    for batch in batches:
+        algo.learn(algo.postprocess(batch), 0)
+    assert len(algo.buffer) == 102
+    discounts = algo.buffer.columns[N_STEP_DISCOUNTS][:102]
+    # Each of the 3 episodes ends terminated, so in each the last 3 rows reach the terminal
+    # within their 3-step window and never bootstrap; every other row bootstraps at gamma^3.
+    assert int((discounts == 0).sum()) == 9
+    np.testing.assert_allclose(discounts[discounts > 0], 0.99**3, rtol=1e-6)

@@ -8,7 +8,12 @@ import torch
 
 from offrl.errors import ConfigError
 from offrl.estimators.base import Episode
-from offrl.estimators.fqe import FittedQEvaluation, FQEConfig, episodes_to_transitions
+from offrl.estimators.fqe import (
+    FittedQEvaluation,
+    FQEConfig,
+    episodes_to_transitions,
+    value_bounds,
+)
 
 torch.set_num_threads(1)
 
@@ -104,3 +109,28 @@ def test_config_errors_name_the_key() -> None:
         FQEConfig.from_dict({"n_iter": 5})
     with pytest.raises(ConfigError, match="tau = 0"):
         FQEConfig.from_dict({"tau": 0})
+
+
+def test_value_bounds_by_hand() -> None:
+    # rewards in [0.5, 1], gamma .95: [min(0, .5), max(0, 1)] / 0.05 = [0, 20]
+    assert value_bounds(np.array([1.0, 0.5]), 0.95) == pytest.approx((0.0, 20.0))
+    # rewards in [-1, 2], gamma .5: [-1, 2] / 0.5 = [-2, 4]
+    assert value_bounds(np.array([-1.0, 2.0]), 0.5) == pytest.approx((-2.0, 4.0))
+    assert value_bounds(np.array([1.0]), 1.0) is None
+
+
+def test_targets_and_outputs_are_clamped_to_the_value_bounds() -> None:
+    truncated = Episode(
+        rewards=np.array([1.0]), actions=np.array([0]), target_probs=np.array([[0.5, 0.5]]),
+        behaviour_prob=np.array([0.5]), terminated=False, obs=np.zeros((1, 1), np.float32),
+        last_next_obs=np.zeros(1, np.float32), last_next_probs=np.array([0.5, 0.5]),
+    )  # fmt: skip
+    model = FittedQEvaluation(1, 2, 0.5, FQEConfig(batch_size=1), 0)
+    model.set_data(episodes_to_transitions([truncated]))  # rewards in [0, 1] -> bounds [0, 2]
+    with torch.no_grad():  # a runaway model: Q = 100 everywhere
+        for net in (model.q, model.q_target):
+            net[-1].weight.zero_()
+            net[-1].bias.fill_(100.0)
+    assert model.q_values(np.zeros((3, 1), dtype=np.float32)).tolist() == [[2.0, 2.0]] * 3
+    # Unclamped target 1 + 0.5 * 100 = 51 -> loss (100 - 51)^2 = 2401; clamped to 2 -> 98^2
+    assert model.train(1) == pytest.approx(98.0**2)

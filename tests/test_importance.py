@@ -200,3 +200,33 @@ def test_on_policy_fixture_gives_gain_one() -> None:
         assert out["v_gain"] == pytest.approx(1.0, abs=1e-6)
         returns = [sum(0.99**t for t in range(b.count)) for b in batches]  # reward 1 per step
         assert out["v_behavior"] == pytest.approx(np.mean(returns))
+
+
+@pytest.mark.parametrize("name", ["is", "wis"])
+def test_fixture_cut_into_fragments_matches_whole_episodes(name: str) -> None:
+    def uniform(obs: np.ndarray) -> np.ndarray:
+        return np.full((len(obs), 2), 0.5)
+
+    def run_on(batches: list[SampleBatch]) -> dict:
+        (est,) = make_estimators([name], gamma=0.99, action_space_n=2, obs_dim=4, seed=0)
+        for b in batches:
+            est.process(b, uniform)
+        return est.estimate()
+
+    episodes = load_fixture()
+    joined = SampleBatch.concat_samples(episodes)
+    # 7-row fragments across the three real episodes (rows 102): every episode is cut
+    cut = [joined.slice(s, s + 7) for s in range(0, joined.count, 7)]
+    whole, split = run_on(episodes), run_on(cut)
+    assert whole["num_episodes"] == split["num_episodes"] == 3
+    assert split == pytest.approx(whole)
+    assert whole["v_target"] != pytest.approx(whole["v_behavior"])  # truly off-policy
+
+
+def test_huge_eps_ids_in_an_object_column_are_joined() -> None:
+    batch = two_episodes()
+    ids = np.empty(5, dtype=object)
+    ids[:] = [2**70, 2**70, 2**70 + 1, 2**70 + 1, 2**70 + 1]
+    batch["eps_id"] = ids
+    out = run(ImportanceSampling(gamma=GAMMA, seed=0), [batch.slice(0, 3), batch.slice(3, 5)])
+    assert out["v_target"] == pytest.approx(IS_VALUE)

@@ -198,6 +198,24 @@ def test_learn_moves_probability_towards_positive_advantage() -> None:
     assert {"policy_loss", "entropy", "cur_lr", "grad_gnorm"} <= set(stats)
 
 
+def test_kl_target_stops_the_batch_after_the_policy_moved() -> None:
+    rng = np.random.default_rng(5)
+    batch = SampleBatch(
+        obs=rng.normal(size=(8, 4)).astype(np.float32),
+        actions=rng.integers(0, 2, 8),
+        rewards=rng.normal(size=8),
+        dones=np.array([F] * 7 + [T]),
+    )
+    free = make_pg(lr=0.1, sgd_minibatch_size=2)
+    free.learn(free.postprocess(batch), 8)
+    assert free.num_grad_updates == 4
+    guarded = make_pg(lr=0.1, sgd_minibatch_size=2, kl_target=1e-9)
+    stats = guarded.learn(guarded.postprocess(batch), 8)
+    # step 1 starts at KL 0 and moves the policy; step 2 sees KL > target and stops
+    assert guarded.num_grad_updates == 1
+    assert stats["stopped_early"] == 0.5 and stats["kl"] > 0
+
+
 # -- acting ----------------------------------------------------------------------------
 
 
@@ -299,3 +317,20 @@ def test_learns_cartpole_quickly() -> None:
     first = np.mean(returns[:50])
     assert first < 60  # a random policy lasts ~22 steps
     assert np.mean(returns[-50:]) >= 200, f"last-50 mean {np.mean(returns[-50:])} at {steps}"
+
+
+def test_offline_fixture_records_train_the_value_baseline() -> None:
+    algo = make_pg(use_baseline=True, lr=0.01, postprocess_inputs=True)
+    batches = [
+        SampleBatch(
+            {
+                k: np.asarray(rec[k])
+                for k in ("obs", "new_obs", "actions", "rewards", "dones", "eps_id")
+            }
+        )
+        for rec in load_fixture()
+    ]
+    first = algo.learn(algo.postprocess(batches[0]), 0)["vf_loss"]
+    for step in range(60):
+        last = algo.learn(algo.postprocess(batches[step % 3]), step)["vf_loss"]
+    assert last < first / 2

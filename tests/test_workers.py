@@ -22,6 +22,7 @@ from offrl.errors import ConfigError, DataFormatError, OffrlRuntimeError
 from offrl.io.json_reader import JsonReader
 from offrl.io.json_writer import JsonWriter
 from offrl.rollout import env_spaces
+from offrl.workers import _BUNDLE_RECORDS as BUNDLE_RECORDS
 from offrl.workers import (
     WorkerFailure,
     WorkerSet,
@@ -127,13 +128,15 @@ def test_sync_workers_write_own_files_once_each_step_and_close(tmp_path: Path) -
     cfg = config("PG", train_batch_size=40, output=str(tmp_path))
     batches: list[SampleBatch] = []
     with WorkerSet("PG", cfg, ENV, 3, tmp_path, 2) as ws:
+        for pid in ws.pids():  # a terminal's Ctrl-C reaches workers too: they leave it to us
+            os.kill(pid, signal.SIGINT)
         for _ in range(3):
             batch, live = ws.next()
             assert live
             batches.append(batch)
         episodes = ws.pop_episodes()
         procs = [h.process for h in ws._handles]
-    assert all(p.exitcode is not None for p in procs)  # close() stopped every process
+    assert [p.exitcode for p in procs] == [0, 0]  # close() stopped them cleanly, not killed
     # One round = 20 vector steps from each of 2 workers = one train batch of 40 rows.
     assert [b.count for b in batches] == [40, 40, 40]
     names = [p.name for p in output_files(tmp_path)]
@@ -215,7 +218,7 @@ def test_input_shards_cover_every_record_exactly_once(tmp_path: Path, num_worker
     seen: dict[int, list[int]] = {}
     with WorkerSet("DQN", cfg, ENV, 5, tmp_path, num_workers) as ws:
         assert bool(ws.warnings) == (num_workers > 3)  # more workers than files: said so
-        for _ in range(2 * len(ids)):
+        for _ in range(2 * num_workers * BUNDLE_RECORDS):  # two bundles from every worker
             batch, live = ws.next()
             assert not live
             seen.setdefault(ws.last_worker_index, []).extend(batch[sb.EPS_ID].tolist())

@@ -40,66 +40,102 @@ NEW_OBS_VALID = "new_obs_valid"
 class DQNConfig(CommonConfig):
     """DQN keys, RLlib's names and defaults, plus a few that make learning fast and stable."""
 
-    rollout_fragment_length: int = opt(4, "env steps per env between learner updates",
-                                       types=(int,), ge=1)
+    rollout_fragment_length: int = opt(
+        4, "env steps per env between learner updates", types=(int,), ge=1
+    )
     lr: float = opt(5e-4, "Adam learning rate (see lr_schedule)", types=(float,), gt=0.0)
     train_batch_size: int = opt(32, "transitions replayed per update", types=(int,), ge=1)
-    double_q: bool = opt(True, "pick the next action with the online net, value it with the "
-                         "target net", types=(bool,))
+    double_q: bool = opt(
+        True,
+        "pick the next action with the online net, value it with the target net",
+        types=(bool,),
+    )
     dueling: bool = opt(True, "separate value and advantage heads", types=(bool,))
-    hiddens: list = opt([256], "hidden widths of the Q heads after the model trunk",
-                        types=(list,))
+    hiddens: list = opt([256], "hidden widths of the Q heads after the model trunk", types=(list,))
     n_step: int = opt(1, "n-step returns (computed in postprocessing)", types=(int,), ge=1)
     buffer_size: int = opt(50000, "replay buffer capacity in transitions", types=(int,), ge=1)
-    prioritized_replay: bool = opt(True, "replay transitions in proportion to TD error",
-                                   types=(bool,))
+    prioritized_replay: bool = opt(
+        True, "replay transitions in proportion to TD error", types=(bool,)
+    )
     prioritized_replay_alpha: float = opt(0.6, "priority exponent", types=(float,), ge=0.0)
-    prioritized_replay_beta: float = opt(0.4, "initial importance-weight exponent",
-                                         types=(float,), ge=0.0, le=1.0)
-    final_prioritized_replay_beta: float = opt(0.4, "importance-weight exponent after annealing",
-                                               types=(float,), ge=0.0, le=1.0)
+    prioritized_replay_beta: float = opt(
+        0.4, "initial importance-weight exponent", types=(float,), ge=0.0, le=1.0
+    )
+    final_prioritized_replay_beta: float = opt(
+        0.4, "importance-weight exponent after annealing", types=(float,), ge=0.0, le=1.0
+    )
     prioritized_replay_beta_annealing_timesteps: int = opt(
-        20000, "timesteps over which beta goes linearly to its final value", types=(int,), ge=1)
-    prioritized_replay_eps: float = opt(1e-6, "added to |TD error| so no priority is zero",
-                                        types=(float,), gt=0.0)
-    learning_starts: int = opt(1000, "transitions stored before the first update",
-                               types=(int,), ge=0)
+        20000, "timesteps over which beta goes linearly to its final value", types=(int,), ge=1
+    )
+    prioritized_replay_eps: float = opt(
+        1e-6, "added to |TD error| so no priority is zero", types=(float,), gt=0.0
+    )
+    learning_starts: int = opt(
+        1000, "transitions stored before the first update", types=(int,), ge=0
+    )
     target_network_update_freq: int = opt(
-        500, "timesteps between target-network updates (0: after every update)",
-        types=(int,), ge=0)
-    tau: float = opt(1.0, "target update: target <- tau*online + (1-tau)*target "
-                     "(1.0: hard copy)", types=(float,), gt=0.0, le=1.0)
-    timesteps_per_iteration: int = opt(1000, "rows fed to the learner per training iteration",
-                                       types=(int,), ge=1)
-    exploration_initial_eps: float = opt(1.0, "epsilon at timestep 0", types=(float,),
-                                         ge=0.0, le=1.0)
-    exploration_final_eps: float = opt(0.02, "epsilon after the exploration phase",
-                                       types=(float,), ge=0.0, le=1.0)
-    exploration_fraction: float = opt(0.1, "fraction of schedule_max_timesteps over which "
-                                      "epsilon decays linearly", types=(float,), ge=0.0, le=1.0)
-    schedule_max_timesteps: int = opt(100000, "timesteps the exploration schedule spans",
-                                      types=(int,), ge=1)
-    grad_norm_clipping: float | None = opt(40.0, "clip the global gradient norm to this "
-                                           "(null: no clipping)", types=(float, type(None)),
-                                           gt=0.0)
+        500, "timesteps between target-network updates (0: after every update)", types=(int,), ge=0
+    )
+    tau: float = opt(
+        1.0,
+        "target update: target <- tau*online + (1-tau)*target (1.0: hard copy)",
+        types=(float,),
+        gt=0.0,
+        le=1.0,
+    )
+    timesteps_per_iteration: int = opt(
+        1000, "rows fed to the learner per training iteration", types=(int,), ge=1
+    )
+    exploration_initial_eps: float = opt(
+        1.0, "epsilon at timestep 0", types=(float,), ge=0.0, le=1.0
+    )
+    exploration_final_eps: float = opt(
+        0.02, "epsilon after the exploration phase", types=(float,), ge=0.0, le=1.0
+    )
+    exploration_fraction: float = opt(
+        0.1,
+        "fraction of schedule_max_timesteps over which epsilon decays linearly",
+        types=(float,),
+        ge=0.0,
+        le=1.0,
+    )
+    schedule_max_timesteps: int = opt(
+        100000, "timesteps the exploration schedule spans", types=(int,), ge=1
+    )
+    grad_norm_clipping: float | None = opt(
+        40.0,
+        "clip the global gradient norm to this (null: no clipping)",
+        types=(float, type(None)),
+        gt=0.0,
+    )
     adam_epsilon: float = opt(1e-8, "Adam epsilon", types=(float,), gt=0.0)
-    lr_schedule: list | None = opt(None, "piecewise-linear [[timestep, lr], ...] replacing lr; "
-                                   "a late decay steadies the final policy",
-                                   types=(list, type(None)))
+    lr_schedule: list | None = opt(
+        None,
+        "piecewise-linear [[timestep, lr], ...] replacing lr; "
+        "a late decay steadies the final policy",
+        types=(list, type(None)),
+    )
     training_intensity: float | None = opt(
-        None, "replayed / sampled rows (null: one update of train_batch_size per "
+        None,
+        "replayed / sampled rows (null: one update of train_batch_size per "
         "rollout_fragment_length * num_envs_per_worker sampled rows)",
-        types=(float, type(None)), gt=0.0)
-    store_buffer_in_checkpoints: bool = opt(False, "include the replay buffer in checkpoints "
-                                            "(then a restored run continues identically)",
-                                            types=(bool,))
+        types=(float, type(None)),
+        gt=0.0,
+    )
+    store_buffer_in_checkpoints: bool = opt(
+        False,
+        "include the replay buffer in checkpoints (then a restored run continues identically)",
+        types=(bool,),
+    )
 
 
 def check_config(config: DQNConfig) -> None:
     """ConfigError for DQN values that types and ranges alone cannot catch."""
     if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in config.hiddens):
-        raise ConfigError(f"config key 'hiddens': invalid value {config.hiddens}; "
-                          "allowed: a list of positive integers")
+        raise ConfigError(
+            f"config key 'hiddens': invalid value {config.hiddens}; "
+            "allowed: a list of positive integers"
+        )
     if config.lr_schedule is not None:
         ok = all(
             isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) for v in p)
@@ -107,8 +143,10 @@ def check_config(config: DQNConfig) -> None:
         )
         times = [p[0] for p in config.lr_schedule] if ok else []
         if not ok or not times or times != sorted(times):
-            raise ConfigError(f"config key 'lr_schedule': invalid value {config.lr_schedule}; "
-                              "allowed: a list of [timestep, lr] pairs with increasing timesteps")
+            raise ConfigError(
+                f"config key 'lr_schedule': invalid value {config.lr_schedule}; "
+                "allowed: a list of [timestep, lr] pairs with increasing timesteps"
+            )
 
 
 # -- schedules -------------------------------------------------------------------
@@ -124,8 +162,9 @@ def linear_schedule(t: float, start: float, end: float, duration: float) -> floa
 def epsilon_at(config: DQNConfig, t: int) -> float:
     """Exploration epsilon at timestep ``t``."""
     duration = config.exploration_fraction * config.schedule_max_timesteps
-    return linear_schedule(t, config.exploration_initial_eps, config.exploration_final_eps,
-                           duration)
+    return linear_schedule(
+        t, config.exploration_initial_eps, config.exploration_final_eps, duration
+    )
 
 
 def lr_at(config: DQNConfig, t: int) -> float:
@@ -170,9 +209,10 @@ def huber(x: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
 def transitions(batch: SampleBatch, gamma: float, n_step: int) -> dict[str, np.ndarray]:
     """n-step transition columns for ``batch`` (rows grouped per episode, in time order).
 
-    A segment ends at an ``eps_id`` change, a done, the batch end, or just before a
-    row whose ``new_obs`` is unknown (``new_obs_valid`` False): n-step sums never
-    cross one. ``td_valid`` is False for rows whose bootstrap obs is unknown.
+    A segment ends at an ``eps_id`` change, a done, the batch end, and both at and
+    just before a row whose ``new_obs`` is unknown (``new_obs_valid`` False): n-step
+    sums never cross one. ``td_valid`` is False for rows whose own or bootstrap
+    ``new_obs`` is unknown (unless terminated, where it is never used).
     """
     if sb.NEW_OBS not in batch:
         raise OffrlRuntimeError(
@@ -186,7 +226,8 @@ def transitions(batch: SampleBatch, gamma: float, n_step: int) -> dict[str, np.n
     # Old files have only `dones`: FORMAT.md says treat them as terminated.
     term = np.asarray(batch.get(sb.TERMINATEDS, dones), dtype=bool)
     valid = np.asarray(batch.get(NEW_OBS_VALID, np.ones(n, dtype=bool)), dtype=bool)
-    seg_end = dones.copy()
+    known = valid | term  # a terminal's new_obs is never used, so it need not be known
+    seg_end = dones | ~valid
     seg_end[-1:] = True
     seg_end[:-1] |= ~valid[1:]
     if sb.EPS_ID in batch:
@@ -198,7 +239,7 @@ def transitions(batch: SampleBatch, gamma: float, n_step: int) -> dict[str, np.n
         N_STEP_RETURNS: ret.astype(np.float32),
         N_STEP_DISCOUNTS: disc.astype(np.float32),
         N_STEP_NEW_OBS: new_obs[nxt],
-        TD_VALID: valid[nxt] | term[nxt],
+        TD_VALID: known & known[nxt],
     }
 
 
@@ -227,7 +268,6 @@ class QNetwork(nn.Module):
             return adv
         # Subtracting the mean advantage makes V and A identifiable (Wang et al. 2016).
         return self.value(h) + adv - adv.mean(dim=1, keepdim=True)
-
 
 
 # -- the learner -------------------------------------------------------------------
@@ -367,8 +407,12 @@ class DQN:
     def _update(self) -> dict[str, float]:
         """One gradient step on a replayed batch, then priorities and the target net."""
         c, t = self.config, self.counters["num_steps_sampled"]
-        beta = linear_schedule(t, c.prioritized_replay_beta, c.final_prioritized_replay_beta,
-                               c.prioritized_replay_beta_annealing_timesteps)
+        beta = linear_schedule(
+            t,
+            c.prioritized_replay_beta,
+            c.final_prioritized_replay_beta,
+            c.prioritized_replay_beta_annealing_timesteps,
+        )
         cols, slots, weights = self.buffer.sample(c.train_batch_size, self.replay_rng, beta)
         obs = torch.from_numpy(cols[sb.OBS])
         next_obs = torch.from_numpy(cols[N_STEP_NEW_OBS])
@@ -377,9 +421,13 @@ class DQN:
         q, q_next_online = q_all[: len(obs)], q_all[len(obs) :].detach()
         q_taken = q.gather(1, torch.from_numpy(cols[sb.ACTIONS]).unsqueeze(1)).squeeze(1)
         with torch.no_grad():
-            y = td_targets(torch.from_numpy(cols[N_STEP_RETURNS]),
-                           torch.from_numpy(cols[N_STEP_DISCOUNTS]),
-                           q_next_online, self.target(next_obs), c.double_q)
+            y = td_targets(
+                torch.from_numpy(cols[N_STEP_RETURNS]),
+                torch.from_numpy(cols[N_STEP_DISCOUNTS]),
+                q_next_online,
+                self.target(next_obs),
+                c.double_q,
+            )
         td = q_taken - y
         loss = (torch.from_numpy(weights) * huber(td)).mean()
         for group in self.optimizer.param_groups:
@@ -396,9 +444,13 @@ class DQN:
             self._update_target(c.tau)
             self.counters["last_target_update"] = t
         q_np = q_taken.detach().numpy()
-        return {"mean_q": float(q_np.mean()), "min_q": float(q_np.min()),
-                "max_q": float(q_np.max()), "mean_td_error": float(td_np.mean()),
-                "loss": float(loss.item())}
+        return {
+            "mean_q": float(q_np.mean()),
+            "min_q": float(q_np.min()),
+            "max_q": float(q_np.max()),
+            "mean_td_error": float(td_np.mean()),
+            "loss": float(loss.item()),
+        }
 
     def _update_target(self, tau: float) -> None:
         """Polyak-average the online weights into the target (a copy when tau is 1)."""

@@ -74,6 +74,13 @@ class PGConfig(CommonConfig):
         types=(int,),
         ge=1,
     )
+    kl_target: float | None = opt(
+        None,
+        "stop a batch's gradient steps once the mean KL(policy before || now) exceeds this "
+        "(a cheap trust region against collapse; null: never stop early)",
+        types=(float, type(None)),
+        gt=0.0,
+    )
     sgd_minibatch_size: int | None = opt(
         None,
         "rows per gradient step within a pass (null: the whole batch, one step)",
@@ -273,6 +280,10 @@ class PG:
         n = len(obs)
         if n == 0:
             return {"num_grad_updates": float(self.num_grad_updates)}
+        old_logp = None
+        if cfg.kl_target is not None:
+            with torch.no_grad():
+                old_logp = torch.log_softmax(self.model.pi(obs), dim=-1)
         size = n if cfg.sgd_minibatch_size is None else min(cfg.sgd_minibatch_size, n)
         stats: list[dict[str, float]] = []
         for _ in range(cfg.num_sgd_iter):
@@ -281,8 +292,13 @@ class PG:
             # each pass) sit this pass out rather than make one small, noisy step.
             for start in range(0, n - size + 1, size):
                 idx = None if order is None else torch.from_numpy(order[start : start + size])
-                stats.append(self._step(obs, actions, adv, vt, idx))
-        mean = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
+                stats.append(self._step(obs, actions, adv, vt, old_logp, idx))
+                if stats[-1].get("stopped_early"):
+                    break
+            if stats[-1].get("stopped_early"):
+                break
+        keys = dict.fromkeys(k for s in stats for k in s)  # a stopped step has no grad_gnorm
+        mean = {k: float(np.mean([s[k] for s in stats if k in s])) for k in keys}
         mean["cur_lr"] = cfg.lr
         mean["num_grad_updates"] = float(self.num_grad_updates)
         return mean
@@ -293,13 +309,18 @@ class PG:
         actions: torch.Tensor,
         adv: torch.Tensor,
         vt: torch.Tensor | None,
+        old_logp: torch.Tensor | None,
         idx: torch.Tensor | None,
     ) -> dict[str, float]:
-        """One Adam step on rows ``idx`` (all rows when None)."""
+        """One Adam step on rows ``idx`` (all rows when None), unless past ``kl_target``."""
         if idx is not None:
             obs, actions, adv = obs[idx], actions[idx], adv[idx]
             vt = None if vt is None else vt[idx]
-        losses = pg_loss(self.model, obs, actions, adv, vt, self.config)
+            old_logp = None if old_logp is None else old_logp[idx]
+        losses = pg_loss(self.model, obs, actions, adv, vt, self.config, old_logp)
+        kl_target = self.config.kl_target
+        if kl_target is not None and losses["kl"].item() > kl_target:
+            return {k: v.item() for k, v in losses.items()} | {"stopped_early": 1.0}
         self.optimizer.zero_grad(set_to_none=True)
         losses["total_loss"].backward()
         clip = self.config.grad_clip
@@ -310,6 +331,7 @@ class PG:
         self.num_grad_updates += 1
         out = {k: v.item() for k, v in losses.items()}
         out["grad_gnorm"] = float(norm)
+        out["stopped_early"] = 0.0
         return out
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -339,10 +361,13 @@ def pg_loss(
     advantages: torch.Tensor,
     value_targets: torch.Tensor | None,
     cfg: PGConfig,
+    old_logp_all: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """total = -mean(logp(a|s) * A) - entropy_coeff * H + vf_loss_coeff * 0.5 * mean((V - vt)^2).
 
-    Shapes: obs (B, obs_dim), actions (B,) int64, advantages (B,), value_targets (B,).
+    Shapes: obs (B, obs_dim), actions (B,) int64, advantages (B,), value_targets (B,),
+    old_logp_all (B, n_actions): log-probabilities before this batch's first step, for
+    the reported ``kl`` = mean KL(old || current).
     """
     logp_all = torch.log_softmax(model.pi(obs), dim=-1)
     logp = logp_all.gather(1, actions.unsqueeze(1)).squeeze(1)
@@ -350,6 +375,8 @@ def pg_loss(
     entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
     total = policy_loss - cfg.entropy_coeff * entropy
     out = {"policy_loss": policy_loss, "entropy": entropy}
+    if old_logp_all is not None:
+        out["kl"] = (old_logp_all.exp() * (old_logp_all - logp_all.detach())).sum(-1).mean()
     if value_targets is not None and model.vf is not None:
         vf_loss = 0.5 * (model.value(obs) - value_targets).pow(2).mean()
         total = total + cfg.vf_loss_coeff * vf_loss

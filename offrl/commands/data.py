@@ -243,9 +243,10 @@ def convert(
     max_file_size: int,
     quiet: bool,
 ) -> None:
-    """Convert SRC... to DST: JSON <-> Parquet (DST ending in .parquet), or JSON re-encoding.
+    """Convert SRC... into DST: JSON <-> Parquet, or JSON re-encoding.
 
-    DST must not exist: a .parquet file, or a directory for JSON files.
+    DST must not exist: a file ending in .parquet, or else a directory for JSON files
+    (rotated at --max-file-size). SRC: JSON files/dirs/globs, or .parquet files.
     """
     from offrl.datatools.convert import ConvertOptions, check_destination, source_files, total_bytes
     from offrl.datatools.convert import convert as run_convert

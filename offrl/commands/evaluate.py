@@ -14,8 +14,16 @@ from offrl.errors import ConfigError
 from offrl.estimators import ESTIMATORS, MissingBehaviourProbs, make_estimators
 from offrl.rollout import env_spaces
 
-TABLE_KEYS = ("v_behavior", "v_target", "v_gain", "v_delta", "v_target_std_err",
-              "v_target_ci_low", "v_target_ci_high", "num_episodes")
+TABLE_KEYS = (
+    "v_behavior",
+    "v_target",
+    "v_gain",
+    "v_delta",
+    "v_target_std_err",
+    "v_target_ci_low",
+    "v_target_ci_high",
+    "num_episodes",
+)
 
 
 def parse_estimators(text: str) -> list[str]:
@@ -30,8 +38,9 @@ def parse_estimators(text: str) -> list[str]:
     return names
 
 
-def run_evaluate_offline(checkpoint: str, data: list[str], names: list[str], *, gamma: float | None,
-                         seed: int) -> tuple[dict[str, dict[str, float]], list[str]]:
+def run_evaluate_offline(
+    checkpoint: str, data: list[str], names: list[str], *, gamma: float | None, seed: int
+) -> tuple[dict[str, dict[str, float]], list[str]]:
     """(``{estimator: estimates}``, warnings) over one pass of ``data``."""
     from offrl.io.input import make_input_reader
 
@@ -40,12 +49,17 @@ def run_evaluate_offline(checkpoint: str, data: list[str], names: list[str], *, 
     cfg: CommonConfig = algo.config
     estimators = {
         e.name: e
-        for e in make_estimators(names, gamma=cfg.gamma if gamma is None else gamma,
-                                 action_space_n=discrete_n(act_space, "off-policy estimation"),
-                                 obs_dim=obs_dim(obs_space), seed=seed)
+        for e in make_estimators(
+            names,
+            gamma=cfg.gamma if gamma is None else gamma,
+            action_space_n=discrete_n(act_space, "off-policy estimation"),
+            obs_dim=obs_dim(obs_space),
+            seed=seed,
+        )
     }
-    reader = make_input_reader(data if len(data) > 1 else data[0], config=cfg, seed=seed,
-                               worker_index=0, num_workers=1)
+    reader = make_input_reader(
+        data if len(data) > 1 else data[0], config=cfg, seed=seed, worker_index=0, num_workers=1
+    )
     warnings: list[str] = []
     for batch in reader.iter_epoch():
         for name in list(estimators):
@@ -66,8 +80,9 @@ def estimates_table(estimates: dict[str, dict[str, Any]]) -> Table:
         cells = []
         for key in TABLE_KEYS:
             v = values.get(key)
-            cells.append("-" if v is None else (f"{v:,.0f}" if key == "num_episodes"
-                                                  else f"{v:,.3f}"))
+            cells.append(
+                "-" if v is None else (f"{v:,.0f}" if key == "num_episodes" else f"{v:,.3f}")
+            )
         table.add_row(name, *cells)
     return table
 

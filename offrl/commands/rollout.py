@@ -25,8 +25,9 @@ def load_policy(checkpoint: str) -> tuple[Any, dict[str, Any]]:
     return algo, state
 
 
-def run_rollout(checkpoint: str, *, episodes: int, env: str | None, seed: int,
-                render: bool) -> dict[str, Any]:
+def run_rollout(
+    checkpoint: str, *, episodes: int, env: str | None, seed: int, render: bool
+) -> dict[str, Any]:
     """Mean/min/max greedy return of ``episodes`` episodes as a JSON-able dict."""
     algo, state = load_policy(checkpoint)
     env_id = env or str(state["env"])

@@ -63,18 +63,35 @@ def _restore(path: str, spec: RunSpec, algo: Any) -> Counters:
 
 
 def run_train(
-    run: str | None, env: str | None, config_text: str | None, stop_text: str | None,
-    run_file: str | None, local_dir: Path | None, name: str | None, seed: int | None,
-    checkpoint_freq: int, checkpoint_at_end: bool, restore: str | None, help_config: bool,
-    verbose: bool, quiet: bool,
+    run: str | None,
+    env: str | None,
+    config_text: str | None,
+    stop_text: str | None,
+    run_file: str | None,
+    local_dir: Path | None,
+    name: str | None,
+    seed: int | None,
+    checkpoint_freq: int,
+    checkpoint_at_end: bool,
+    restore: str | None,
+    help_config: bool,
+    verbose: bool,
+    quiet: bool,
 ) -> int:
     """Run one training; returns the process exit code."""
     if help_config:
         print_config_help(run)
         return 0
     file_data = load_run_file(run_file) if run_file else {}
-    spec = resolve(file_data, run=run, env=env, config_text=config_text, stop_text=stop_text,
-                   name=name, seed=seed)
+    spec = resolve(
+        file_data,
+        run=run,
+        env=env,
+        config_text=config_text,
+        stop_text=stop_text,
+        name=name,
+        seed=seed,
+    )
     local = Path(local_dir or file_data.get("local_dir") or default_local_dir())
     checkpoint_freq = checkpoint_freq or int(file_data.get("checkpoint_freq", 0))
     checkpoint_at_end = checkpoint_at_end or bool(file_data.get("checkpoint_at_end", False))
@@ -88,18 +105,26 @@ def run_train(
 
     console = make_console()
     logdir = make_run_dir(local, spec.name, spec.run, spec.env)
-    params = {"run": spec.run, "env": spec.env, "stop": spec.stop,
-              **dataclasses.asdict(spec.config)}
+    params = {
+        "run": spec.run,
+        "env": spec.env,
+        "stop": spec.stop,
+        **dataclasses.asdict(spec.config),
+    }
     from offrl.cli import StopFlag, graceful_signals
 
     flag = StopFlag()
     result: dict[str, Any] = {}
-    with ResultLogger(logdir) as logger, Progress(console, spec.stop, quiet=quiet,
-                                                  verbose=verbose) as progress:
+    with (
+        ResultLogger(logdir) as logger,
+        Progress(console, spec.stop, quiet=quiet, verbose=verbose) as progress,
+    ):
         logger.write_params(params)
         progress.message(f"offrl: {spec.run} on {spec.env}, seed {spec.seed}; results in {logdir}")
-        with build_run(algo, spec.config, spec.env, spec.seed, logdir) as the_run, \
-                graceful_signals(flag, lambda m: progress.message(m, style="yellow")):
+        with (
+            build_run(algo, spec.config, spec.env, spec.seed, logdir) as the_run,
+            graceful_signals(flag, lambda m: progress.message(m, style="yellow")),
+        ):
             the_run.counters = counters
             for result in train(the_run):
                 for warning in the_run.warnings:
@@ -113,8 +138,9 @@ def run_train(
                 if should_stop(result, spec.stop) or flag.signum is not None:
                     break
         if checkpoint_at_end and result:
-            path = save_checkpoint(logdir, result["training_iteration"],
-                                   _checkpoint_state(spec, algo, counters))
+            path = save_checkpoint(
+                logdir, result["training_iteration"], _checkpoint_state(spec, algo, counters)
+            )
             progress.message(f"offrl: checkpoint written to {path}")
     final = clean_result(result)
     final["logdir"] = str(logdir)

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from offrl.batch import DEFAULT_POLICY_ID, SampleBatch
+from offrl.batch import SampleBatch
 from offrl.errors import DataFormatError
-from offrl.io.decode import CorruptLineError, decode_columns, parse_line
+from offrl.io.decode import CorruptLineError, columns_of, decode_columns, parse_line
 from offrl.io.sources import open_source, resolve_sources
 
 SAMPLE_BATCH = "SampleBatch"
@@ -43,34 +43,8 @@ class Record:
 
 def record_columns(record: Any, path: str, lineno: int) -> tuple[str, Mapping[str, Any]]:
     """``(kind, columns)`` of a parsed record; a default_policy-only MultiAgentBatch unwraps."""
-    if not isinstance(record, dict):
-        raise DataFormatError(
-            path, lineno, f"expected a JSON object per line, found {type(record).__name__}"
-        )
-    kind = record.get("type")
-    if kind == SAMPLE_BATCH:
-        return kind, {k: v for k, v in record.items() if k != "type"}
-    if kind == MULTI_AGENT_BATCH:
-        policies = record.get("policy_batches")
-        if not isinstance(policies, dict) or set(policies) != {DEFAULT_POLICY_ID}:
-            found = sorted(policies) if isinstance(policies, dict) else policies
-            raise DataFormatError(
-                path,
-                lineno,
-                f"MultiAgentBatch with policies {found!r}: only a MultiAgentBatch whose one "
-                f"policy is {DEFAULT_POLICY_ID!r} holds single-agent data offrl can use",
-            )
-        cols = policies[DEFAULT_POLICY_ID]
-        if not isinstance(cols, dict):
-            raise DataFormatError(
-                path, lineno, f"policy_batches.{DEFAULT_POLICY_ID} is not an object"
-            )
-        return kind, cols
-    raise DataFormatError(
-        path,
-        lineno,
-        f'unknown record "type": {kind!r}; expected "SampleBatch" or "MultiAgentBatch"',
-    )
+    cols = columns_of(record, path, lineno)  # raises DataFormatError for anything else
+    return record["type"], {k: v for k, v in cols.items() if k != "type"}
 
 
 def read_line(line: bytes, path: str, lineno: int, *, decode: bool = True) -> Record:

@@ -5,7 +5,15 @@ seed=...)`` builds the estimators; the trainer feeds each offline batch to
 ``process(batch, algo.action_probs)`` and reports ``estimate()`` under
 ``off_policy_estimation/<name>/<key>``. ``is``/``wis``/``dr`` raise
 :class:`MissingBehaviourProbs` from ``process`` when the data has no behaviour
-probabilities: warn once and drop that estimator. ``"simulation"`` is not an
+probabilities: warn once and drop that estimator.
+
+Estimates cover every complete episode since creation or the last ``reset()``; the
+target probabilities are those of the policy at ``process`` time. In a training run
+call ``reset()`` after reporting so one estimate covers one policy snapshot;
+``evaluate-offline`` never resets and should give FQE more steps
+(``fqe_config={"n_iters": 600}``; the default 100 keeps a training iteration cheap).
+Feed estimators unshuffled batches or batch-level shuffles (parts are re-ordered by
+``t``), never row-shuffled ones. ``"simulation"`` is not an
 estimator here: ``make_estimators`` skips it (the trainer runs it with the rollout).
 """
 

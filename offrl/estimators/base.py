@@ -248,7 +248,9 @@ def _episode_rows(batch: SampleBatch, done: np.ndarray) -> list[tuple[object, np
         members = np.argsort(inverse, kind="stable")
         splits = np.cumsum(np.bincount(inverse.reshape(-1), minlength=len(uniq)))[:-1]
         groups = np.split(members, splits)
-        return [(uniq[g].item(), groups[g]) for g in order]
+        # .item() gives hashable Python ints; object arrays (huge ids) hold them already
+        keys = [u.item() if isinstance(u, np.generic) else u for u in uniq]
+        return [(keys[g], groups[g]) for g in order]
     out: list[tuple[object, np.ndarray]] = []
     for i, (s, e) in enumerate(batch.episode_bounds()):
         # Only the last run can stay unfinished; earlier ones end with done.

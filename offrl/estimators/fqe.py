@@ -28,10 +28,10 @@ from offrl.estimators.base import Episode
 class FQEConfig:
     """Settings of the FQE model (``fqe_config`` in ``make_estimators``)."""
 
-    n_iters: int = 200  # gradient steps per estimate() call (bounds its cost)
-    lr: float = 1e-3
-    batch_size: int = 256
-    tau: float = 0.05  # Polyak rate of the target network, per gradient step
+    n_iters: int = 100  # gradient steps per estimate() call (bounds its cost)
+    lr: float = 3e-3
+    batch_size: int = 128
+    tau: float = 0.2  # Polyak rate of the target network, per gradient step
     hiddens: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "relu"
 
@@ -94,6 +94,19 @@ def episodes_to_transitions(episodes: list[Episode]) -> Transitions:
     return Transitions(**{k: np.concatenate(v) for k, v in parts.items()})
 
 
+def value_bounds(rewards: np.ndarray, gamma: float) -> tuple[float, float] | None:
+    """Range every discounted value lies in: [min(0, r_min), max(0, r_max)] / (1 - gamma).
+
+    Clamping targets to it stops the extrapolation runaway of off-policy bootstrapping
+    with function approximation (the "deadly triad"), seen as Q values above
+    r_max / (1 - gamma) on CartPole. None (no clamp) for gamma >= 1 or no rewards.
+    """
+    if gamma >= 1 or len(rewards) == 0:
+        return None
+    scale = 1.0 / (1.0 - gamma)
+    return min(0.0, float(rewards.min())) * scale, max(0.0, float(rewards.max())) * scale
+
+
 class FittedQEvaluation:
     """A Q network for the target policy, fitted incrementally on :class:`Transitions`."""
 
@@ -110,6 +123,7 @@ class FittedQEvaluation:
         self.rng = np.random.default_rng(seed)
         self.steps = 0
         self._data: dict[str, torch.Tensor] = {}
+        self._bounds: tuple[float, float] | None = None
 
     def set_data(self, data: Transitions) -> None:
         """Replace the training transitions (kept as tensors for cheap minibatches)."""
@@ -121,6 +135,7 @@ class FittedQEvaluation:
             "next_probs": as_tensor(data.next_probs),
             "bootstrap": as_tensor(data.bootstrap),
         }
+        self._bounds = value_bounds(data.rewards, self.gamma)
 
     def train(self, n_steps: int) -> float:
         """Run ``n_steps`` gradient steps on random minibatches; the mean loss (0 without data)."""
@@ -134,6 +149,8 @@ class FittedQEvaluation:
             with torch.no_grad():
                 next_v = (self.q_target(batch["next_obs"]) * batch["next_probs"]).sum(-1)
                 y = batch["rewards"] + self.gamma * batch["bootstrap"] * next_v
+                if self._bounds is not None:
+                    y = y.clamp(*self._bounds)
             q = self.q(batch["obs"]).gather(1, batch["actions"][:, None]).squeeze(1)
             loss = nn.functional.mse_loss(q, y)
             self.optim.zero_grad()
@@ -150,6 +167,7 @@ class FittedQEvaluation:
                 p_t.mul_(1 - self.cfg.tau).add_(p, alpha=self.cfg.tau)
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
-        """Q(s, .) for ``obs`` (N, D) -> (N, A)."""
+        """Q(s, .) for ``obs`` (N, D) -> (N, A), clamped to the data's value bounds."""
         with torch.no_grad():
-            return self.q(as_tensor(obs)).numpy().astype(np.float64)
+            q = self.q(as_tensor(obs)).numpy().astype(np.float64)
+        return q if self._bounds is None else np.clip(q, *self._bounds)

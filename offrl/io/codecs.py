@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
+import math
 import pickle
+import re
+import sys
 from typing import Any, Literal
 
 import lz4.frame
@@ -115,10 +119,114 @@ def is_compressed(value: Any) -> bool:
     )
 
 
-def _decode_payload(payload: bytes) -> np.ndarray:
+# -- decoding: fast paths ---------------------------------------------------------------
+
+_STRICT_B64 = sys.version_info >= (3, 11)  # binascii's strict_mode is new in 3.11
+# Exactly the numeric dtypes the fast paths read; anything else takes numpy's own readers.
+_FAST_DTYPES = frozenset({"f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1"})
+_NPY_HEADER_RE = re.compile(
+    rb"\{'descr': '([<|])([fiub][1248])', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \}"
+)
+# numpy's protocol-5 pickle of a C-contiguous array in one frame:
+#   _frombuffer(bytearray(data), dtype(code, False, True) + setstate, shape, "C")
+# matched byte for byte around the data; nothing in it is ever unpickled.
+_PICKLE_HEAD_RE = re.compile(
+    rb"\x80\x05\x95(.{8})\x8c(?:\x13numpy\._core|\x12numpy\.core)\.numeric\x94"
+    rb"\x8c\x0b_frombuffer\x94\x93\x94\(\x96(.{8})",
+    re.DOTALL,
+)
+_PICKLE_TAIL_RE = re.compile(
+    rb"\x94\x8c\x05numpy\x94\x8c\x05dtype\x94\x93\x94\x8c\x02([fiub][1248])\x94\x89\x88\x87\x94"
+    rb"R\x94\(K\x03\x8c\x01([<|])\x94NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t\x94b"
+    rb"(\)|(?:K.|M..|J....){1,3}[\x85\x86\x87]\x94)\x8c\x01C\x94t\x94R\x94\.",
+    re.DOTALL,
+)
+_INT_OPS = {ord("K"): 1, ord("M"): 2, ord("J"): 4}
+
+
+# An array's layout in a payload: dtype, shape and byte size of its data.
+_Layout = tuple[np.dtype, tuple[int, ...], int]
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(order: bytes, code: bytes, shape: tuple[int, ...]) -> _Layout | None:
+    """The layout for a fast-path dtype and a valid shape; None for anything else."""
+    if code.decode() not in _FAST_DTYPES or any(d < 0 for d in shape):
+        return None
+    dtype = np.dtype(order.decode() + code.decode())
+    return dtype, shape, math.prod(shape) * dtype.itemsize
+
+
+def _read(data: bytes, start: int, end: int, layout: _Layout | None) -> np.ndarray | None:
+    """A writable copy of the array in ``data[start:end]``; None if the sizes disagree."""
+    if layout is None or end - start != layout[2]:
+        return None  # truncated or padded: numpy's own reader reports it
+    dtype, shape, nbytes = layout
+    # Copy: frombuffer over bytes is read-only, and learners may write in place.
+    return np.frombuffer(data, dtype, nbytes // dtype.itemsize, start).reshape(shape).copy()
+
+
+@functools.lru_cache(maxsize=256)
+def _npy_layout(header: bytes) -> _Layout | None:
+    """The layout a plain npy header describes (cached: headers repeat); None otherwise."""
+    m = _NPY_HEADER_RE.fullmatch(header.rstrip(b" \n"))
+    if m is None:
+        return None
+    shape = tuple(int(x) for x in m.group(3).split(b",") if x.strip())
+    return _layout(m.group(1), m.group(2), shape)
+
+
+def _fast_npy(payload: bytes) -> np.ndarray | None:
+    """A v1.0 ``.npy`` payload with a plain header, without numpy's slow header parser."""
+    if payload[6:8] != b"\x01\x00":
+        return None
+    end = 10 + int.from_bytes(payload[8:10], "little")
+    return _read(payload, end, len(payload), _npy_layout(payload[10:end]))
+
+
+@functools.lru_cache(maxsize=256)
+def _pickle_layout(tail: bytes) -> _Layout | None:
+    """The layout the template's bytes after the data describe (cached); None otherwise."""
+    m = _PICKLE_TAIL_RE.fullmatch(tail)
+    if m is None:
+        return None
+    code, order, ops = m.group(1), m.group(2), m.group(3)
+    if (order == b"|") != (code[1:] == b"1"):
+        return None  # numpy writes "|" exactly for one-byte types
+    shape, i = [], 0
+    while ops[i] in _INT_OPS:
+        width = _INT_OPS[ops[i]]
+        shape.append(int.from_bytes(ops[i + 1 : i + 1 + width], "little", signed=width == 4))
+        i += 1 + width
+    if shape and ops[i] - 0x84 != len(shape):  # TUPLE1..3 (0x85..0x87) close the shape
+        return None
+    return _layout(order, code, tuple(shape))
+
+
+def _fast_pickle(payload: bytes) -> np.ndarray | None:
+    """Read numpy's protocol-5 array pickle by its exact byte layout, without unpickling."""
+    head = _PICKLE_HEAD_RE.match(payload)
+    if head is None or int.from_bytes(head.group(1), "little") != len(payload) - 11:
+        return None
+    start = head.end()
+    end = start + int.from_bytes(head.group(2), "little")
+    if len(payload) - end > 256:
+        return None  # longer than any template tail
+    return _read(payload, start, end, _pickle_layout(payload[end:]))
+
+
+# -- decoding ---------------------------------------------------------------------------
+
+
+def decode_payload(payload: bytes) -> np.ndarray:
+    """Decode a decompressed column payload: npy, numpy pickle (restricted), or refuse."""
     if payload.startswith(NPY_MAGIC):
-        return np.load(io.BytesIO(payload), allow_pickle=False)
+        arr = _fast_npy(payload)
+        return arr if arr is not None else np.load(io.BytesIO(payload), allow_pickle=False)
     if payload[:1] == b"\x80":  # PROTO opcode: a pickle of protocol >= 2
+        arr = _fast_pickle(payload)
+        if arr is not None:
+            return arr
         try:
             value = restricted_loads(payload)
         except CodecError:
@@ -135,18 +243,27 @@ def _decode_payload(payload: bytes) -> np.ndarray:
     )
 
 
-def decode_string(value: str) -> np.ndarray:
-    """Decode one ``BCJNG...`` string (optionally inside ``b'...'``) into an array."""
-    text = _strip_bytes_repr(value)
+def _b64decode(text: str) -> bytes:
+    """Strict base64 (fast, in C); anything it refuses gets the canonical lenient check."""
+    if _STRICT_B64:
+        try:
+            return binascii.a2b_base64(text, strict_mode=True)
+        except (binascii.Error, ValueError):
+            pass  # e.g. non-ASCII text or odd padding: the canonical path decides and words it
     try:
-        frame = base64.b64decode(text, validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as e:
         raise CodecError(f"compressed column is not valid base64: {e}") from None
+
+
+def decode_string(value: str) -> np.ndarray:
+    """Decode one ``BCJNG...`` string (optionally inside ``b'...'``) into an array."""
+    frame = _b64decode(_strip_bytes_repr(value))
     try:
         payload = lz4.frame.decompress(frame)
     except RuntimeError as e:
         raise CodecError(f"compressed column is not a valid LZ4 frame: {e}") from None
-    return _decode_payload(payload)
+    return decode_payload(payload)
 
 
 def decode_column(value: Any) -> Any:

@@ -1,6 +1,10 @@
 """Decode one JSON line of an experience file into a :class:`SampleBatch` (FORMAT.md).
 
-The fast path parses with orjson. orjson rejects the non-standard ``NaN`` /
+This module is the reference path (:func:`decode_record`): what a line means.
+:mod:`offrl.io.fastjson` decodes the common lines faster and defers to this
+path for everything else, so both always give the same result.
+
+Lines are parsed with orjson. orjson rejects the non-standard ``NaN`` /
 ``Infinity`` / ``-Infinity`` tokens that Python's ``json`` writes, so only lines
 orjson rejects are retried with the (slower, but correct for those tokens) stdlib
 parser; a line neither accepts is a :class:`CorruptLineError`, which readers skip.
@@ -28,44 +32,28 @@ Normalisation applied to every record:
 
 from __future__ import annotations
 
-import binascii
 import json
-import math
-import re
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import lz4.frame
 import numpy as np
 import orjson
 
 from offrl import batch as sb
 from offrl.batch import DEFAULT_POLICY_ID, SampleBatch
 from offrl.errors import DataFormatError
-from offrl.io.codecs import (  # _decode_payload: see decode_compressed
-    NPY_MAGIC,
-    CodecError,
-    _decode_payload,
-    decode_string,
-    is_compressed,
-)
-
-try:  # optional accelerator: parses without building a Python object per number
-    import simdjson
-except ImportError:  # pragma: no cover - exercised only where pysimdjson is missing
-    simdjson = None  # type: ignore[assignment]
+from offrl.io.codecs import CodecError, decode_string, is_compressed
 
 NEW_OBS_VALID = "new_obs_valid"
 
-_OBS_COLS = frozenset({sb.OBS, sb.NEW_OBS})
-_FLOAT_COLS = frozenset(
+OBS_COLUMNS = frozenset({sb.OBS, sb.NEW_OBS})
+FLOAT_COLUMNS = frozenset(
     {sb.REWARDS, sb.PREV_REWARDS, sb.ACTION_PROB, sb.ACTION_LOGP, sb.ACTION_DIST_INPUTS}
     | {sb.Q_VALUES, sb.WEIGHTS, sb.ADVANTAGES, sb.VALUE_TARGETS, sb.VF_PREDS}
 )
-_BOOL_COLS = frozenset({sb.DONES, sb.TERMINATEDS, sb.TRUNCATEDS})
-_ID_COLS = frozenset({sb.EPS_ID, sb.T, sb.AGENT_INDEX, sb.UNROLL_ID})
-_ACTION_COLS = frozenset({sb.ACTIONS, sb.PREV_ACTIONS})
+BOOL_COLUMNS = frozenset({sb.DONES, sb.TERMINATEDS, sb.TRUNCATEDS})
+ID_COLUMNS = frozenset({sb.EPS_ID, sb.T, sb.AGENT_INDEX, sb.UNROLL_ID})
+ACTION_COLUMNS = frozenset({sb.ACTIONS, sb.PREV_ACTIONS})
 _NOT_COLUMNS = frozenset({"seq_lens"})
 _INT64_MAX = np.iinfo(np.int64).max
 
@@ -186,59 +174,16 @@ def _float32_array(value: Any) -> np.ndarray:
 
 
 _CONVERTERS: dict[str, Callable[[Any], np.ndarray]] = {
-    **dict.fromkeys(_OBS_COLS, _obs_array),
-    **dict.fromkeys(_FLOAT_COLS, _float32_array),
-    **dict.fromkeys(_ACTION_COLS, _action_array),
-    **dict.fromkeys(_ID_COLS, _id_array),
-    **dict.fromkeys(_BOOL_COLS, _bool_array),
+    **dict.fromkeys(OBS_COLUMNS, _obs_array),
+    **dict.fromkeys(FLOAT_COLUMNS, _float32_array),
+    **dict.fromkeys(ACTION_COLUMNS, _action_array),
+    **dict.fromkeys(ID_COLUMNS, _id_array),
+    **dict.fromkeys(BOOL_COLUMNS, _bool_array),
     sb.INFOS: _object_array,
 }
 
 
-_NPY_HEADER_RE = re.compile(
-    rb"\{'descr': '([<|][fiub][1248])', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \}"
-)
-_STRICT_B64 = sys.version_info >= (3, 11)
-
-
-def _fast_npy(payload: bytes) -> np.ndarray | None:
-    """Read a v1.0 ``.npy`` payload with a plain header quickly; None for anything else."""
-    if payload[6:8] != b"\x01\x00":
-        return None
-    end = 10 + int.from_bytes(payload[8:10], "little")
-    m = _NPY_HEADER_RE.match(payload, 10, end)
-    if m is None:
-        return None
-    shape = tuple(int(x) for x in m.group(2).split(b",") if x.strip())
-    dtype = np.dtype(m.group(1).decode())
-    count = math.prod(shape)
-    if len(payload) - end != count * dtype.itemsize:
-        return None  # let np.load report the truncation
-    # Copy: frombuffer over bytes is read-only, and learners may write in place.
-    return np.frombuffer(payload, dtype, count=count, offset=end).reshape(shape).copy()
-
-
-def decode_compressed(value: str) -> np.ndarray:
-    """Decode one ``BCJNG...`` string; same result and errors as codecs.decode_string, faster.
-
-    The fast path skips base64 validation by regex (binascii's strict mode checks it)
-    and numpy's slow ``.npy`` header parser; anything unusual goes through codecs.
-    """
-    text = value[2:-1] if value[:2] in ("b'", 'b"') else value
-    try:
-        if not _STRICT_B64:
-            raise ValueError("strict base64 needs Python 3.11")
-        payload = lz4.frame.decompress(binascii.a2b_base64(text, strict_mode=True))
-    except (binascii.Error, ValueError, RuntimeError, TypeError):
-        return decode_string(value)  # raises the canonical CodecError (or decodes)
-    if payload.startswith(NPY_MAGIC):
-        arr = _fast_npy(payload)
-        if arr is not None:
-            return arr
-    return _decode_payload(payload)
-
-
-def _decode_value(name: str, value: Any, path: str, lineno: int) -> np.ndarray:
+def decode_value(name: str, value: Any, path: str, lineno: int) -> np.ndarray:
     """One column value (list, array, or compressed string/list of strings) -> numpy array."""
     try:
         if isinstance(value, str):
@@ -249,9 +194,9 @@ def _decode_value(name: str, value: Any, path: str, lineno: int) -> np.ndarray:
                     f"column {name!r} is a string that is not a compressed column "
                     f"(it does not start with BCJNG): {value[:40]!r}",
                 )
-            value = decode_compressed(value)
+            value = decode_string(value)
         elif isinstance(value, list) and value and is_compressed(value[0]):
-            value = np.stack([decode_compressed(v) for v in value])
+            value = np.stack([decode_string(v) for v in value])
     except CodecError as e:
         raise DataFormatError(path, lineno, f"column {name!r}: {e}") from None
     if not isinstance(value, (list, np.ndarray)):
@@ -264,72 +209,18 @@ def _decode_value(name: str, value: Any, path: str, lineno: int) -> np.ndarray:
         raise DataFormatError(path, lineno, f"column {name!r}: cannot convert ({e})") from None
 
 
-# -- fast parsing with simdjson -------------------------------------------------------
-
-
-def _simd_value(v: Any) -> Any:
-    """A simdjson value as a numpy array (flat or 2-D numeric lists) or plain Python data."""
-    if isinstance(v, simdjson.Object):
-        return v.as_dict()  # never let a proxy escape: the parser is reused
-    if not isinstance(v, simdjson.Array):
-        return v
-    n = len(v)
-    first = v[0] if n else None
-    inner = 0
-    if isinstance(first, simdjson.Array):
-        inner = len(first)
-        first = first[0] if inner else None
-    # bool is an int subclass: flags take the list path and become bool arrays there.
-    if isinstance(first, bool) or not isinstance(first, (int, float)):
-        return v.as_list()
-    kind, dtype = ("i", np.int64) if isinstance(first, int) else ("d", np.float64)
-    try:
-        arr = np.frombuffer(v.as_buffer(of_type=kind), dtype)
-    except (TypeError, ValueError):  # mixed types, ints beyond int64, ...: exact slow path
-        return v.as_list()
-    if inner:
-        if arr.size != n * inner:
-            return v.as_list()  # ragged rows: let the converters report them
-        arr = arr.reshape(n, inner)
-    return arr
-
-
-def _simd_columns(parser: Any, line: bytes) -> Mapping[str, Any] | None:
-    """The record's columns via simdjson, or None when the slow path must decide."""
-    try:
-        doc = parser.parse(line)
-    except ValueError:  # NaN/Infinity tokens, corrupt JSON, bad UTF-8: slow path decides
-        return None
-    if not isinstance(doc, simdjson.Object):
-        return None
-    kind = doc.get("type")
-    if kind == "MultiAgentBatch":
-        policies = doc.get("policy_batches")
-        if not isinstance(policies, simdjson.Object) or list(policies.keys()) != [
-            DEFAULT_POLICY_ID
-        ]:
-            return None
-        doc = policies[DEFAULT_POLICY_ID]
-        if not isinstance(doc, simdjson.Object):
-            return None
-    elif kind != "SampleBatch":
-        return None
-    return {k: _simd_value(doc[k]) for k in doc}
-
-
 # -- record-level normalisation -----------------------------------------------------
 
 
 def _check_lengths(cols: Mapping[str, np.ndarray], path: str, lineno: int) -> None:
+    if len({len(arr) for arr in cols.values()}) <= 1:
+        return
     lengths = {name: len(arr) for name, arr in cols.items()}
-    if len(set(lengths.values())) > 1:
-        common = max(set(lengths.values()), key=list(lengths.values()).count)
-        odd = {k: v for k, v in lengths.items() if v != common}
-        raise DataFormatError(
-            path,
-            lineno,
-            f"columns have different lengths: most have {common} rows, but {odd}",
-        )
+    common = max(set(lengths.values()), key=list(lengths.values()).count)
+    odd = {k: v for k, v in lengths.items() if v != common}
+    raise DataFormatError(
+        path, lineno, f"columns have different lengths: most have {common} rows, but {odd}"
+    )
 
 
 def _normalise_dones(cols: dict[str, np.ndarray], path: str, lineno: int) -> None:
@@ -373,13 +264,8 @@ def rebuild_new_obs(cols: dict[str, np.ndarray]) -> None:
     cols[NEW_OBS_VALID] = cont | cols[sb.TERMINATEDS]
 
 
-def decode_columns(raw: Mapping[str, Any], *, path: str, lineno: int) -> SampleBatch:
-    """Turn a parsed column dict into a normalised SampleBatch (see module docstring)."""
-    cols: dict[str, np.ndarray] = {}
-    for name, value in raw.items():
-        if name == "type" or value is None or name in _NOT_COLUMNS:
-            continue
-        cols[name] = _decode_value(name, value, path, lineno)
+def finish_columns(cols: dict[str, np.ndarray], path: str, lineno: int) -> SampleBatch:
+    """Check and normalise decoded columns into a SampleBatch (see module docstring)."""
     missing = [c for c in (sb.OBS, sb.ACTIONS, sb.REWARDS) if c not in cols]
     if missing:
         raise DataFormatError(
@@ -392,35 +278,28 @@ def decode_columns(raw: Mapping[str, Any], *, path: str, lineno: int) -> SampleB
     return SampleBatch(cols)
 
 
-class RecordDecoder:
-    """Decodes lines into SampleBatches, reusing one simdjson parser (not thread-safe)."""
+def is_column(name: str, value: Any) -> bool:
+    """False for the keys of a column dict that are not per-step columns."""
+    return name != "type" and value is not None and name not in _NOT_COLUMNS
 
-    def __init__(self) -> None:
-        self._parser = simdjson.Parser() if simdjson is not None else None
 
-    def decode(self, line: bytes, *, path: str, lineno: int) -> SampleBatch:
-        """Parse and decode one JSON line (see :func:`decode_record`)."""
-        raw = self._fast(line) if self._parser is not None else None
-        if raw is None:
-            record = parse_line(line, path=path, lineno=lineno)
-            raw = columns_of(record, path, lineno)
-        return decode_columns(raw, path=path, lineno=lineno)
-
-    def _fast(self, line: bytes) -> Mapping[str, Any] | None:
-        try:
-            return _simd_columns(self._parser, line)
-        except RuntimeError:
-            # simdjson refuses to reuse a parser while a proxy of the last document is
-            # alive (e.g. held by a traceback); a fresh parser is cheap.
-            self._parser = simdjson.Parser()
-            return _simd_columns(self._parser, line)
+def decode_columns(raw: Mapping[str, Any], *, path: str, lineno: int) -> SampleBatch:
+    """Turn a parsed column dict into a normalised SampleBatch (see module docstring)."""
+    cols = {
+        name: decode_value(name, value, path, lineno)
+        for name, value in raw.items()
+        if is_column(name, value)
+    }
+    return finish_columns(cols, path, lineno)
 
 
 def decode_record(line: bytes, *, path: str, lineno: int) -> SampleBatch:
-    """Parse and decode one JSON line into a SampleBatch.
+    """Parse and decode one JSON line into a SampleBatch: the reference path.
 
     Raises :class:`CorruptLineError` for a line that is not JSON and
     :class:`~offrl.errors.DataFormatError` for JSON that breaks the format.
-    Readers decoding many lines should hold one :class:`RecordDecoder` instead.
+    Readers decoding many lines should use :class:`offrl.io.fastjson.RecordDecoder`,
+    which gives the same results faster.
     """
-    return RecordDecoder().decode(line, path=path, lineno=lineno)
+    record = parse_line(line, path=path, lineno=lineno)
+    return decode_columns(columns_of(record, path, lineno), path=path, lineno=lineno)

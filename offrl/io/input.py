@@ -82,6 +82,10 @@ def make_input_reader(
         )
     if isinstance(spec, str) and is_class_spec(spec):
         return load_class_reader(spec, dict(config.input_config))
+    from offrl.io.parquet import ParquetReader, is_parquet
+
+    if is_parquet(spec):
+        return ParquetReader(spec, seed=seed, worker_index=worker_index, num_workers=num_workers)
     storage_options = config.input_config.get("storage_options") or {}
     if not isinstance(storage_options, dict):
         raise ConfigError(

@@ -24,7 +24,8 @@ import numpy as np
 
 from offrl.batch import SampleBatch
 from offrl.errors import DataFormatError
-from offrl.io.decode import NEW_OBS_VALID, CorruptLineError, RecordDecoder
+from offrl.io.decode import NEW_OBS_VALID, CorruptLineError
+from offrl.io.fastjson import RecordDecoder
 from offrl.io.sources import open_source, resolve_sources
 
 log = logging.getLogger("offrl")

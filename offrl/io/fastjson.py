@@ -1,0 +1,211 @@
+"""Fast decoding of experience lines with pysimdjson (optional), exactly like the reference.
+
+simdjson parses a line into a tape in C; every numeric column is then copied out
+as one buffer (``as_buffer``) without a Python float per number. The fast path
+only accepts what it can prove it decodes exactly as :func:`offrl.io.decode.decode_record`
+would; for anything else it returns None and the reference path decides (and words
+the errors):
+
+* Lines simdjson refuses (``NaN``/``Infinity`` tokens, corrupt JSON, bad UTF-8),
+  records that are not a SampleBatch or a default_policy-only MultiAgentBatch,
+  duplicate keys, or column values that are not arrays, strings or null.
+* Shapes: ``as_buffer`` flattens nested arrays. A column of n elements and n
+  numbers is taken as 1-D; n elements of k numbers each as (n, k). The line's
+  count of ``[`` bytes must then equal the number of arrays those shapes imply
+  (1 per 1-D column, n + 1 per 2-D column, 0 per string, and for other columns
+  the count in simdjson's minified text, exact when the line has no escapes).
+  Every column holds at least that many arrays and strings add their own ``[``,
+  so equality proves no column hides deeper nesting and no string holds a ``[``.
+* dtypes: the reference converters' rules (float columns and observations
+  float32 from the parsed doubles, ids int64 only when every value is an int64,
+  actions int64 or else float32). Booleans, compressed strings and unusual
+  columns are converted by :func:`offrl.io.decode.decode_value` itself.
+* ``infos`` written as ``[{}, {}, ...]`` becomes an object array of fresh empty
+  dicts (one per row) without building them through a parser.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from offrl.batch import DEFAULT_POLICY_ID, INFOS, SampleBatch
+from offrl.io.decode import (
+    ACTION_COLUMNS,
+    BOOL_COLUMNS,
+    FLOAT_COLUMNS,
+    ID_COLUMNS,
+    OBS_COLUMNS,
+    decode_record,
+    decode_value,
+    finish_columns,
+    is_column,
+)
+
+try:  # optional accelerator; without it every line takes the reference path
+    import simdjson
+except ImportError:  # pragma: no cover - exercised only where pysimdjson is missing
+    simdjson = None  # type: ignore[assignment]
+
+_OPEN = ord("[")
+# Buffer types to try per column kind, in order: int64 ("i") before float64 ("d").
+_FLOATS = ("d",)
+_IDS = ("i",)
+_NUMBERS = ("i", "d")
+_BUFFER_TYPES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(FLOAT_COLUMNS | OBS_COLUMNS, _FLOATS),
+    **dict.fromkeys(ID_COLUMNS, _IDS),
+    **dict.fromkeys(ACTION_COLUMNS, _NUMBERS),
+}
+_NP_TYPES = {"d": np.float64, "i": np.int64}
+_EMPTY: dict[str, Any] = {}
+
+
+def _empty_infos_text(n: int, cache: dict[int, bytes] = {}) -> bytes:  # noqa: B006 (memo)
+    """``[{},{},...]`` with n entries, as simdjson minifies it."""
+    text = cache.get(n)
+    if text is None:
+        text = cache[n] = b"[" + b",".join([b"{}"] * n) + b"]"
+    return text
+
+
+def _numeric(v: Any, n: int, types: tuple[str, ...]) -> tuple[np.ndarray, int] | None:
+    """A 1-D or rectangular 2-D numeric array and the number of arrays it spans; or None."""
+    for of_type in types:
+        try:
+            flat = np.frombuffer(v.as_buffer(of_type=of_type), _NP_TYPES[of_type])
+            break
+        except TypeError:  # an element of another type: try the next buffer type
+            continue
+        except ValueError:  # an int outside int64: only the reference path keeps it exact
+            return None
+    else:
+        return None
+    if flat.size == n:
+        arr, arrays = flat, 1
+    else:
+        try:
+            lengths = list(map(len, v))  # every element an array of the same length k
+        except TypeError:
+            return None
+        k = lengths[0]
+        if k == 0 or lengths.count(k) != n or flat.size != n * k:
+            return None
+        arr, arrays = flat.reshape(n, k), n + 1
+    # Floats narrow to float32 (a copy); as_buffer's memory is our own and writable.
+    return (arr.astype(np.float32) if arr.dtype == np.float64 else arr), arrays
+
+
+def _bools(items: list[Any]) -> np.ndarray | None:
+    """A bool array if every item is a bool (the common flag column), else None."""
+    if type(items[0]) is bool and len(set(map(type, items))) == 1:
+        return np.array(items, dtype=bool)
+    return None
+
+
+def _column(name: str, v: Any) -> tuple[Any, int] | None:
+    """One column: (final array, or a plain value for decode_value; its '[' count)."""
+    if isinstance(v, str):
+        return v, 0  # a '[' inside it makes the line's count disagree: reference path
+    if not isinstance(v, simdjson.Array):
+        return None  # numbers, objects, booleans: the reference path words the error
+    n = len(v)
+    if n:
+        if name == INFOS:
+            text = v.mini
+            if text == _empty_infos_text(n):
+                # One fresh dict per row: learners may annotate rows independently.
+                return np.fromiter(map(dict.copy, [_EMPTY] * n), object, count=n), 1
+        elif name in BOOL_COLUMNS:
+            items = v.as_list()
+            arr = _bools(items)
+            if arr is not None:
+                return arr, 1
+            return items, v.mini.count(b"[")
+        else:
+            found = _numeric(v, n, _BUFFER_TYPES.get(name, _NUMBERS))
+            if found is not None:
+                return found
+    return v.as_list(), v.mini.count(b"[")
+
+
+def _policy_columns(doc: Any) -> Any:
+    """The column object of a SampleBatch / default_policy MultiAgentBatch document."""
+    kind = doc.get("type")
+    if kind == "SampleBatch":
+        return doc
+    if kind != "MultiAgentBatch":
+        return None
+    policies = doc.get("policy_batches")
+    if not isinstance(policies, simdjson.Object) or list(policies.keys()) != [DEFAULT_POLICY_ID]:
+        return None
+    cols = policies[DEFAULT_POLICY_ID]
+    return cols if isinstance(cols, simdjson.Object) else None
+
+
+def _extract(parser: Any, line: bytes) -> dict[str, Any] | None:
+    """Columns as final arrays or plain values for decode_value; None: use the reference."""
+    try:
+        doc = parser.parse(line)
+    except ValueError:  # NaN/Infinity tokens, corrupt JSON, bad UTF-8: reference path
+        return None
+    if not isinstance(doc, simdjson.Object):
+        return None
+    obj = _policy_columns(doc)
+    if obj is None:
+        return None
+    names = list(obj.keys())
+    if len(set(names)) != len(names):
+        return None  # duplicate keys: the reference parser keeps the last one
+    cols: dict[str, Any] = {}
+    # Arrays outside the columns (e.g. a MultiAgentBatch's other keys) are not expected:
+    # counted as zero, they make the bracket check below fail and send the line back.
+    arrays, minified = 0, False
+    for name in names:
+        value = obj[name]
+        if not is_column(name, value):
+            if isinstance(value, (simdjson.Array, simdjson.Object)):
+                arrays += value.mini.count(b"[")
+                minified = True
+            continue
+        found = _column(name, value)
+        if found is None:
+            return None
+        cols[name], count = found
+        arrays += count
+        minified = minified or isinstance(cols[name], list)  # counted from minified text
+    if np.count_nonzero(np.frombuffer(line, np.uint8) == _OPEN) != arrays:
+        return None
+    if minified and b"\\" in line:
+        return None  # an escape (e.g. \u005b) could make a minified count overstate the line's
+    return cols
+
+
+class RecordDecoder:
+    """Decodes lines into SampleBatches, reusing one simdjson parser (not thread-safe).
+
+    Results equal :func:`~offrl.io.decode.decode_record` on every line, errors included.
+    """
+
+    def __init__(self) -> None:
+        self._parser = simdjson.Parser() if simdjson is not None else None
+
+    def decode(self, line: bytes, *, path: str, lineno: int) -> SampleBatch:
+        """Parse and decode one JSON line (see :func:`offrl.io.decode.decode_record`)."""
+        cols = self._fast(line) if self._parser is not None else None
+        if cols is None:
+            return decode_record(line, path=path, lineno=lineno)
+        for name, value in cols.items():
+            if not isinstance(value, np.ndarray):
+                cols[name] = decode_value(name, value, path, lineno)
+        return finish_columns(cols, path, lineno)
+
+    def _fast(self, line: bytes) -> dict[str, Any] | None:
+        try:
+            return _extract(self._parser, line)
+        except RuntimeError:
+            # simdjson refuses to reuse a parser while a proxy of the last document is
+            # alive (e.g. held by a traceback); a fresh parser is cheap.
+            self._parser = simdjson.Parser()
+            return _extract(self._parser, line)
