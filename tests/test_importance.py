@@ -82,6 +82,8 @@ def test_is_two_episodes_by_hand() -> None:
     assert out["v_target_std_err"] == pytest.approx(IS_SE)
     assert out["v_target_ci_low"] == pytest.approx(IS_VALUE - Z95 * IS_SE)
     assert out["v_target_ci_high"] == pytest.approx(IS_VALUE + Z95 * IS_SE)
+    # ESS of final weights 2.4, 1.125: 3.525^2 / (5.76 + 1.265625) = 12.425625 / 7.025625
+    assert out["ess"] == pytest.approx(12.425625 / 7.025625)
 
 
 def test_wis_two_episodes_by_hand() -> None:

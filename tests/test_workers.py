@@ -283,3 +283,12 @@ def test_weights_are_numpy_copies_of_the_acting_net() -> None:
     with torch.no_grad():
         first.add_(1.0)
     np.testing.assert_array_equal(weights["model"][key], before)  # a copy, not a view
+
+
+def test_bad_input_in_a_worker_is_a_data_error_naming_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("not json at all\n")
+    cfg = config("DQN", input=str(bad))
+    with pytest.raises(DataFormatError) as info, WorkerSet("DQN", cfg, ENV, 0, tmp_path, 1) as ws:
+        ws.next()
+    assert info.value.path.endswith("bad.json") and "worker 1" in str(info.value)

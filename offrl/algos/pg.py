@@ -1,4 +1,4 @@
-"""Vanilla policy gradient (RLlib's PG) with optional baseline, GAE and entropy bonus.
+"""Vanilla policy gradient (RLlib's PG) with optional baseline, GAE, entropy bonus, KL guard.
 
 Reads top to bottom: config, network, acting, post-processing (returns and
 advantages), then the loss and the learner step. With the defaults it is RLlib's

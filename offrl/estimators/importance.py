@@ -49,6 +49,17 @@ def is_episode_values(
     )
 
 
+def effective_sample_size(ratios: list[np.ndarray]) -> float:
+    """Kish's ESS of the whole-episode weights w_i = rho_{i,0:L_i-1}: (sum w)^2 / sum w^2.
+
+    Far below the number of episodes means a few episodes dominate: distrust the estimate
+    and its interval (reported as ``ess`` beside the estimate).
+    """
+    w = np.array([rho[-1] for rho in ratios])
+    total = float(np.sum(w**2))
+    return float(np.sum(w) ** 2 / total) if total > 0 else 0.0
+
+
 def _padded(rewards: list[np.ndarray], ratios: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(n, H) arrays: rho*r padded with 0, and rho padded with its last value (H = max L)."""
     horizon = max(len(r) for r in rewards)
@@ -130,7 +141,8 @@ class ImportanceSampling(_ImportanceBase):
         if not rewards:
             return {"num_episodes": 0.0}
         value, se = mean_std_err(is_episode_values(rewards, ratios, self.gamma))
-        return summarize(self._behaviour_value(rewards), value, se, len(rewards))
+        out = summarize(self._behaviour_value(rewards), value, se, len(rewards))
+        return {**out, "ess": effective_sample_size(ratios)}
 
 
 class WeightedImportanceSampling(_ImportanceBase):
@@ -144,4 +156,5 @@ class WeightedImportanceSampling(_ImportanceBase):
         if not rewards:
             return {"num_episodes": 0.0}
         value, se = wis_value(rewards, ratios, self.gamma)
-        return summarize(self._behaviour_value(rewards), value, se, len(rewards))
+        out = summarize(self._behaviour_value(rewards), value, se, len(rewards))
+        return {**out, "ess": effective_sample_size(ratios)}

@@ -26,13 +26,13 @@ the errors):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from offrl.batch import DEFAULT_POLICY_ID, INFOS, SampleBatch
 from offrl.io.decode import (
-    ACTION_COLUMNS,
     BOOL_COLUMNS,
     FLOAT_COLUMNS,
     ID_COLUMNS,
@@ -49,17 +49,11 @@ except ImportError:  # pragma: no cover - exercised only where pysimdjson is mis
     simdjson = None  # type: ignore[assignment]
 
 _OPEN = ord("[")
-# Buffer types to try per column kind, in order: int64 ("i") before float64 ("d").
-_FLOATS = ("d",)
-_IDS = ("i",)
-_NUMBERS = ("i", "d")
-_BUFFER_TYPES: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(FLOAT_COLUMNS | OBS_COLUMNS, _FLOATS),
-    **dict.fromkeys(ID_COLUMNS, _IDS),
-    **dict.fromkeys(ACTION_COLUMNS, _NUMBERS),
-}
 _NP_TYPES = {"d": np.float64, "i": np.int64}
 _EMPTY: dict[str, Any] = {}
+# A handler turns a column of n >= 1 elements into (array, number of arrays it spans),
+# or returns None when the reference converter must decide.
+_Found = tuple[np.ndarray, int]
 
 
 def _empty_infos_text(n: int, cache: dict[int, bytes] = {}) -> bytes:  # noqa: B006 (memo)
@@ -70,8 +64,8 @@ def _empty_infos_text(n: int, cache: dict[int, bytes] = {}) -> bytes:  # noqa: B
     return text
 
 
-def _numeric(v: Any, n: int, types: tuple[str, ...]) -> tuple[np.ndarray, int] | None:
-    """A 1-D or rectangular 2-D numeric array and the number of arrays it spans; or None."""
+def _numeric(v: Any, n: int, types: str) -> _Found | None:
+    """A 1-D or rectangular 2-D array from buffer types ``types`` ("i": int64, "d": float64)."""
     for of_type in types:
         try:
             flat = np.frombuffer(v.as_buffer(of_type=of_type), _NP_TYPES[of_type])
@@ -97,11 +91,43 @@ def _numeric(v: Any, n: int, types: tuple[str, ...]) -> tuple[np.ndarray, int] |
     return (arr.astype(np.float32) if arr.dtype == np.float64 else arr), arrays
 
 
-def _bools(items: list[Any]) -> np.ndarray | None:
-    """A bool array if every item is a bool (the common flag column), else None."""
-    if type(items[0]) is bool and len(set(map(type, items))) == 1:
-        return np.array(items, dtype=bool)
-    return None
+def _floats(v: Any, n: int) -> _Found | None:
+    """Float columns and observations: float32 from the parsed doubles (ints too)."""
+    return _numeric(v, n, "d")
+
+
+def _ids(v: Any, n: int) -> _Found | None:
+    """Id columns: int64, only when every value is an int64 (never through a float)."""
+    return _numeric(v, n, "i")
+
+
+def _numbers(v: Any, n: int) -> _Found | None:
+    """Actions and unknown columns: int64 when all values are ints, else float32."""
+    return _numeric(v, n, "id")
+
+
+def _flags(v: Any, n: int) -> _Found | None:
+    """Flag columns: bool when every value equals True or False (as the reference's astype)."""
+    items = v.as_list()
+    # Values equal to True/False are true/false, 1/0 or 1.0/0.0: all convert alike.
+    if items.count(True) + items.count(False) != n:
+        return None
+    return np.fromiter(items, bool, count=n), 1
+
+
+def _infos(v: Any, n: int) -> _Found | None:
+    """``[{}, {}, ...]``: a fresh empty dict per row (rows may be annotated independently)."""
+    if v.mini != _empty_infos_text(n):
+        return None
+    return np.fromiter(map(dict.copy, [_EMPTY] * n), object, count=n), 1
+
+
+_HANDLERS: dict[str, Callable[[Any, int], _Found | None]] = {
+    **dict.fromkeys(FLOAT_COLUMNS | OBS_COLUMNS, _floats),
+    **dict.fromkeys(ID_COLUMNS, _ids),
+    **dict.fromkeys(BOOL_COLUMNS, _flags),
+    INFOS: _infos,
+}
 
 
 def _column(name: str, v: Any) -> tuple[Any, int] | None:
@@ -112,21 +138,9 @@ def _column(name: str, v: Any) -> tuple[Any, int] | None:
         return None  # numbers, objects, booleans: the reference path words the error
     n = len(v)
     if n:
-        if name == INFOS:
-            text = v.mini
-            if text == _empty_infos_text(n):
-                # One fresh dict per row: learners may annotate rows independently.
-                return np.fromiter(map(dict.copy, [_EMPTY] * n), object, count=n), 1
-        elif name in BOOL_COLUMNS:
-            items = v.as_list()
-            arr = _bools(items)
-            if arr is not None:
-                return arr, 1
-            return items, v.mini.count(b"[")
-        else:
-            found = _numeric(v, n, _BUFFER_TYPES.get(name, _NUMBERS))
-            if found is not None:
-                return found
+        found = _HANDLERS.get(name, _numbers)(v, n)
+        if found is not None:
+            return found
     return v.as_list(), v.mini.count(b"[")
 
 
