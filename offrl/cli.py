@@ -110,6 +110,9 @@ def main() -> None:
               help="Write a checkpoint every N iterations (0: never).")
 @click.option("--checkpoint-at-end", is_flag=True, help="Write a checkpoint when the run ends.")
 @click.option("--restore", metavar="CHECKPOINT", help="Continue from a checkpoint directory.")
+@click.option("--ray-address", metavar="auto|HOST:PORT",
+              help="Run the rollout workers (num_workers) as Ray actors on this cluster "
+              "(needs pip install 'offrl[ray]').")
 @click.option("--help-config", is_flag=True, help="List every config key of --run and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Learner stats on screen; tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but the final result.")

@@ -77,7 +77,7 @@ class TrainingSource:
         out: dict[str, Any] = {}
         for name, src in self.sources.items():
             metrics = getattr(src, "metrics", None)
-            if callable(metrics) and name != SAMPLER:
+            if callable(metrics) and not isinstance(src, SamplerSource):
                 out.update(metrics())
         if self.mixed is not None:
             out.update(self.mixed.metrics())
@@ -89,11 +89,16 @@ def _offline_reader(spec: Any, cfg: CommonConfig, seed: int, obs_space: Any, act
     from offrl.io.input import make_input_reader
 
     reader = make_input_reader(spec, config=cfg, seed=seed, worker_index=0, num_workers=1)
-    if cfg.shuffle_buffer_size:
-        from offrl.io.shuffle import ShuffledInput
+    return OfflineSource(_shuffled(reader, cfg, seed), obs_space, act_space, where)
 
-        reader = ShuffledInput(reader, cfg.shuffle_buffer_size, np.random.default_rng([seed, 11]))
-    return OfflineSource(reader, obs_space, act_space, where)
+
+def _shuffled(reader: Any, cfg: CommonConfig, seed: int) -> Any:
+    """``reader`` behind a shuffle buffer when ``shuffle_buffer_size`` asks for one."""
+    if not cfg.shuffle_buffer_size:
+        return reader
+    from offrl.io.shuffle import ShuffledInput
+
+    return ShuffledInput(reader, cfg.shuffle_buffer_size, np.random.default_rng([seed, 11]))
 
 
 def _input_plan(spec: Any) -> tuple[dict[str, Any], dict[str, float] | None]:
@@ -120,38 +125,69 @@ def check_estimators(names: list[Any]) -> None:
             )
 
 
+def _worker_set(algo_name: str, cfg: CommonConfig, env_id: str, seed: int, logdir: Path,
+                spec: Any, ray_address: str | None) -> Any:
+    """N rollout worker processes (or Ray actors) for one input source."""
+    if cfg.framework == "ray" or ray_address:
+        from offrl.ray_backend import RayWorkerSet
+
+        return RayWorkerSet(algo_name, cfg, env_id, seed, logdir, cfg.num_workers,
+                            address=ray_address, input_spec=spec)
+    from offrl.workers import WorkerSet
+
+    return WorkerSet(algo_name, cfg, env_id, seed, logdir, cfg.num_workers, input_spec=spec)
+
+
 @contextlib.contextmanager
-def build_run(algo: Algorithm, cfg: CommonConfig, env_id: str, seed: int,
-              logdir: Path) -> Iterator[Run]:
-    """A ready Run; on exit every sampler is closed and every output file is complete."""
+def build_run(algo: Algorithm, algo_name: str, cfg: CommonConfig, env_id: str, seed: int,
+              logdir: Path, ray_address: str | None = None) -> Iterator[Run]:
+    """A ready Run; on exit every sampler and worker is closed and every output file complete.
+
+    With ``num_workers`` > 0 the workers sample (and write ``output``) or read their
+    shard of the input; the learner only learns.
+    """
     obs_space, act_space = env_spaces(env_id)
     check_estimators(cfg.input_evaluation)
     specs, probs = _input_plan(cfg.input)
-    samplers: list[Sampler] = []
+    episode_sources: list[Any] = []  # anything with pop_episodes()
+    worker_sets: list[Any] = []
     sources: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         for name, spec in specs.items():
-            if spec == SAMPLER:
+            if cfg.num_workers > 0:
+                from offrl.workers import WorkerSource
+
+                ws = _worker_set(algo_name, cfg, env_id, seed, logdir, spec, ray_address)
+                stack.callback(ws.close)
+                worker_sets.append(ws)
+                src = WorkerSource(ws, algo)
+                if spec == SAMPLER:
+                    episode_sources.append(ws)
+                    sources[name] = src
+                else:
+                    sources[name] = OfflineSource(_shuffled(src, cfg, seed), obs_space,
+                                                  act_space, f"input {name!r}")
+            elif spec == SAMPLER:
                 sampler = Sampler(env_id, cfg.num_envs_per_worker, algo,
                                   algo.rollout_fragment_length(), seed, cfg.horizon)
                 stack.callback(sampler.close)
-                samplers.append(sampler)
+                episode_sources.append(sampler)
                 sources[name] = SamplerSource(sampler)
             else:
                 sources[name] = _offline_reader(spec, cfg, seed, obs_space, act_space,
                                                 f"input {name!r}")
         simulate = None
-        if "simulation" in cfg.input_evaluation and not samplers:
+        if "simulation" in cfg.input_evaluation and SAMPLER not in specs:
             sim = Sampler(env_id, cfg.num_envs_per_worker, algo,
                           algo.rollout_fragment_length(), seed + 1, cfg.horizon)
             stack.callback(sim.close)
-            samplers.append(sim)
+            episode_sources.append(sim)
 
             def simulate() -> None:
                 sim.next()
 
         output = None
-        if cfg.output is not None:
+        if cfg.output is not None and cfg.num_workers == 0:
             from offrl.io.output import close_output, make_output_writer
 
             output = make_output_writer(cfg.output, logdir=logdir, worker_index=0, config=cfg)
@@ -159,14 +195,18 @@ def build_run(algo: Algorithm, cfg: CommonConfig, env_id: str, seed: int,
         estimators = _estimators(cfg, act_space, obs_space, seed)
 
         def pop_episodes() -> list[tuple[float, int]]:
-            return [ep for s in samplers for ep in s.pop_episodes()]
+            return [ep for s in episode_sources for ep in s.pop_episodes()]
 
-        yield Run(
+        run = Run(
             algo=algo, config=cfg, env_id=env_id, seed=seed,
             source=TrainingSource(sources, probs, np.random.default_rng([seed, 5])),
             pop_episodes=pop_episodes, output=output, estimators=estimators,
             simulate=simulate,
         )
+        for ws in worker_sets:
+            run.warnings.extend(ws.warnings)
+            ws.warnings = run.warnings  # start-up and restart warnings reach the user
+        yield run
 
 
 def _estimators(cfg: CommonConfig, act_space: Any, obs_space: Any, seed: int) -> dict[str, Any]:

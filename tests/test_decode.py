@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from rllib_variants import (
     b64_lz4,
-    cartpole_columns,
     line,
     multi_agent_record,
     rllib_column,
@@ -27,10 +26,7 @@ from offrl.io.codecs import encode_column
 from offrl.io.decode import (
     NEW_OBS_VALID,
     CorruptLineError,
-    RecordDecoder,
-    decode_columns,
     decode_record,
-    parse_line,
 )
 
 OBS = np.array([[0.5, -1.25, 2.0, 0.0], [1.0, 2.0, 3.0, 4.0], [-0.5, 0.25, 0.125, 8.0]], np.float32)
@@ -323,40 +319,7 @@ def test_ragged_obs_rejected_with_column_name() -> None:
         decode(sample_batch_record(three_rows(obs=[[1.0, 2.0], [1.0], [1.0, 2.0]])))
 
 
-# -- fast path and slow path agree ----------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "record",
-    [
-        sample_batch_record(cartpole_columns(6, eps_id=2**60 + 3)),
-        multi_agent_record(cartpole_columns(4)),
-        sample_batch_record({**cartpole_columns(3), "q_values": [[1, 2.5], [3, 4], [5, 6]]}),
-        sample_batch_record({**cartpole_columns(3), "actions": [[1, 2], [3, 4], [0, 0]]}),
-        sample_batch_record({**cartpole_columns(3), "rewards": [1, 0.5, 2]}),
-    ],
-)
-def test_simdjson_and_orjson_paths_agree(record: dict[str, object]) -> None:
-    text = line(record)
-    fast = RecordDecoder().decode(text, path="f", lineno=1)
-    raw = parse_line(text, path="f", lineno=1)
-    slow = decode_columns(
-        raw.get("policy_batches", {}).get("default_policy", raw), path="f", lineno=1
-    )
-    assert sorted(fast.keys()) == sorted(slow.keys())
-    for k in fast:
-        assert fast[k].dtype == slow[k].dtype, k
-        assert fast[k].tolist() == slow[k].tolist(), k
-
-
-def test_decoder_survives_many_lines_and_errors() -> None:
-    dec = RecordDecoder()
-    good = line(sample_batch_record(cartpole_columns(3)))
-    bad = line(sample_batch_record({**cartpole_columns(3), "rewards": [1.0]}))
-    for _ in range(3):
-        assert dec.decode(good, path="f", lineno=1).count == 3
-        with pytest.raises(DataFormatError):
-            dec.decode(bad, path="f", lineno=2)
+# -- more errors ------------------------------------------------------------------------
 
 
 def test_b64_wrapper_with_double_quotes_not_needed_for_plain() -> None:

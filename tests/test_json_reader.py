@@ -114,6 +114,22 @@ def test_truncated_last_line_and_garbage_line_skipped_and_counted(
     assert f"{path}:2" in text and f"{path}:5" in text  # blank line 3 is not corrupt
 
 
+def test_corrupt_line_counted_and_reported_once_across_epochs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = line(sample_batch_record(cartpole_columns(3, eps_id=1)))
+    path = tmp_path / "cut.json"
+    path.write_bytes(good + good[:40])
+    reader = JsonReader(str(path), seed=0)
+    with caplog.at_level(logging.WARNING, logger="offrl"):
+        for _ in range(3):  # three epochs, one record each
+            assert reader.next().count == 3
+        reader.next()
+    assert reader.metrics()["epoch"] == 3
+    assert reader.metrics()["num_corrupt_lines_skipped"] == 1
+    assert caplog.text.count(f"{path}:2") == 1
+
+
 def test_binary_garbage_file_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "garbage.json"
     path.write_bytes(np.random.default_rng(0).bytes(3000).replace(b"\n", b"x") + b"\n\xff\x00")

@@ -137,14 +137,15 @@ class FastForward:
     """
 
     def __init__(self, net: nn.Sequential, activation: str) -> None:
-        self.layers = [(m.weight, m.bias) for m in net if isinstance(m, nn.Linear)]
+        # Transposed views of the live parameters: they follow in-place optimizer updates.
+        self.layers = [(m.weight.t(), m.bias) for m in net if isinstance(m, nn.Linear)]
         self.act = _INPLACE_ACTIVATIONS[activation]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        for weight, bias in self.layers[:-1]:
-            x = self.act(torch.addmm(bias, x, weight.t()))
-        weight, bias = self.layers[-1]
-        return torch.addmm(bias, x, weight.t())
+        for weight_t, bias in self.layers[:-1]:
+            x = self.act(torch.addmm(bias, x, weight_t))
+        weight_t, bias = self.layers[-1]
+        return torch.addmm(bias, x, weight_t)
 
 
 def softmax_np(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -182,6 +183,7 @@ class PG:
 
     # -- acting ---------------------------------------------------------------------------
     def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
+        """Observations (N, ...) as a float32 (N, obs_dim) tensor."""
         return as_tensor(np.asarray(obs, dtype=np.float32).reshape(len(obs), self.obs_dim))
 
     def compute_actions(
@@ -221,6 +223,7 @@ class PG:
         return math.ceil(self.config.train_batch_size / self.config.num_envs_per_worker)
 
     def steps_per_iteration(self) -> int:
+        """Rows per training iteration: one train batch."""
         return self.config.train_batch_size
 
     # -- post-processing ------------------------------------------------------------------
@@ -345,6 +348,7 @@ class PG:
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
+        """Restore ``get_state()`` in place (FastForward keeps its views of the parameters)."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.bit_generator.state = state["rng"]

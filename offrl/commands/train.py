@@ -77,6 +77,7 @@ def run_train(
     help_config: bool,
     verbose: bool,
     quiet: bool,
+    ray_address: str | None = None,
 ) -> int:
     """Run one training; returns the process exit code."""
     if help_config:
@@ -122,7 +123,9 @@ def run_train(
         logger.write_params(params)
         progress.message(f"offrl: {spec.run} on {spec.env}, seed {spec.seed}; results in {logdir}")
         with (
-            build_run(algo, spec.config, spec.env, spec.seed, logdir) as the_run,
+            build_run(
+                algo, spec.run, spec.config, spec.env, spec.seed, logdir, ray_address
+            ) as the_run,
             graceful_signals(flag, lambda m: progress.message(m, style="yellow")),
         ):
             the_run.counters = counters

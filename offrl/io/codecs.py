@@ -222,7 +222,12 @@ def decode_payload(payload: bytes) -> np.ndarray:
     """Decode a decompressed column payload: npy, numpy pickle (restricted), or refuse."""
     if payload.startswith(NPY_MAGIC):
         arr = _fast_npy(payload)
-        return arr if arr is not None else np.load(io.BytesIO(payload), allow_pickle=False)
+        if arr is not None:
+            return arr
+        try:
+            return np.load(io.BytesIO(payload), allow_pickle=False)
+        except (ValueError, EOFError) as e:  # truncated data, bad header, object arrays
+            raise CodecError(f"corrupt npy payload in compressed column: {e}") from None
     if payload[:1] == b"\x80":  # PROTO opcode: a pickle of protocol >= 2
         arr = _fast_pickle(payload)
         if arr is not None:

@@ -49,6 +49,8 @@ except ImportError:  # pragma: no cover - exercised only where pysimdjson is mis
     simdjson = None  # type: ignore[assignment]
 
 _OPEN = ord("[")
+_Array = simdjson.Array if simdjson is not None else None
+_Object = simdjson.Object if simdjson is not None else None
 _NP_TYPES = {"d": np.float64, "i": np.int64}
 _EMPTY: dict[str, Any] = {}
 # A handler turns a column of n >= 1 elements into (array, number of arrays it spans),
@@ -130,20 +132,6 @@ _HANDLERS: dict[str, Callable[[Any, int], _Found | None]] = {
 }
 
 
-def _column(name: str, v: Any) -> tuple[Any, int] | None:
-    """One column: (final array, or a plain value for decode_value; its '[' count)."""
-    if isinstance(v, str):
-        return v, 0  # a '[' inside it makes the line's count disagree: reference path
-    if not isinstance(v, simdjson.Array):
-        return None  # numbers, objects, booleans: the reference path words the error
-    n = len(v)
-    if n:
-        found = _HANDLERS.get(name, _numbers)(v, n)
-        if found is not None:
-            return found
-    return v.as_list(), v.mini.count(b"[")
-
-
 def _policy_columns(doc: Any) -> Any:
     """The column object of a SampleBatch / default_policy MultiAgentBatch document."""
     kind = doc.get("type")
@@ -173,22 +161,26 @@ def _extract(parser: Any, line: bytes) -> dict[str, Any] | None:
     if len(set(names)) != len(names):
         return None  # duplicate keys: the reference parser keeps the last one
     cols: dict[str, Any] = {}
-    # Arrays outside the columns (e.g. a MultiAgentBatch's other keys) are not expected:
-    # counted as zero, they make the bracket check below fail and send the line back.
-    arrays, minified = 0, False
+    arrays, minified = 0, False  # arrays the columns imply; any counted from minified text?
     for name in names:
-        value = obj[name]
-        if not is_column(name, value):
-            if isinstance(value, (simdjson.Array, simdjson.Object)):
-                arrays += value.mini.count(b"[")
-                minified = True
-            continue
-        found = _column(name, value)
-        if found is None:
-            return None
-        cols[name], count = found
-        arrays += count
-        minified = minified or isinstance(cols[name], list)  # counted from minified text
+        v = obj[name]
+        column = is_column(name, v)
+        kind = type(v)
+        if kind is str:
+            if column:
+                cols[name] = v  # a '[' inside it makes the line's count disagree
+        elif kind is _Array and column:
+            n = len(v)
+            found = _HANDLERS.get(name, _numbers)(v, n) if n else None
+            if found is None:  # the reference converter decides, from plain values
+                cols[name], count, minified = v.as_list(), v.mini.count(b"["), True
+            else:
+                cols[name], count = found
+            arrays += count
+        elif column:
+            return None  # a number, object or boolean: the reference path words the error
+        elif kind is _Array or kind is _Object:
+            arrays, minified = arrays + v.mini.count(b"["), True
     if np.count_nonzero(np.frombuffer(line, np.uint8) == _OPEN) != arrays:
         return None
     if minified and b"\\" in line:

@@ -7,10 +7,10 @@
   workers than files, workers share a file by records (worker ``i`` reads file
   ``i % F``, every ``k``-th record), so every row is still read once per epoch overall.
 * Bad data: a line that is not JSON (corrupt, or a truncated last line) is skipped,
-  counted in ``num_corrupt_lines_skipped`` and logged as a warning on the ``"offrl"``
-  logger naming file and line. A file without a single valid record, or an epoch
-  that yields no rows, is a DataFormatError (never an endless loop). Any other
-  format problem is a DataFormatError at once.
+  counted once in ``num_corrupt_lines_skipped`` (not again in later epochs) and logged
+  as a warning on the ``"offrl"`` logger naming file and line. A file without a single
+  valid record, or an epoch that yields no rows, is a DataFormatError (never an endless
+  loop). Any other format problem is a DataFormatError at once.
 * Memory: files are read line by line; only the current record is held.
 """
 
@@ -78,6 +78,7 @@ class JsonReader:
         self._rows = 0
         self._bytes = 0
         self._corrupt = 0
+        self._corrupt_seen: set[tuple[str, int | None]] = set()
         self._rebuilt_rows = 0
         self._invalid_new_obs_rows = 0
         self._warned_rebuilt: set[str] = set()
@@ -177,6 +178,9 @@ class JsonReader:
             )
 
     def _on_corrupt(self, err: CorruptLineError, nth_in_file: int) -> None:
+        if (err.path, err.line) in self._corrupt_seen:
+            return  # seen in an earlier epoch: already counted and reported
+        self._corrupt_seen.add((err.path, err.line))
         self._corrupt += 1
         if nth_in_file <= _MAX_CORRUPT_WARNINGS_PER_FILE:
             log.warning("skipping corrupt line %s:%s: %s", err.path, err.line, err.reason)

@@ -1,0 +1,209 @@
+"""Compressed-column codecs: npy and RLlib pickle codecs, wrappers, fast paths, safety."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import pickle
+from pathlib import Path
+
+import lz4.frame
+import numpy as np
+import pytest
+from rllib_variants import b64_lz4, rllib_column, rllib_pickle_payload
+
+from offrl.io import codecs
+from offrl.io.codecs import (
+    CodecError,
+    decode_column,
+    decode_payload,
+    decode_string,
+    encode_column,
+    is_compressed,
+    npy_bytes,
+    restricted_loads,
+)
+
+OBS = np.array([[0.5, -1.25, 2.0, 0.0], [1.0, 2.0, 3.0, 4.0], [-0.5, 0.25, 0.125, 8.0]], np.float32)
+
+# Arrays the fast paths read, and arrays they hand to numpy's own readers.
+FAST = [
+    OBS,
+    np.arange(24, dtype=np.uint8).reshape(2, 3, 4),
+    np.array([True, False, True]),
+    np.array([-(2**62), 2**62 + 1], dtype=np.int64),
+    np.zeros((0, 4), np.float32),
+    np.arange(300 * 2, dtype=np.int16).reshape(300, 2),  # shape ints > 255 (BININT2)
+    np.zeros((0, 70_000), np.uint8),  # shape int > 65535 (BININT)
+    np.array(3.5, dtype=np.float32),  # 0-d: the shape is EMPTY_TUPLE
+]
+SLOW = [
+    np.arange(12, dtype=">f4"),  # big-endian: not the template
+    np.asfortranarray(OBS),  # Fortran order
+    np.zeros((2, 2, 2, 2), np.float64),  # 4 dims: MARK ... TUPLE, not TUPLE1-3
+    np.arange(20_000, dtype=np.float64),  # > 64 KiB: the pickle has several frames
+    np.arange(4, dtype=np.float16),  # a dtype outside the fast list
+]
+
+
+def same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+
+
+# -- round trips ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arr", FAST + SLOW, ids=lambda a: f"{a.dtype}{a.shape}")
+def test_offrl_codec_round_trip(arr: np.ndarray) -> None:
+    text = encode_column(arr, "offrl")
+    assert text.startswith("BCJNG")
+    payload = lz4.frame.decompress(base64.b64decode(text))
+    assert payload.startswith(codecs.NPY_MAGIC)  # no pickle inside
+    out = decode_string(text)
+    assert same(out, np.ascontiguousarray(arr).reshape(arr.shape or (1,)))
+    assert out.flags.writeable
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+@pytest.mark.parametrize("numpy_core", [False, True])
+@pytest.mark.parametrize("wrap", [False, True])
+def test_rllib_codec_all_protocols_and_module_names(
+    protocol: int, numpy_core: bool, wrap: bool
+) -> None:
+    text = rllib_column(OBS, protocol, wrap=wrap, numpy_core=numpy_core)
+    assert is_compressed(text)
+    out = decode_string(text)
+    assert same(out, OBS) and out.flags.writeable
+
+
+def test_bytes_repr_wrapper_with_either_quote() -> None:
+    text = encode_column(OBS, "rllib")
+    for wrapped in (f"b'{text}'", f'b"{text}"'):
+        assert is_compressed(wrapped)
+        assert same(decode_string(wrapped), OBS)
+
+
+def test_encode_column_rllib_is_a_numpy_pickle() -> None:
+    payload = lz4.frame.decompress(base64.b64decode(encode_column(OBS, "rllib")))
+    assert payload[:1] == b"\x80"
+    assert same(restricted_loads(payload), OBS)
+
+
+def test_unknown_codec_name_refused() -> None:
+    with pytest.raises(CodecError, match="unknown codec 'zip'"):
+        encode_column(OBS, "zip")  # type: ignore[arg-type]
+
+
+# -- fast paths agree with numpy's readers ------------------------------------------
+
+
+@pytest.mark.parametrize("arr", FAST, ids=lambda a: f"{a.dtype}{a.shape}")
+def test_fast_pickle_reads_the_template_like_the_unpickler(arr: np.ndarray) -> None:
+    payload = pickle.dumps(arr, protocol=5)
+    fast = codecs._fast_pickle(payload)
+    assert fast is not None  # the template matched: nothing was unpickled
+    assert same(fast, restricted_loads(payload)) and fast.flags.writeable
+    assert same(decode_payload(payload), arr)
+
+
+@pytest.mark.parametrize("arr", SLOW, ids=lambda a: f"{a.dtype}{a.shape}")
+def test_other_pickles_go_through_the_restricted_unpickler(arr: np.ndarray) -> None:
+    payload = pickle.dumps(arr, protocol=5)
+    assert codecs._fast_pickle(payload) is None
+    assert same(decode_payload(payload), restricted_loads(payload))
+
+
+def test_fast_pickle_numpy_1_module_name() -> None:
+    payload = rllib_pickle_payload(OBS, 5, numpy_core=True)
+    assert b"numpy.core.numeric" in payload
+    fast = codecs._fast_pickle(payload)
+    assert fast is not None and same(fast, OBS)
+
+
+@pytest.mark.parametrize("arr", FAST + SLOW[:4], ids=lambda a: f"{a.dtype}{a.shape}")
+def test_fast_npy_agrees_with_np_load(arr: np.ndarray) -> None:
+    payload = npy_bytes(arr)
+    fast = codecs._fast_npy(payload)
+    ref = np.load(io.BytesIO(payload), allow_pickle=False)
+    if arr.dtype.byteorder == ">":
+        assert fast is None  # not a layout the fast path reads
+    else:
+        assert fast is not None and same(fast, ref) and fast.flags.writeable
+    assert same(decode_payload(payload), ref)
+
+
+def test_truncated_payloads_are_errors_not_wrong_arrays() -> None:
+    pickled = pickle.dumps(OBS, protocol=5)
+    cut = pickled[:70] + pickled[71:]  # one data byte gone: lengths no longer agree
+    assert codecs._fast_pickle(cut) is None
+    with pytest.raises(CodecError, match="corrupt pickle payload"):
+        decode_payload(cut)
+    npy = npy_bytes(OBS)
+    assert codecs._fast_npy(npy[:-3]) is None
+    with pytest.raises(CodecError, match="corrupt npy payload"):
+        decode_payload(npy[:-3])
+
+
+def test_template_with_another_global_is_refused() -> None:
+    # Same bytes as numpy's template, but naming a function that is not allowed.
+    payload = pickle.dumps(OBS, protocol=5).replace(b"\x8c\x0b_frombuffer", b"\x8c\x0bsystemcalls")
+    assert codecs._fast_pickle(payload) is None
+    with pytest.raises(CodecError, match="refused to unpickle numpy._core.numeric.systemcalls"):
+        decode_payload(payload)
+
+
+# -- security ---------------------------------------------------------------------
+
+
+class _WritesFile:
+    """A pickle whose unpickling would create a file (via builtins.open)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (self.target, "w"))
+
+
+class _CallsSystem:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("true",))
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_non_numpy_globals_refused_and_never_run(tmp_path: Path, protocol: int) -> None:
+    target = tmp_path / "pwned.txt"
+    text = b64_lz4(pickle.dumps(_WritesFile(str(target)), protocol=protocol))
+    with pytest.raises(CodecError, match=r"refused to unpickle (io|builtins)\.open"):
+        decode_string(text)
+    with pytest.raises(CodecError, match=r"refused to unpickle (posix|os|nt)\.system"):
+        decode_string(b64_lz4(pickle.dumps(_CallsSystem(), protocol=protocol)))
+    assert not target.exists() and not os.listdir(tmp_path)
+
+
+# -- malformed strings ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("BCJNG!!!!", "not valid base64"),
+        ("BCJNGé==", "not valid base64"),
+        ("BCJNGxx", "not valid base64"),  # bad padding
+        (base64.b64encode(b"\x04\x22\x4d\x18garbage").decode(), "not a valid LZ4 frame"),
+        (b64_lz4(b"\x00\x00ARROW1 serialized"), "pyarrow"),
+    ],
+)
+def test_malformed_strings_name_the_problem(text: str, message: str) -> None:
+    with pytest.raises(CodecError, match=message):
+        decode_string(text)
+
+
+def test_decode_column_whole_per_row_and_plain() -> None:
+    per_row = [encode_column(r, "offrl") for r in OBS]
+    assert same(decode_column(per_row), OBS)
+    assert same(decode_column(encode_column(OBS, "rllib")), OBS)
+    assert decode_column("left") == "left"  # a plain string is not compressed
+    assert decode_column([1, 2]) == [1, 2]
+    assert not is_compressed("bcjng") and not is_compressed(b"BCJNG")
