@@ -45,7 +45,9 @@ class OfflineSource:
 
     def next(self) -> SampleBatch:
         batch = self.reader.next()
-        self._check(batch, *self.spaces, where=self.where)
+        position = getattr(self.reader, "position", None)
+        where = f"{position[0]}:{position[1]}" if position else self.where
+        self._check(batch, *self.spaces, where=where)
         return batch
 
     def metrics(self) -> dict[str, Any]:
@@ -89,7 +91,8 @@ def _offline_reader(spec: Any, cfg: CommonConfig, seed: int, obs_space: Any, act
     from offrl.io.input import make_input_reader
 
     reader = make_input_reader(spec, config=cfg, seed=seed, worker_index=0, num_workers=1)
-    return OfflineSource(_shuffled(reader, cfg, seed), obs_space, act_space, where)
+    # Check spaces before shuffling, so an error can name the record's file and line.
+    return _shuffled(OfflineSource(reader, obs_space, act_space, where), cfg, seed)
 
 
 def _shuffled(reader: Any, cfg: CommonConfig, seed: int) -> Any:
@@ -165,8 +168,8 @@ def build_run(algo: Algorithm, algo_name: str, cfg: CommonConfig, env_id: str, s
                     episode_sources.append(ws)
                     sources[name] = src
                 else:
-                    sources[name] = OfflineSource(_shuffled(src, cfg, seed), obs_space,
-                                                  act_space, f"input {name!r}")
+                    checked = OfflineSource(src, obs_space, act_space, f"input {name!r}")
+                    sources[name] = _shuffled(checked, cfg, seed)
             elif spec == SAMPLER:
                 sampler = Sampler(env_id, cfg.num_envs_per_worker, algo,
                                   algo.rollout_fragment_length(), seed, cfg.horizon)

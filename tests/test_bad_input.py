@@ -136,6 +136,12 @@ def existing_file(d: Path) -> str:
     return str(d / "taken.json")
 
 
+def corrupt_checkpoint(d: Path) -> str:
+    (d / "checkpoint_000001").mkdir()
+    (d / "checkpoint_000001" / "state.pt").write_bytes(b"\x80garbage")
+    return str(d / "checkpoint_000001")
+
+
 def unwritable_dir(d: Path) -> str:
     if os.geteuid() == 0:
         # root ignores permission bits; /proc refuses new directories for everyone
@@ -237,9 +243,10 @@ CASES = [
     Case("binary-garbage", dqn_input(), 1, ["garbage.json"], data=binary_garbage),
     Case("json-array-line", dqn_input(), 1, ["array.json", "1"], data=json_array_line),
     Case("unequal-columns", dqn_input(), 1, ["unequal.json", "rewards"], data=unequal_columns),
-    Case("wrong-obs-shape", dqn_input(), 1, ["obs", "(4,)", "(3,)"], data=wrong_obs_shape),
+    Case("wrong-obs-shape", dqn_input(), 1, ["shape.json:1", "'obs'", "(56, 3)", "4"],
+         data=wrong_obs_shape),
     Case("action-out-of-range", dqn_input(), 1, ["actions", "7"], data=action_out_of_range),
-    Case("nan-rewards", dqn_input(), 1, ["rewards", "nan.json"], data=nan_rewards),
+    Case("nan-rewards", dqn_input(), 1, ["rewards", "nan.json:1", "non-finite"], data=nan_rewards),
     Case("pyarrow-era-column", dqn_input(), 1, ["pyarrow", "pyarrow.json"], data=pyarrow_era),
     Case("malicious-pickle", dqn_input(), 1, ["evil.json", "refused"], data=malicious_pickle),
     Case("two-policies", dqn_input(), 1, ["ma.json", "p1"], data=two_policies),

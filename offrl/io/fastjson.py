@@ -18,8 +18,9 @@ the errors):
   so equality proves no column hides deeper nesting and no string holds a ``[``.
 * dtypes: the reference converters' rules (float columns and observations
   float32 from the parsed doubles, ids int64 only when every value is an int64,
-  actions int64 or else float32). Booleans, compressed strings and unusual
-  columns are converted by :func:`offrl.io.decode.decode_value` itself.
+  actions int64 or else float32, flags bool when every value equals True or
+  False). Compressed strings and anything else are converted by
+  :func:`offrl.io.decode.decode_value` itself, from plain Python values.
 * ``infos`` written as ``[{}, {}, ...]`` becomes an object array of fresh empty
   dicts (one per row) without building them through a parser.
 """

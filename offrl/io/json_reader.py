@@ -84,6 +84,8 @@ class JsonReader:
         self._warned_rebuilt: set[str] = set()
         self._iter: Iterator[SampleBatch] | None = None
         self._decoder = RecordDecoder()
+        # (file, line) of the record next() returned last, for errors found downstream.
+        self.position: tuple[str, int] | None = None
 
     # -- public API ---------------------------------------------------------------
     def next(self) -> SampleBatch:
@@ -169,6 +171,7 @@ class JsonReader:
                 continue
             self._note_rebuilt(path, batch)
             self._rows += batch.count
+            self.position = (path, lineno)
             yield batch
         if records == 0:
             raise DataFormatError(path, None, "file is empty: it holds no JSON line")

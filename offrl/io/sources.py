@@ -121,7 +121,8 @@ def open_source(uri: str, storage_options: Mapping[str, Any] | None = None) -> I
 
             handle: Any = fsspec.open(uri, "rb", **(storage_options or {})).open()
         else:
-            handle = open(_local_path(uri), "rb")  # noqa: SIM115 (closed below)
+            # 1 MiB buffer: a ~20 KB line takes one read call instead of three.
+            handle = open(_local_path(uri), "rb", buffering=1 << 20)  # noqa: SIM115
     except OSError as e:
         raise OffrlRuntimeError(f"cannot open input file {uri!r}: {e}") from None
     with handle:
