@@ -179,6 +179,9 @@ class CommonConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def validate(self) -> None:
+        """Checks that span several keys; algorithm configs add theirs (ConfigError)."""
+
 
 def field_meta(cls: type[CommonConfig]) -> dict[str, Mapping[str, Any]]:
     """``key -> metadata`` for every config key of ``cls``."""
@@ -209,6 +212,7 @@ def from_dict(cls: type[C], data: Mapping[str, Any], *, algo: str = "") -> C:
     _check_model(cfg.model)
     # A partial model dict keeps the defaults of the keys it does not name.
     cfg.model = {**cls().model, **cfg.model}
+    cfg.validate()
     _check_columns(cfg.output_compress_columns)
     return cfg
 

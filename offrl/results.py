@@ -19,8 +19,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from offrl.errors import ConfigError, OffrlRuntimeError
 from offrl.tensorboard import TensorBoardWriter
 
@@ -127,6 +125,8 @@ class ResultLogger:
 
 def save_checkpoint(logdir: Path, iteration: int, state: Mapping[str, Any]) -> Path:
     """Write ``checkpoint_<iteration>/state.pt`` (via a temp file, so it is never half-written)."""
+    import torch
+
     path = logdir / f"checkpoint_{iteration:06d}"
     path.mkdir(exist_ok=True)
     tmp = path / (CHECKPOINT_FILE + ".tmp")
@@ -137,6 +137,8 @@ def save_checkpoint(logdir: Path, iteration: int, state: Mapping[str, Any]) -> P
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint directory (or its state.pt); errors say what is wrong with it."""
+    import torch
+
     p = Path(path).expanduser()
     file = p / CHECKPOINT_FILE if p.is_dir() else p
     if not file.exists():

@@ -82,19 +82,16 @@ def n_step_targets(
     term = np.asarray(terminateds, dtype=bool)
     stop = term | np.asarray(segment_end, dtype=bool)
     size = len(rewards)
+    idx = np.arange(size)
+    # First stopping row at or after t (the batch's last row stops everything).
+    stops_at = np.where(stop, idx, size - 1)
+    first_stop = np.minimum.accumulate(stops_at[::-1])[::-1] if size else stops_at
+    next_index = np.minimum(idx + n - 1, first_stop).astype(np.int64)
+    k = next_index - idx + 1
     ret = np.zeros(size, dtype=np.float64)
-    next_index = np.empty(size, dtype=np.int64)
-    discount = np.empty(size, dtype=np.float64)
-    for t in range(size):
-        acc, k = 0.0, 0
-        while True:
-            acc += gamma**k * rewards[t + k]
-            k += 1
-            if stop[t + k - 1] or k == n or t + k == size:
-                break
-        ret[t] = acc
-        next_index[t] = t + k - 1
-        discount[t] = 0.0 if term[t + k - 1] else gamma**k
+    for i in range(n):  # n is small: n vectorised passes, not T python steps
+        ret += np.where(i < k, gamma**i * rewards[np.minimum(idx + i, size - 1)], 0.0)
+    discount = np.where(term[next_index], 0.0, gamma ** k.astype(np.float64)) if size else ret
     return ret, next_index, discount
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offrl.algos import canonical_name, get_algorithm
+from offrl.algos import canonical_name, get_config_class
 from offrl.config import CommonConfig, from_dict, suggest
 from offrl.errors import ConfigError
 from offrl.rollout import check_env_id
@@ -101,7 +101,7 @@ def resolve(
     if seed is None:
         seed = secrets.randbelow(2**31)
     config["seed"] = seed
-    config_cls, _ = get_algorithm(run)
+    config_cls = get_config_class(run)
     cfg = from_dict(config_cls, config, algo=run)
     return RunSpec(run=run, env=str(env), config=cfg, stop=stop, seed=int(seed),
                    name=str(name or file_data.get("name") or "default"))

@@ -12,15 +12,17 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from offrl.algos.base import Algorithm
 from offrl.batch import SampleBatch
 from offrl.config import CommonConfig, suggest
 from offrl.errors import ConfigError
 from offrl.rollout import evaluate
+
+if TYPE_CHECKING:  # the protocol module imports torch; the stop checks must not
+    from offrl.algos.base import Algorithm
 
 EPISODE_WINDOW = 100  # episode stats are over the last 100 episodes, like RLlib
 

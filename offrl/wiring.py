@@ -77,7 +77,7 @@ class TrainingSource:
 
     def metrics(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name, src in self.sources.items():
+        for src in self.sources.values():
             metrics = getattr(src, "metrics", None)
             if callable(metrics) and not isinstance(src, SamplerSource):
                 out.update(metrics())

@@ -290,11 +290,7 @@ CASES = [
         pg({}, "--restore", "{data}"),
         1,
         ["corrupt"],
-        data=lambda d: (
-            (d / "checkpoint_000001").mkdir()
-            or (d / "checkpoint_000001" / "state.pt").write_bytes(b"\x80garbage")
-            or str(d / "checkpoint_000001")
-        ),
+        data=corrupt_checkpoint,
     ),
     Case("negative-seed", pg({}, "--seed", "-1"), 2, ["--seed"]),
     Case("unknown-flag", pg({}, "--stpo", "{}"), 2, ["--stpo"]),

@@ -7,7 +7,8 @@ from typing import Any
 
 from offrl.errors import ConfigError
 
-# name -> (module, config class, algorithm class); imported lazily so `offrl --help` stays fast.
+# name -> (module, config class, algorithm class); imported lazily so `offrl --help` and
+# config errors stay fast (config classes live in offrl.algos.configs, which needs no torch).
 _REGISTRY: dict[str, tuple[str, str, str]] = {
     "PG": ("offrl.algos.pg", "PGConfig", "PG"),
     "DQN": ("offrl.algos.dqn", "DQNConfig", "DQN"),
@@ -24,6 +25,13 @@ def canonical_name(name: str) -> str:
         if known.lower() == name.lower():
             return known
     raise ConfigError(f"--run {name!r}: unknown algorithm; choose one of {', '.join(_REGISTRY)}")
+
+
+def get_config_class(name: str) -> Any:
+    """The config dataclass of algorithm ``name`` (imports no torch)."""
+    from offrl.algos import configs
+
+    return getattr(configs, _REGISTRY[canonical_name(name)][1])
 
 
 def get_algorithm(name: str) -> tuple[Any, Any]:

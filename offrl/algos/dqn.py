@@ -11,7 +11,6 @@ stored in a replay buffer, and replayed for updates.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -22,10 +21,11 @@ from torch import nn
 
 from offrl import batch as sb
 from offrl.algos.base import as_tensor, discrete_n, mlp, obs_dim
+from offrl.algos.configs import DQNConfig
+from offrl.algos.configs import check_dqn_config as check_config
 from offrl.algos.replay import PrioritizedReplayBuffer, ReplayBuffer
 from offrl.batch import SampleBatch
-from offrl.config import CommonConfig, opt
-from offrl.errors import ConfigError, OffrlRuntimeError
+from offrl.errors import OffrlRuntimeError
 from offrl.returns import n_step_targets
 
 # Columns postprocess() adds; learn() computes them itself for batches that skipped it.
@@ -34,119 +34,6 @@ N_STEP_DISCOUNTS = "n_step_discounts"
 N_STEP_NEW_OBS = "n_step_new_obs"
 TD_VALID = "td_valid"
 NEW_OBS_VALID = "new_obs_valid"
-
-
-@dataclass
-class DQNConfig(CommonConfig):
-    """DQN keys, RLlib's names and defaults, plus a few that make learning fast and stable."""
-
-    rollout_fragment_length: int = opt(
-        4, "env steps per env between learner updates", types=(int,), ge=1
-    )
-    lr: float = opt(5e-4, "Adam learning rate (see lr_schedule)", types=(float,), gt=0.0)
-    train_batch_size: int = opt(32, "transitions replayed per update", types=(int,), ge=1)
-    double_q: bool = opt(
-        True,
-        "pick the next action with the online net, value it with the target net",
-        types=(bool,),
-    )
-    dueling: bool = opt(True, "separate value and advantage heads", types=(bool,))
-    hiddens: list = opt([256], "hidden widths of the Q heads after the model trunk", types=(list,))
-    n_step: int = opt(1, "n-step returns (computed in postprocessing)", types=(int,), ge=1)
-    buffer_size: int = opt(50000, "replay buffer capacity in transitions", types=(int,), ge=1)
-    prioritized_replay: bool = opt(
-        True, "replay transitions in proportion to TD error", types=(bool,)
-    )
-    prioritized_replay_alpha: float = opt(0.6, "priority exponent", types=(float,), ge=0.0)
-    prioritized_replay_beta: float = opt(
-        0.4, "initial importance-weight exponent", types=(float,), ge=0.0, le=1.0
-    )
-    final_prioritized_replay_beta: float = opt(
-        0.4, "importance-weight exponent after annealing", types=(float,), ge=0.0, le=1.0
-    )
-    prioritized_replay_beta_annealing_timesteps: int = opt(
-        20000, "timesteps over which beta goes linearly to its final value", types=(int,), ge=1
-    )
-    prioritized_replay_eps: float = opt(
-        1e-6, "added to |TD error| so no priority is zero", types=(float,), gt=0.0
-    )
-    learning_starts: int = opt(
-        1000, "transitions stored before the first update", types=(int,), ge=0
-    )
-    target_network_update_freq: int = opt(
-        500, "timesteps between target-network updates (0: after every update)", types=(int,), ge=0
-    )
-    tau: float = opt(
-        1.0,
-        "target update: target <- tau*online + (1-tau)*target (1.0: hard copy)",
-        types=(float,),
-        gt=0.0,
-        le=1.0,
-    )
-    timesteps_per_iteration: int = opt(
-        1000, "rows fed to the learner per training iteration", types=(int,), ge=1
-    )
-    exploration_initial_eps: float = opt(
-        1.0, "epsilon at timestep 0", types=(float,), ge=0.0, le=1.0
-    )
-    exploration_final_eps: float = opt(
-        0.02, "epsilon after the exploration phase", types=(float,), ge=0.0, le=1.0
-    )
-    exploration_fraction: float = opt(
-        0.1,
-        "fraction of schedule_max_timesteps over which epsilon decays linearly",
-        types=(float,),
-        ge=0.0,
-        le=1.0,
-    )
-    schedule_max_timesteps: int = opt(
-        100000, "timesteps the exploration schedule spans", types=(int,), ge=1
-    )
-    grad_norm_clipping: float | None = opt(
-        40.0,
-        "clip the global gradient norm to this (null: no clipping)",
-        types=(float, type(None)),
-        gt=0.0,
-    )
-    adam_epsilon: float = opt(1e-8, "Adam epsilon", types=(float,), gt=0.0)
-    lr_schedule: list | None = opt(
-        None,
-        "piecewise-linear [[timestep, lr], ...] replacing lr; "
-        "a late decay steadies the final policy",
-        types=(list, type(None)),
-    )
-    training_intensity: float | None = opt(
-        None,
-        "replayed / sampled rows (null: one update of train_batch_size per "
-        "rollout_fragment_length * num_envs_per_worker sampled rows)",
-        types=(float, type(None)),
-        gt=0.0,
-    )
-    store_buffer_in_checkpoints: bool = opt(
-        False,
-        "include the replay buffer in checkpoints (then a restored run continues identically)",
-        types=(bool,),
-    )
-
-
-def check_config(config: DQNConfig) -> None:
-    """ConfigError for DQN values that types and ranges alone cannot catch."""
-    if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in config.hiddens):
-        raise ConfigError(
-            f"config key 'hiddens': invalid value {config.hiddens}; "
-            "allowed: a list of positive integers"
-        )
-    if config.lr_schedule is not None:
-        ok = all(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) for v in p)
-            for p in config.lr_schedule
-        )
-        times = [p[0] for p in config.lr_schedule] if ok else []
-        if not ok or not times or times != sorted(times):
-            raise ConfigError(
-                f"config key 'lr_schedule': invalid value {config.lr_schedule}; "
-                "allowed: a list of [timestep, lr] pairs with increasing timesteps"
-            )
 
 
 # -- schedules -------------------------------------------------------------------
@@ -293,8 +180,12 @@ class DQN:
         self.target = QNetwork(obs_dim(observation_space), self.n_actions, config)
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False)
+        # Parameter lists cached once: .parameters() walks the module tree on every call.
+        self._params = list(self.online.parameters())
+        self._target_params = list(self.target.parameters())
+        # fused: one kernel for all parameters (about 3x cheaper than foreach at this size).
         self.optimizer = torch.optim.Adam(
-            self.online.parameters(), lr=lr_at(config, 0), eps=config.adam_epsilon, foreach=True
+            self._params, lr=lr_at(config, 0), eps=config.adam_epsilon, fused=True
         )
         self.explore_rng = np.random.default_rng([seed, 1])
         self.replay_rng = np.random.default_rng([seed, 2])
@@ -435,7 +326,7 @@ class DQN:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if c.grad_norm_clipping is not None:
-            nn.utils.clip_grad_norm_(self.online.parameters(), c.grad_norm_clipping)
+            nn.utils.clip_grad_norm_(self._params, c.grad_norm_clipping, foreach=True)
         self.optimizer.step()
         td_np = td.detach().numpy()
         self.buffer.update_priorities(slots, td_np)
@@ -455,8 +346,7 @@ class DQN:
     def _update_target(self, tau: float) -> None:
         """Polyak-average the online weights into the target (a copy when tau is 1)."""
         with torch.no_grad():
-            for tp, op in zip(self.target.parameters(), self.online.parameters(), strict=True):
-                tp.lerp_(op, tau)
+            torch._foreach_lerp_(self._target_params, self._params, tau)
         self.counters["num_target_updates"] += 1
 
     # -- checkpoints -----------------------------------------------------------------

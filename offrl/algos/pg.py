@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
 import gymnasium as gym
@@ -19,74 +18,12 @@ from torch import nn
 
 from offrl import batch as sb
 from offrl.algos.base import as_tensor, discrete_n, mlp, obs_dim
+from offrl.algos.configs import PGConfig
 from offrl.batch import SampleBatch
-from offrl.config import CommonConfig, opt
 from offrl.errors import ConfigError
 from offrl.returns import segment_discounted_sums
 
 NEW_OBS_VALID = "new_obs_valid"
-
-
-@dataclass
-class PGConfig(CommonConfig):
-    """PG keys: RLlib's (lr 4e-4, train_batch_size 200) plus switches that help it learn."""
-
-    lr: float = opt(4e-4, "learning rate (Adam)", types=(float,), gt=0.0)
-    train_batch_size: int = opt(
-        200,
-        "rows per learner update; one sampled fragment of all envs is one batch",
-        types=(int,),
-        ge=1,
-    )
-    use_baseline: bool = opt(
-        False,
-        "learn a value network V(s) and use advantage = return - V(s) (or GAE)",
-        types=(bool,),
-    )
-    vf_loss_coeff: float = opt(
-        1.0,
-        "weight of the value loss 0.5 * (V(s) - value_target)^2 (with use_baseline)",
-        types=(float,),
-        ge=0.0,
-    )
-    lambda_: float = opt(
-        1.0,
-        "GAE lambda with use_baseline (RLlib key 'lambda'); 1.0 = return - V(s)",
-        types=(float,),
-        ge=0.0,
-        le=1.0,
-    )
-    normalize_advantages: bool = opt(
-        False, "scale advantages to mean 0, std 1 per batch before the policy loss", types=(bool,)
-    )
-    entropy_coeff: float = opt(
-        0.0, "weight of the entropy bonus subtracted from the loss", types=(float,), ge=0.0
-    )
-    grad_clip: float | None = opt(
-        None,
-        "clip the global gradient norm to this value (null: no clipping)",
-        types=(float, type(None)),
-        gt=0.0,
-    )
-    num_sgd_iter: int = opt(
-        1,
-        "passes over each train batch (more than 1 reuses slightly stale data)",
-        types=(int,),
-        ge=1,
-    )
-    kl_target: float | None = opt(
-        None,
-        "stop a batch's gradient steps once the mean KL(policy before || now) exceeds this "
-        "(a cheap trust region against collapse; null: never stop early)",
-        types=(float, type(None)),
-        gt=0.0,
-    )
-    sgd_minibatch_size: int | None = opt(
-        None,
-        "rows per gradient step within a pass (null: the whole batch, one step)",
-        types=(int, type(None)),
-        ge=1,
-    )
 
 
 # -- network ------------------------------------------------------------------------------

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-import torch
 
-from offrl.algos import get_algorithm
+from offrl.algos import get_algorithm, get_config_class
 from offrl.config import field_meta
 from offrl.errors import ConfigError
 from offrl.progress import Progress, make_console
@@ -25,7 +24,6 @@ from offrl.results import (
 from offrl.rollout import env_spaces
 from offrl.runspec import RunSpec, load_run_file, resolve
 from offrl.trainer import Counters, should_stop, train
-from offrl.wiring import build_run
 
 
 def print_config_help(run: str | None) -> None:
@@ -34,7 +32,7 @@ def print_config_help(run: str | None) -> None:
 
     names = [canonical_name(run)] if run else algorithm_names()
     for name in names:
-        config_cls, _ = get_algorithm(name)
+        config_cls = get_config_class(name)
         click.echo(f"{name} config keys:")
         defaults = config_cls().to_dict()
         for key, meta in field_meta(config_cls).items():
@@ -96,6 +94,10 @@ def run_train(
     local = Path(local_dir or file_data.get("local_dir") or default_local_dir())
     checkpoint_freq = checkpoint_freq or int(file_data.get("checkpoint_freq", 0))
     checkpoint_at_end = checkpoint_at_end or bool(file_data.get("checkpoint_at_end", False))
+
+    import torch  # only now: a config mistake is reported without loading torch
+
+    from offrl.wiring import build_run
 
     torch.manual_seed(spec.seed)
     torch.set_num_threads(spec.config.num_threads)
