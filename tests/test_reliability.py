@@ -71,7 +71,9 @@ def test_kill_9_at_random_moments_loses_at_most_the_batch_being_written(tmp_path
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGKILL
-        files = sorted(out.glob("*.json"))
+        # in writing order: by open time, then by the file index (not by name: _10 < _2)
+        files = sorted(out.glob("*.json"), key=lambda f: (f.name.split("_worker")[0],
+                                                         int(f.stem.rsplit("_", 1)[1])))
         rows, metrics, keys = read_all(out)
         # zero corrupt rows loaded: every row decoded, no duplicates
         assert rows == len(keys) > 0
