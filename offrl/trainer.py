@@ -43,6 +43,7 @@ KNOWN_RESULT_KEYS = frozenset(
         "num_env_steps_per_s",
         "epoch",
         "num_corrupt_lines_skipped",
+        "time_output_write_s",
     }
 )
 RESULT_PREFIXES = (
@@ -159,17 +160,20 @@ def episode_stats(returns: Any, lengths: Any) -> dict[str, float]:
     }
 
 
-def _feed(run: Run) -> tuple[dict[str, float], int, int]:
-    """One iteration's worth of batches into the learner: (stats, rows, live env steps)."""
+def _feed(run: Run) -> tuple[dict[str, float], int, int, float]:
+    """One iteration's batches into the learner: (stats, rows, live env steps, write time)."""
     algo, cfg, counters = run.algo, run.config, run.counters
     stats: dict[str, float] = {}
     rows = sampled = 0
+    write_s = 0.0
     while rows < algo.steps_per_iteration():
         batch, live = run.source.next()
         if live:
             sampled += batch.count
             if run.output is not None:
+                start = time.perf_counter()
                 run.output.write(batch)
+                write_s += time.perf_counter() - start
         elif run.estimators:
             _estimate_batch(run, batch)
         if live or cfg.postprocess_inputs:
@@ -177,7 +181,7 @@ def _feed(run: Run) -> tuple[dict[str, float], int, int]:
         counters.timesteps_total += batch.count
         stats = algo.learn(batch, counters.timesteps_total)
         rows += batch.count
-    return stats, rows, sampled
+    return stats, rows, sampled, write_s
 
 
 def _estimate_batch(run: Run, batch: SampleBatch) -> None:
@@ -222,7 +226,7 @@ def train(run: Run) -> Iterator[dict[str, Any]]:
     counters = run.counters
     while True:
         start = time.perf_counter()
-        stats, rows, sampled = _feed(run)
+        stats, rows, sampled, write_s = _feed(run)
         if run.simulate is not None:
             run.simulate()
         episodes = run.pop_episodes()
@@ -247,6 +251,8 @@ def train(run: Run) -> Iterator[dict[str, Any]]:
             num_env_steps_sampled=counters.num_env_steps_sampled,
             num_env_steps_per_s=sampled / elapsed if elapsed > 0 else 0.0,
         )
+        if run.output is not None:
+            result["time_output_write_s"] = write_s  # of time_this_iter_s
         live_stats = episode_stats(counters.recent_returns, counters.recent_lengths)
         if not live_stats and "evaluation/episode_reward_mean" in result:
             # Offline run: the only true returns are the evaluation's.
