@@ -24,9 +24,21 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(steps: int, seed: int, output: str | None, results: str) -> dict:
     config = {"output": output} if output else {}
     cmd = [
-        sys.executable, "-m", "offrl.cli", "train", "-f", str(ROOT / "configs/pg-cartpole.json"),
-        "--seed", str(seed), "--config", json.dumps(config), "--local-dir", results, "-q",
-        "--stop", json.dumps({"timesteps_total": steps}),
+        sys.executable,
+        "-m",
+        "offrl.cli",
+        "train",
+        "-f",
+        str(ROOT / "configs/pg-cartpole.json"),
+        "--seed",
+        str(seed),
+        "--config",
+        json.dumps(config),
+        "--local-dir",
+        results,
+        "-q",
+        "--stop",
+        json.dumps({"timesteps_total": steps}),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout)
@@ -60,11 +72,15 @@ def main() -> None:
             rows.append(row)
     overheads = sorted(r["overhead"] for r in rows)
     shares = sorted(r["write_share"] for r in rows)
-    print(f"time inside output.write(): median {shares[len(shares) // 2]:.1%} of the run "
-          f"(min {shares[0]:.1%}, max {shares[-1]:.1%})")
-    print(f"\nseeds {len(rows)}, {args.steps} steps each: overhead of writing every step "
-          f"median {overheads[len(overheads) // 2]:+.1%} (min {overheads[0]:+.1%}, "
-          f"max {overheads[-1]:+.1%})")
+    print(
+        f"time inside output.write(): median {shares[len(shares) // 2]:.1%} of the run "
+        f"(min {shares[0]:.1%}, max {shares[-1]:.1%})"
+    )
+    print(
+        f"\nseeds {len(rows)}, {args.steps} steps each: overhead of writing every step "
+        f"median {overheads[len(overheads) // 2]:+.1%} (min {overheads[0]:+.1%}, "
+        f"max {overheads[-1]:+.1%})"
+    )
 
 
 if __name__ == "__main__":

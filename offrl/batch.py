@@ -40,9 +40,27 @@ DEFAULT_POLICY_ID = "default_policy"
 
 KNOWN_COLUMNS = frozenset(
     {
-        OBS, NEW_OBS, ACTIONS, REWARDS, DONES, TERMINATEDS, TRUNCATEDS, EPS_ID, T,
-        AGENT_INDEX, UNROLL_ID, PREV_ACTIONS, PREV_REWARDS, INFOS, ACTION_PROB,
-        ACTION_LOGP, ACTION_DIST_INPUTS, Q_VALUES, WEIGHTS, ADVANTAGES, VALUE_TARGETS,
+        OBS,
+        NEW_OBS,
+        ACTIONS,
+        REWARDS,
+        DONES,
+        TERMINATEDS,
+        TRUNCATEDS,
+        EPS_ID,
+        T,
+        AGENT_INDEX,
+        UNROLL_ID,
+        PREV_ACTIONS,
+        PREV_REWARDS,
+        INFOS,
+        ACTION_PROB,
+        ACTION_LOGP,
+        ACTION_DIST_INPUTS,
+        Q_VALUES,
+        WEIGHTS,
+        ADVANTAGES,
+        VALUE_TARGETS,
         VF_PREDS,
     }
 )

@@ -77,8 +77,10 @@ def graceful_signals(flag: StopFlag, on_first: Callable[[str], None]) -> Iterato
         if flag.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         flag.signum = signum
-        on_first(f"{signal.Signals(signum).name}: stopping after this iteration "
-                 "(Ctrl-C again to stop at once)")
+        on_first(
+            f"{signal.Signals(signum).name}: stopping after this iteration "
+            "(Ctrl-C again to stop at once)"
+        )
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -98,21 +100,41 @@ def main() -> None:
 @click.option("--run", "--algo", "run", help="Algorithm: PG or DQN.")
 @click.option("--env", help="Gymnasium env id (CartPole-v1) or module:Class.")
 @click.option("--config", "config_text", metavar="JSON", help="Config keys as a JSON object.")
-@click.option("--stop", "stop_text", metavar="JSON",
-              help='Stop when ANY result key reaches its value, e.g. {"timesteps_total": 1e5}.')
-@click.option("-f", "run_file", metavar="FILE",
-              help="JSON file with run/env/config/stop/name; flags override it.")
-@click.option("--local-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Results root [default: $OFFRL_RESULTS_DIR or ~/offrl_results].")
+@click.option(
+    "--stop",
+    "stop_text",
+    metavar="JSON",
+    help='Stop when ANY result key reaches its value, e.g. {"timesteps_total": 1e5}.',
+)
+@click.option(
+    "-f",
+    "run_file",
+    metavar="FILE",
+    help="JSON file with run/env/config/stop/name; flags override it.",
+)
+@click.option(
+    "--local-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Results root [default: $OFFRL_RESULTS_DIR or ~/offrl_results].",
+)
 @click.option("--name", help="Experiment name: results go to <local-dir>/<name>/.")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed (envs, exploration, init).")
-@click.option("--checkpoint-freq", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Write a checkpoint every N iterations (0: never).")
+@click.option(
+    "--checkpoint-freq",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Write a checkpoint every N iterations (0: never).",
+)
 @click.option("--checkpoint-at-end", is_flag=True, help="Write a checkpoint when the run ends.")
 @click.option("--restore", metavar="CHECKPOINT", help="Continue from a checkpoint directory.")
-@click.option("--ray-address", metavar="auto|HOST:PORT",
-              help="Run the rollout workers (num_workers) as Ray actors on this cluster "
-              "(needs pip install 'offrl[ray]').")
+@click.option(
+    "--ray-address",
+    metavar="auto|HOST:PORT",
+    help="Run the rollout workers (num_workers) as Ray actors on this cluster "
+    "(needs pip install 'offrl[ray]').",
+)
 @click.option("--help-config", is_flag=True, help="List every config key of --run and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Learner stats on screen; tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but the final result.")
@@ -132,8 +154,9 @@ def train(**opts: Any) -> None:
 @click.option("--render", is_flag=True, help="Render episodes (render_mode='human').")
 @click.option("-v", "--verbose", is_flag=True)
 @handle_errors
-def rollout(checkpoint: str, episodes: int, env: str | None, seed: int, render: bool,
-            verbose: bool) -> None:
+def rollout(
+    checkpoint: str, episodes: int, env: str | None, seed: int, render: bool, verbose: bool
+) -> None:
     """Evaluate a checkpoint greedily; print mean, min, max return as JSON."""
     from offrl.commands.rollout import run_rollout
 
@@ -143,17 +166,33 @@ def rollout(checkpoint: str, episodes: int, env: str | None, seed: int, render: 
 
 @main.command("evaluate-offline")
 @click.argument("checkpoint")
-@click.option("--input", "data", multiple=True, required=True,
-              help="Recorded experiences: file, directory, glob or URI (repeatable).")
-@click.option("--estimators", default="is,wis,dm,dr", show_default=True,
-              help="Comma-separated estimators: is, wis, dm, dr.")
+@click.option(
+    "--input",
+    "data",
+    multiple=True,
+    required=True,
+    help="Recorded experiences: file, directory, glob or URI (repeatable).",
+)
+@click.option(
+    "--estimators",
+    default="is,wis,dm,dr",
+    show_default=True,
+    help="Comma-separated estimators: is, wis, dm, dr.",
+)
 @click.option("--gamma", type=click.FloatRange(0, 1), help="Discount [default: the checkpoint's].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No table on stderr, only the JSON.")
 @click.option("-v", "--verbose", is_flag=True)
 @handle_errors
-def evaluate_offline(checkpoint: str, data: tuple[str, ...], estimators: str,
-                     gamma: float | None, seed: int, quiet: bool, verbose: bool) -> None:
+def evaluate_offline(
+    checkpoint: str,
+    data: tuple[str, ...],
+    estimators: str,
+    gamma: float | None,
+    seed: int,
+    quiet: bool,
+    verbose: bool,
+) -> None:
     """Estimate a checkpoint's value from recorded episodes (no env steps).
 
     Prints the estimates as one JSON object on stdout and a table on stderr.

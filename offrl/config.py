@@ -91,8 +91,7 @@ def check_value(key: str, value: Any, meta: Mapping[str, Any]) -> None:
         bad = True
     if bad:
         raise ConfigError(
-            f"config key {key!r}: invalid value {json.dumps(value)}; "
-            f"allowed: {_allowed_text(meta)}"
+            f"config key {key!r}: invalid value {json.dumps(value)}; allowed: {_allowed_text(meta)}"
         )
 
 
@@ -123,58 +122,89 @@ class CommonConfig:
     """Keys every algorithm understands (PRODUCT.md, "Config keys")."""
 
     # -- sampling -----------------------------------------------------------
-    num_workers: int = opt(0, "parallel rollout worker processes (0: sample in the learner)",
-                           types=(int,), ge=0)
-    num_envs_per_worker: int = opt(1, "environments each worker steps as one vector",
-                                   types=(int,), ge=1)
+    num_workers: int = opt(
+        0, "parallel rollout worker processes (0: sample in the learner)", types=(int,), ge=0
+    )
+    num_envs_per_worker: int = opt(
+        1, "environments each worker steps as one vector", types=(int,), ge=1
+    )
     rollout_fragment_length: int = opt(
-        200, "env steps per env in one sampled fragment (alias: sample_batch_size)",
-        types=(int,), ge=1)
+        200,
+        "env steps per env in one sampled fragment (alias: sample_batch_size)",
+        types=(int,),
+        ge=1,
+    )
     gamma: float = opt(0.99, "discount factor", types=(float,), ge=0.0, le=1.0)
     lr: float = opt(4e-4, "learning rate", types=(float,), gt=0.0)
     train_batch_size: int = opt(200, "rows per learner update", types=(int,), ge=1)
-    seed: int | None = opt(None, "seed for envs, exploration and network init (--seed)",
-                           types=(int, type(None)), ge=0)
-    model: dict = opt({"fcnet_hiddens": [256, 256], "fcnet_activation": "tanh"},
-                      "network: fcnet_hiddens (list of widths), fcnet_activation "
-                      "(tanh, relu, elu, linear)", types=(dict,))
+    seed: int | None = opt(
+        None, "seed for envs, exploration and network init (--seed)", types=(int, type(None)), ge=0
+    )
+    model: dict = opt(
+        {"fcnet_hiddens": [256, 256], "fcnet_activation": "tanh"},
+        "network: fcnet_hiddens (list of widths), fcnet_activation (tanh, relu, elu, linear)",
+        types=(dict,),
+    )
     evaluation_interval: int | None = opt(
-        None, "every N iterations, run evaluation_num_episodes greedy episodes in the env",
-        types=(int, type(None)), ge=1)
+        None,
+        "every N iterations, run evaluation_num_episodes greedy episodes in the env",
+        types=(int, type(None)),
+        ge=1,
+    )
     evaluation_num_episodes: int = opt(10, "episodes per evaluation", types=(int,), ge=1)
-    horizon: int | None = opt(None, "cut episodes after this many steps (truncation)",
-                              types=(int, type(None)), ge=1)
+    horizon: int | None = opt(
+        None, "cut episodes after this many steps (truncation)", types=(int, type(None)), ge=1
+    )
     num_threads: int = opt(1, "torch CPU threads of the learner", types=(int,), ge=1)
     # -- input / output -------------------------------------------------------
-    input: Any = opt("sampler", "'sampler', a path/dir/glob/URI or list of them, a dict "
-                     "{source: probability}, or 'module:Class' (an InputReader)",
-                     types=(str, list, dict))
-    input_config: dict = opt({}, "keyword arguments for a 'module:Class' input reader",
-                             types=(dict,))
-    input_evaluation: list = opt([], "off-policy estimators: simulation, is, wis, dm, dr",
-                                 types=(list,))
-    postprocess_inputs: bool = opt(False, "run the learner's post-processing on offline batches",
-                                   types=(bool,))
-    shuffle_buffer_size: int = opt(0, "shuffle input through a buffer of this many batches",
-                                   types=(int,), ge=0)
-    output: str | None = opt(None, "null, 'logdir', a path or URI, or 'module:Class' "
-                             "(an OutputWriter)", types=(str, type(None)))
-    output_config: dict = opt({}, "keyword arguments for a 'module:Class' output writer",
-                              types=(dict,))
-    output_compress_columns: list = opt(["obs", "new_obs"],
-                                        "columns stored compressed ([] for plain lists)",
-                                        types=(list,))
-    output_max_file_size: int = opt(64 * 1024 * 1024, "bytes after which a new file starts",
-                                    types=(int,), ge=1)
-    output_codec: str = opt("offrl", "compressed-column codec: 'offrl' (npy, no pickle) or "
-                            "'rllib' (pickle, readable by RLlib)", types=(str,),
-                            choices=("offrl", "rllib"))
-    output_multi_agent: bool = opt(False, "write records as MultiAgentBatch/default_policy "
-                                   "(RLlib 2.x style)", types=(bool,))
-    recreate_failed_workers: bool = opt(False, "restart a rollout worker that died",
-                                        types=(bool,))
-    framework: str = opt("torch", "execution backend: 'torch' (local) or 'ray'", types=(str,),
-                         choices=("torch", "ray"))
+    input: Any = opt(
+        "sampler",
+        "'sampler', a path/dir/glob/URI or list of them, a dict "
+        "{source: probability}, or 'module:Class' (an InputReader)",
+        types=(str, list, dict),
+    )
+    input_config: dict = opt(
+        {}, "keyword arguments for a 'module:Class' input reader", types=(dict,)
+    )
+    input_evaluation: list = opt(
+        [], "off-policy estimators: simulation, is, wis, dm, dr", types=(list,)
+    )
+    postprocess_inputs: bool = opt(
+        False, "run the learner's post-processing on offline batches", types=(bool,)
+    )
+    shuffle_buffer_size: int = opt(
+        0, "shuffle input through a buffer of this many batches", types=(int,), ge=0
+    )
+    output: str | None = opt(
+        None,
+        "null, 'logdir', a path or URI, or 'module:Class' (an OutputWriter)",
+        types=(str, type(None)),
+    )
+    output_config: dict = opt(
+        {}, "keyword arguments for a 'module:Class' output writer", types=(dict,)
+    )
+    output_compress_columns: list = opt(
+        ["obs", "new_obs"], "columns stored compressed ([] for plain lists)", types=(list,)
+    )
+    output_max_file_size: int = opt(
+        64 * 1024 * 1024, "bytes after which a new file starts", types=(int,), ge=1
+    )
+    output_codec: str = opt(
+        "offrl",
+        "compressed-column codec: 'offrl' (npy, no pickle) or 'rllib' (pickle, readable by RLlib)",
+        types=(str,),
+        choices=("offrl", "rllib"),
+    )
+    output_multi_agent: bool = opt(
+        False, "write records as MultiAgentBatch/default_policy (RLlib 2.x style)", types=(bool,)
+    )
+    recreate_failed_workers: bool = opt(False, "restart a rollout worker that died", types=(bool,))
+    framework: str = opt(
+        "torch",
+        "execution backend: 'torch' (local) or 'ray'",
+        types=(str,),
+        choices=("torch", "ray"),
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -224,9 +254,7 @@ def _check_model(model: Mapping[str, Any]) -> None:
     allowed = {"fcnet_hiddens", "fcnet_activation"}
     for key in model:
         if key not in allowed:
-            raise ConfigError(
-                f"unknown config key 'model.{key}'{suggest(key, sorted(allowed))}"
-            )
+            raise ConfigError(f"unknown config key 'model.{key}'{suggest(key, sorted(allowed))}")
     hiddens = model.get("fcnet_hiddens", [256, 256])
     if not isinstance(hiddens, list) or not all(
         isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hiddens

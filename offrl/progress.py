@@ -75,8 +75,14 @@ def summary_fields(result: Mapping[str, Any], stop: Mapping[str, Any]) -> list[t
 class Progress:
     """Shows run progress; ``quiet`` shows nothing, ``verbose`` adds learner stats."""
 
-    def __init__(self, console: Console, stop: Mapping[str, Any], *, quiet: bool = False,
-                 verbose: bool = False) -> None:
+    def __init__(
+        self,
+        console: Console,
+        stop: Mapping[str, Any],
+        *,
+        quiet: bool = False,
+        verbose: bool = False,
+    ) -> None:
         self.console = console
         self.stop = dict(stop)
         self.quiet = quiet

@@ -91,8 +91,9 @@ class ResultLogger:
         row = clean_result(result)
         self._json.write(json.dumps(row) + "\n")
         self._json.flush()
-        self._tb.add_scalars(row, step=int(row.get("timesteps_total") or
-                                           row.get("training_iteration") or 0))
+        self._tb.add_scalars(
+            row, step=int(row.get("timesteps_total") or row.get("training_iteration") or 0)
+        )
         self._rows.append(row)
         new_keys = [k for k in row if k not in self._header]
         if new_keys or not self._header:

@@ -14,8 +14,17 @@ from offrl.errors import ConfigError
 from offrl.rollout import check_env_id
 from offrl.trainer import validate_stop
 
-FILE_KEYS = ("run", "env", "config", "stop", "name", "local_dir", "checkpoint_freq",
-             "checkpoint_at_end", "seed")
+FILE_KEYS = (
+    "run",
+    "env",
+    "config",
+    "stop",
+    "name",
+    "local_dir",
+    "checkpoint_freq",
+    "checkpoint_at_end",
+    "seed",
+)
 
 
 def parse_json(text: str, what: str) -> Any:
@@ -103,5 +112,11 @@ def resolve(
     config["seed"] = seed
     config_cls = get_config_class(run)
     cfg = from_dict(config_cls, config, algo=run)
-    return RunSpec(run=run, env=str(env), config=cfg, stop=stop, seed=int(seed),
-                   name=str(name or file_data.get("name") or "default"))
+    return RunSpec(
+        run=run,
+        env=str(env),
+        config=cfg,
+        stop=stop,
+        seed=int(seed),
+        name=str(name or file_data.get("name") or "default"),
+    )

@@ -213,7 +213,10 @@ def _evaluate(run: Run) -> dict[str, float]:
     if not cfg.evaluation_interval or it % cfg.evaluation_interval:
         return {}
     returns = evaluate(
-        run.env_id, run.algo, cfg.evaluation_num_episodes, seed=run.seed + 100_003 * it,
+        run.env_id,
+        run.algo,
+        cfg.evaluation_num_episodes,
+        seed=run.seed + 100_003 * it,
         horizon=cfg.horizon,
     )
     stats = episode_stats(returns, [0] * len(returns))
@@ -265,4 +268,3 @@ def train(run: Run) -> Iterator[dict[str, Any]]:
         result.update(_estimates(run))
         result.update({f"info/learner/{k}": v for k, v in stats.items()})
         yield result
-

@@ -58,8 +58,12 @@ class OfflineSource:
 class TrainingSource:
     """The trainer's view: ``next() -> (batch, live)`` over one source or a mix of sources."""
 
-    def __init__(self, sources: Mapping[str, Any], probs: Mapping[str, float] | None,
-                 rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        sources: Mapping[str, Any],
+        probs: Mapping[str, float] | None,
+        rng: np.random.Generator,
+    ) -> None:
         self.sources = dict(sources)
         self.mixed = None
         if probs is not None:
@@ -86,8 +90,9 @@ class TrainingSource:
         return out
 
 
-def _offline_reader(spec: Any, cfg: CommonConfig, seed: int, obs_space: Any, act_space: Any,
-                    where: str) -> OfflineSource:
+def _offline_reader(
+    spec: Any, cfg: CommonConfig, seed: int, obs_space: Any, act_space: Any, where: str
+) -> OfflineSource:
     from offrl.io.input import make_input_reader
 
     reader = make_input_reader(spec, config=cfg, seed=seed, worker_index=0, num_workers=1)
@@ -128,22 +133,44 @@ def check_estimators(names: list[Any]) -> None:
             )
 
 
-def _worker_set(algo_name: str, cfg: CommonConfig, env_id: str, seed: int, logdir: Path,
-                spec: Any, ray_address: str | None) -> Any:
+def _worker_set(
+    algo_name: str,
+    cfg: CommonConfig,
+    env_id: str,
+    seed: int,
+    logdir: Path,
+    spec: Any,
+    ray_address: str | None,
+) -> Any:
     """N rollout worker processes (or Ray actors) for one input source."""
     if cfg.framework == "ray" or ray_address:
         from offrl.ray_backend import RayWorkerSet
 
-        return RayWorkerSet(algo_name, cfg, env_id, seed, logdir, cfg.num_workers,
-                            address=ray_address, input_spec=spec)
+        return RayWorkerSet(
+            algo_name,
+            cfg,
+            env_id,
+            seed,
+            logdir,
+            cfg.num_workers,
+            address=ray_address,
+            input_spec=spec,
+        )
     from offrl.workers import WorkerSet
 
     return WorkerSet(algo_name, cfg, env_id, seed, logdir, cfg.num_workers, input_spec=spec)
 
 
 @contextlib.contextmanager
-def build_run(algo: Algorithm, algo_name: str, cfg: CommonConfig, env_id: str, seed: int,
-              logdir: Path, ray_address: str | None = None) -> Iterator[Run]:
+def build_run(
+    algo: Algorithm,
+    algo_name: str,
+    cfg: CommonConfig,
+    env_id: str,
+    seed: int,
+    logdir: Path,
+    ray_address: str | None = None,
+) -> Iterator[Run]:
     """A ready Run; on exit every sampler and worker is closed and every output file complete.
 
     With ``num_workers`` > 0 the workers sample (and write ``output``) or read their
@@ -171,18 +198,31 @@ def build_run(algo: Algorithm, algo_name: str, cfg: CommonConfig, env_id: str, s
                     checked = OfflineSource(src, obs_space, act_space, f"input {name!r}")
                     sources[name] = _shuffled(checked, cfg, seed)
             elif spec == SAMPLER:
-                sampler = Sampler(env_id, cfg.num_envs_per_worker, algo,
-                                  algo.rollout_fragment_length(), seed, cfg.horizon)
+                sampler = Sampler(
+                    env_id,
+                    cfg.num_envs_per_worker,
+                    algo,
+                    algo.rollout_fragment_length(),
+                    seed,
+                    cfg.horizon,
+                )
                 stack.callback(sampler.close)
                 episode_sources.append(sampler)
                 sources[name] = SamplerSource(sampler)
             else:
-                sources[name] = _offline_reader(spec, cfg, seed, obs_space, act_space,
-                                                f"input {name!r}")
+                sources[name] = _offline_reader(
+                    spec, cfg, seed, obs_space, act_space, f"input {name!r}"
+                )
         simulate = None
         if "simulation" in cfg.input_evaluation and SAMPLER not in specs:
-            sim = Sampler(env_id, cfg.num_envs_per_worker, algo,
-                          algo.rollout_fragment_length(), seed + 1, cfg.horizon)
+            sim = Sampler(
+                env_id,
+                cfg.num_envs_per_worker,
+                algo,
+                algo.rollout_fragment_length(),
+                seed + 1,
+                cfg.horizon,
+            )
             stack.callback(sim.close)
             episode_sources.append(sim)
 
@@ -201,9 +241,14 @@ def build_run(algo: Algorithm, algo_name: str, cfg: CommonConfig, env_id: str, s
             return [ep for s in episode_sources for ep in s.pop_episodes()]
 
         run = Run(
-            algo=algo, config=cfg, env_id=env_id, seed=seed,
+            algo=algo,
+            config=cfg,
+            env_id=env_id,
+            seed=seed,
             source=TrainingSource(sources, probs, np.random.default_rng([seed, 5])),
-            pop_episodes=pop_episodes, output=output, estimators=estimators,
+            pop_episodes=pop_episodes,
+            output=output,
+            estimators=estimators,
             simulate=simulate,
         )
         for ws in worker_sets:
@@ -219,7 +264,11 @@ def _estimators(cfg: CommonConfig, act_space: Any, obs_space: Any, seed: int) ->
     from offrl.algos.base import discrete_n, obs_dim
     from offrl.estimators import make_estimators
 
-    estimators = make_estimators(names, gamma=cfg.gamma,
-                                 action_space_n=discrete_n(act_space, "off-policy estimation"),
-                                 obs_dim=obs_dim(obs_space), seed=seed)
+    estimators = make_estimators(
+        names,
+        gamma=cfg.gamma,
+        action_space_n=discrete_n(act_space, "off-policy estimation"),
+        obs_dim=obs_dim(obs_space),
+        seed=seed,
+    )
     return {est.name: est for est in estimators}

@@ -16,9 +16,7 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding=
 
 @pytest.mark.parametrize("cls", [PGConfig, DQNConfig])
 def test_every_config_key_is_documented(cls: type) -> None:
-    missing = [
-        k for k in field_meta(cls) if f"`{'lambda' if k == 'lambda_' else k}`" not in README
-    ]
+    missing = [k for k in field_meta(cls) if f"`{'lambda' if k == 'lambda_' else k}`" not in README]
     assert missing == []
 
 

@@ -27,14 +27,32 @@ PG_WRITING = {
 
 
 def start_run(tmp: Path, out: Path, seed: int, stop: dict | None = None) -> subprocess.Popen:
-    args = [sys.executable, "-m", "offrl.cli", "train", "--run", "PG", "--env", "CartPole-v1",
-            "--config", json.dumps({**PG_WRITING, "output": str(out)}), "--seed", str(seed),
-            "-q"]
+    args = [
+        sys.executable,
+        "-m",
+        "offrl.cli",
+        "train",
+        "--run",
+        "PG",
+        "--env",
+        "CartPole-v1",
+        "--config",
+        json.dumps({**PG_WRITING, "output": str(out)}),
+        "--seed",
+        str(seed),
+        "-q",
+    ]
     if stop:
         args += ["--stop", json.dumps(stop)]
     env = {**os.environ, "OFFRL_RESULTS_DIR": str(tmp / "results")}
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def read_all(out: Path) -> tuple[int, dict, set[tuple[int, int]]]:
@@ -72,8 +90,10 @@ def test_kill_9_at_random_moments_loses_at_most_the_batch_being_written(tmp_path
         proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGKILL
         # in writing order: by open time, then by the file index (not by name: _10 < _2)
-        files = sorted(out.glob("*.json"), key=lambda f: (f.name.split("_worker")[0],
-                                                         int(f.stem.rsplit("_", 1)[1])))
+        files = sorted(
+            out.glob("*.json"),
+            key=lambda f: (f.name.split("_worker")[0], int(f.stem.rsplit("_", 1)[1])),
+        )
         rows, metrics, keys = read_all(out)
         # zero corrupt rows loaded: every row decoded, no duplicates
         assert rows == len(keys) > 0
@@ -108,14 +128,34 @@ def test_concurrent_runs_share_an_output_directory(tmp_path: Path, runs: int) ->
 
 
 def test_resumed_run_continues_counters(tmp_path: Path) -> None:
-    common = ["--run", "DQN", "--env", "CartPole-v1", "--seed", "3", "-q", "--config",
-              json.dumps({"timesteps_per_iteration": 200, "learning_starts": 100,
-                          "model": {"fcnet_hiddens": [16]}, "hiddens": []})]
+    common = [
+        "--run",
+        "DQN",
+        "--env",
+        "CartPole-v1",
+        "--seed",
+        "3",
+        "-q",
+        "--config",
+        json.dumps(
+            {
+                "timesteps_per_iteration": 200,
+                "learning_starts": 100,
+                "model": {"fcnet_hiddens": [16]},
+                "hiddens": [],
+            }
+        ),
+    ]
     env = {**os.environ, "OFFRL_RESULTS_DIR": str(tmp_path / "results")}
 
     def run(*extra: str) -> dict:
-        proc = subprocess.run([sys.executable, "-m", "offrl.cli", "train", *common, *extra],
-                              capture_output=True, text=True, env=env, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "offrl.cli", "train", *common, *extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
@@ -124,5 +164,9 @@ def test_resumed_run_continues_counters(tmp_path: Path) -> None:
     resumed = run("--stop", '{"training_iteration": 4}', "--restore", str(ckpt))
     assert resumed["training_iteration"] == 4
     # two more iterations of >= 200 rows each, counted on top of the checkpoint's
-    assert first["timesteps_total"] + 400 <= resumed["timesteps_total"] < first["timesteps_total"] + 440
+    assert (
+        first["timesteps_total"] + 400
+        <= resumed["timesteps_total"]
+        < first["timesteps_total"] + 440
+    )
     assert resumed["info/learner/num_updates"] > first["info/learner/num_updates"]

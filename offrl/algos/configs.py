@@ -166,9 +166,9 @@ class DQNConfig(CommonConfig):
         types=(bool,),
     )
 
-
     def validate(self) -> None:
         check_dqn_config(self)
+
 
 def check_dqn_config(config: DQNConfig) -> None:
     """ConfigError for DQN values that types and ranges alone cannot catch."""
