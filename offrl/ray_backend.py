@@ -16,15 +16,15 @@ from typing import Any
 
 from offrl.batch import SampleBatch
 from offrl.config import CommonConfig
-from offrl.errors import ConfigError, OffrlRuntimeError
+from offrl.errors import ConfigError
 from offrl.workers import (
     SAMPLER,
     Fragment,
     RolloutWorker,
     WorkerFailure,
     WorkerSpec,
-    merge_metrics,
 )
+from offrl.workers.core import QueuedWorkers
 
 
 def import_ray() -> Any:
@@ -75,7 +75,7 @@ def _failure(ray: Any, e: BaseException) -> WorkerFailure:
     return WorkerFailure("crash", f"the actor died: {type(e).__name__}: {e}")
 
 
-class RayWorkerSet:
+class RayWorkerSet(QueuedWorkers):
     """N rollout workers as Ray actors; see :class:`offrl.workers.WorkerSet`."""
 
     def __init__(
@@ -163,29 +163,6 @@ class RayWorkerSet:
         """Latest acting weights, put in the object store once for all actors."""
         self._weights_ref = self.ray.put(weights)
         self._version += 1
-
-    def next(self) -> tuple[SampleBatch, bool]:
-        """The next batch from the actors and whether it was sampled live."""
-        if self._closed:
-            raise OffrlRuntimeError("RayWorkerSet.next() called after close()")
-        if not self._queue:
-            self._fill()
-        return self._queue.popleft()
-
-    def pop_episodes(self) -> list[tuple[float, int]]:
-        out, self._episodes = self._episodes, []
-        return out
-
-    def metrics(self) -> dict[str, Any]:
-        out = merge_metrics(list(self._metrics.values()))
-        out["num_worker_restarts"] = self.num_restarts
-        return out
-
-    def __enter__(self) -> RayWorkerSet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- scheduling -----------------------------------------------------------------------
     def _fill(self) -> None:

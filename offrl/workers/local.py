@@ -1,15 +1,7 @@
 """WorkerSet: N local worker processes behind one next()/metrics()/close() surface.
 
-Each worker process builds, from a picklable :class:`WorkerSpec`, its own acting
-algorithm, :class:`~offrl.rollout.Sampler` and output writer (files ``worker-<i>``),
-or its own shard reader for offline input. The learner talks to it over a Pipe::
-
-    learner -> worker   ("sample", weights or None) | ("close", None)
-    worker  -> learner  ("ready", None) | ("ok", Fragment) | ("error", WorkerFailure)
-
-Messages are pickled with protocol 5 between our own processes only, never from a file.
-:class:`RolloutWorker` is the backend-neutral core; ``offrl/ray_backend.py`` runs it as
-Ray actors behind the same ``next()/metrics()/pop_episodes()/close()`` surface.
+The worker side and the message protocol are in ``offrl/workers/core.py``; this is
+the learner's side: starting, feeding, watching and stopping the processes.
 """
 
 from __future__ import annotations
@@ -24,18 +16,18 @@ from typing import Any
 
 from offrl.batch import SampleBatch
 from offrl.config import CommonConfig
-from offrl.errors import ConfigError, OffrlRuntimeError
+from offrl.errors import ConfigError
 from offrl.workers.core import (
     _POLL_S,
     SAMPLER,
     Fragment,
+    QueuedWorkers,
     WorkerFailure,
     WorkerSpec,
     _recv,
     _send,
     acting_weights,
     describe_exit,
-    merge_metrics,
     worker_context,
     worker_main,
 )
@@ -52,7 +44,7 @@ class _Handle:
     version: int = -1  # weights version this worker has
 
 
-class WorkerSet:
+class WorkerSet(QueuedWorkers):
     """N rollout worker processes; ``next() -> (batch, live)`` like the trainer's source.
 
     * Live sampling, synchronous (PG): each ``next()`` broadcasts the latest weights,
@@ -141,31 +133,6 @@ class WorkerSet:
         """Latest acting weights; each worker gets them with its next request."""
         self._weights = weights
         self._version += 1
-
-    def next(self) -> tuple[SampleBatch, bool]:
-        """The next batch from the workers and whether it was sampled live."""
-        if self._closed:
-            raise OffrlRuntimeError("WorkerSet.next() called after close()")
-        if not self._queue:
-            self._fill()
-        return self._queue.popleft()
-
-    def pop_episodes(self) -> list[tuple[float, int]]:
-        """(return, length) of every episode the workers finished since the last call."""
-        out, self._episodes = self._episodes, []
-        return out
-
-    def metrics(self) -> dict[str, Any]:
-        """Merged reader metrics of all workers, plus how many workers were restarted."""
-        out = merge_metrics(list(self._metrics.values()))
-        out["num_worker_restarts"] = self.num_restarts
-        return out
-
-    def __enter__(self) -> WorkerSet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- scheduling ---------------------------------------------------------------------
     def _fill(self) -> None:
