@@ -12,13 +12,14 @@ import json
 import os
 import pickle
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import lz4.frame
 import pytest
+
+from tests.clitools import run_offrl
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "rllib" / "cartpole-small.json"
 if not FIXTURE.exists():  # CI lays shared/ beside the clone; a developer checkout has /work/shared
@@ -309,15 +310,7 @@ CASES = [
 
 
 def run_cli(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OFFRL_RESULTS_DIR": str(tmp / "results")}
-    return subprocess.run(
-        [sys.executable, "-m", "offrl.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_offrl(args, tmp / "results")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

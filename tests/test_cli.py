@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +12,7 @@ from click.testing import CliRunner
 
 from offrl import __version__
 from offrl.cli import main
+from tests.clitools import run_offrl, start_offrl
 
 FAST_PG = {"train_batch_size": 200, "num_envs_per_worker": 2, "model": {"fcnet_hiddens": [16]}}
 
@@ -232,77 +230,34 @@ def test_restore_checkpoint_of_other_algorithm(tmp_path: Path) -> None:
     assert code == 2 and "from PG" in err
 
 
-def _subprocess_env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "OFFRL_RESULTS_DIR": str(tmp_path)}
-
-
 def test_subprocess_exit_codes_and_streams(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "offrl.cli",
-            "train",
-            "--run",
-            "PG",
-            "--env",
-            "CartPole-v1",
-            "--config",
-            json.dumps(FAST_PG),
-            "--stop",
-            '{"training_iteration": 1}',
-        ],
-        capture_output=True,
-        text=True,
-        env=_subprocess_env(tmp_path),
+    train = ["train", "--run", "PG", "--env", "CartPole-v1"]
+    proc = run_offrl(
+        [*train, "--config", json.dumps(FAST_PG), "--stop", '{"training_iteration": 1}'],
+        tmp_path,
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["training_iteration"] == 1  # stdout: exactly one JSON object
     assert "iter=1" in proc.stderr  # piped stderr: plain progress lines
     assert str(tmp_path) in proc.stderr  # default local dir honours OFFRL_RESULTS_DIR
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "offrl.cli",
-            "train",
-            "--run",
-            "PG",
-            "--env",
-            "CartPole-v1",
-            "--config",
-            '{"gamma": 2}',
-        ],
-        capture_output=True,
-        text=True,
-        env=_subprocess_env(tmp_path),
-        timeout=120,
-    )
+    bad = run_offrl([*train, "--config", '{"gamma": 2}'], tmp_path, timeout=120)
     assert bad.returncode == 2 and "gamma" in bad.stderr and "Traceback" not in bad.stderr
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_cleanly_with_checkpoint(tmp_path: Path, sig: int, code: int) -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "offrl.cli",
-            "train",
-            "--run",
-            "PG",
-            "--env",
-            "CartPole-v1",
-            "--config",
-            json.dumps({**FAST_PG, "output": "logdir"}),
-            "--checkpoint-at-end",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_subprocess_env(tmp_path),
-    )
+    args = [
+        "train",
+        "--run",
+        "PG",
+        "--env",
+        "CartPole-v1",
+        "--config",
+        json.dumps({**FAST_PG, "output": "logdir"}),
+        "--checkpoint-at-end",
+    ]
+    proc = start_offrl(args, tmp_path)
     deadline = time.time() + 60
     while time.time() < deadline and not list(tmp_path.glob("default/*/result.json")):
         time.sleep(0.2)

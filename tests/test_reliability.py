@@ -6,10 +6,8 @@ docs/reliability.md states the promises these tests check.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import numpy as np
 import pytest
 
 from offrl.io.json_reader import JsonReader
+from tests.clitools import run_offrl, start_offrl
 
 PG_WRITING = {
     "train_batch_size": 256,
@@ -27,32 +26,20 @@ PG_WRITING = {
 
 
 def start_run(tmp: Path, out: Path, seed: int, stop: dict | None = None) -> subprocess.Popen:
+    config = json.dumps({**PG_WRITING, "output": str(out)})
     args = [
-        sys.executable,
-        "-m",
-        "offrl.cli",
         "train",
         "--run",
         "PG",
         "--env",
         "CartPole-v1",
         "--config",
-        json.dumps({**PG_WRITING, "output": str(out)}),
+        config,
         "--seed",
         str(seed),
         "-q",
     ]
-    if stop:
-        args += ["--stop", json.dumps(stop)]
-    env = {**os.environ, "OFFRL_RESULTS_DIR": str(tmp / "results")}
-    return subprocess.Popen(
-        args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
+    return start_offrl(args + (["--stop", json.dumps(stop)] if stop else []), tmp / "results")
 
 
 def read_all(out: Path) -> tuple[int, dict, set[tuple[int, int]]]:
@@ -146,16 +133,9 @@ def test_resumed_run_continues_counters(tmp_path: Path) -> None:
             }
         ),
     ]
-    env = {**os.environ, "OFFRL_RESULTS_DIR": str(tmp_path / "results")}
 
     def run(*extra: str) -> dict:
-        proc = subprocess.run(
-            [sys.executable, "-m", "offrl.cli", "train", *common, *extra],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
+        proc = run_offrl(["train", *common, *extra], tmp_path / "results")
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
