@@ -20,10 +20,9 @@ import lz4.frame
 import pytest
 
 from tests.clitools import run_offrl
+from tests.shared_data import RLLIB_FIXTURE
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "rllib" / "cartpole-small.json"
-if not FIXTURE.exists():  # CI lays shared/ beside the clone; a developer checkout has /work/shared
-    FIXTURE = Path("/work/shared/data/rllib/cartpole-small.json")
+FIXTURE = RLLIB_FIXTURE
 
 PWNED = Path("/tmp/offrl-bad-input-pwned")
 

@@ -19,11 +19,12 @@ from offrl.datatools.convert import ConvertOptions, convert
 from offrl.errors import ConfigError, OffrlRuntimeError
 from offrl.io.codecs import NPY_MAGIC
 from offrl.io.json_writer import JsonWriter
+from tests.shared_data import RLLIB_FIXTURE
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-FIXTURE = Path("/work/shared/data/rllib/cartpole-small.json")
+FIXTURE = RLLIB_FIXTURE
 
 
 def lines_of(path: Path) -> list[dict[str, Any]]:

@@ -14,10 +14,9 @@ from offrl.commands.data import data
 from offrl.datatools.inspect import column_codec, inspect_paths, stats
 from offrl.io.codecs import encode_column
 from offrl.io.json_writer import JsonWriter
+from tests.shared_data import RLLIB_FIXTURE
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "rllib" / "cartpole-small.json"
-if not FIXTURE.exists():  # the tree may be checked out elsewhere than /work/main
-    FIXTURE = Path("/work/shared/data/rllib/cartpole-small.json")
+FIXTURE = RLLIB_FIXTURE
 
 
 def fixture_records() -> list[dict]:

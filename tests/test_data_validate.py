@@ -17,8 +17,9 @@ from offrl.commands.data import data
 from offrl.datatools.validate import Problem, validate_paths
 from offrl.io.json_writer import JsonWriter
 from offrl.rollout import env_spaces
+from tests.shared_data import RLLIB_FIXTURE
 
-FIXTURE = Path("/work/shared/data/rllib/cartpole-small.json")
+FIXTURE = RLLIB_FIXTURE
 
 
 def records() -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from offrl.algos.dqn import (
 from offrl.batch import SampleBatch
 from offrl.config import from_dict
 from offrl.errors import ConfigError
+from tests.shared_data import RLLIB_FIXTURE
 
 ROOT = Path(__file__).resolve().parent.parent
 OBS_SPACE = gym.spaces.Box(-10.0, 10.0, (4,), dtype=np.float32)
@@ -279,8 +280,9 @@ def test_dqn_learns_cartpole_quickly() -> None:
 def test_offline_batches_from_the_rllib_fixture_fill_replay_with_true_terminals() -> None:
     from offrl.io.json_reader import JsonReader
 
-    fixture = ROOT.parent / "shared" / "data" / "rllib" / "cartpole-small.json"
-    reader = JsonReader(str(fixture), seed=0)
+    if not RLLIB_FIXTURE.exists():
+        pytest.skip(f"RLlib fixture not found at {RLLIB_FIXTURE}")
+    reader = JsonReader(str(RLLIB_FIXTURE), seed=0)
     algo = DQN(small_config(n_step=3, learning_starts=200), OBS_SPACE, ACT_SPACE)
     batches = [reader.next() for _ in range(3)]
     assert sum(b.count for b in batches) == 102

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import pickle
-from pathlib import Path
 from typing import Any
 
 import lz4.frame
@@ -16,8 +15,9 @@ from offrl.batch import MultiAgentBatch, SampleBatch
 from offrl.io import codecs
 from offrl.io.codecs import decode_column
 from offrl.io.encode import compress_column, encode_record
+from tests.shared_data import RLLIB_FIXTURE
 
-FIXTURE = Path("/work/shared/data/rllib/cartpole-small.json")
+FIXTURE = RLLIB_FIXTURE
 BIG_ID = 2**62 + 1  # not representable as a double: only exact int handling keeps it
 
 

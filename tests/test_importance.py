@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +17,9 @@ from offrl.estimators.importance import (
     cumulative_ratios,
 )
 from offrl.estimators.stats import Z95
+from tests.shared_data import RLLIB_FIXTURE
 
-FIXTURE = Path("/work/shared/data/rllib/cartpole-small.json")
+FIXTURE = RLLIB_FIXTURE
 GAMMA = 0.5
 
 # Target policy: a table indexed by the (integer) state stored in obs[:, 0].

@@ -16,10 +16,9 @@ from offrl.algos.pg import PG, PGConfig, pg_loss
 from offrl.batch import SampleBatch
 from offrl.config import from_dict
 from offrl.errors import ConfigError
+from tests.shared_data import RLLIB_FIXTURE
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "rllib" / "cartpole-small.json"
-if not FIXTURE.exists():
-    FIXTURE = Path("/work/shared/data/rllib/cartpole-small.json")
+FIXTURE = RLLIB_FIXTURE
 
 OBS_SPACE = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 ACT_SPACE = gym.spaces.Discrete(2)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from offrl.io.json_reader import JsonReader
+from tests.shared_data import RLLIB_FIXTURE
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "rllib" / "cartpole-small.json"
-if not FIXTURE.exists():  # CI lays shared/ beside the clone
-    FIXTURE = Path("/work/shared/data/rllib/cartpole-small.json")
+FIXTURE = RLLIB_FIXTURE
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,10 @@ import pytest
 
 from offrl.io.decode import decode_record
 from offrl.io.encode import encode_record
+from tests.shared_data import RLLIB_FIXTURE
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = Path("/work/shared/data/rllib/cartpole-small.json")
+FIXTURE = RLLIB_FIXTURE
 
 
 @pytest.fixture(scope="module")
