@@ -43,3 +43,15 @@ def test_every_train_flag_is_documented() -> None:
 def test_quick_start_installs_cpu_torch_first() -> None:
     setup = next(line for line in README.splitlines() if line.startswith("python3 -m venv"))
     assert setup.index("pip install torch==2.13.0") < setup.index("pip install -e")
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.replace("\\\n", " ").split())
+
+
+def test_ci_runs_the_readme_quick_start() -> None:
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text(encoding="utf-8")
+    blocks = README.split("## Quick start", 1)[1].split("```bash\n")[1:3]
+    setup, tests = (b.split("```", 1)[0].strip() for b in blocks)
+    assert _squash(setup) in _squash(ci)
+    assert _squash(tests) in _squash(ci)
