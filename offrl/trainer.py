@@ -92,6 +92,8 @@ class Estimator(Protocol):
 
     def estimate(self) -> dict[str, float]: ...
 
+    def reset(self) -> None: ...
+
 
 @dataclass
 class Counters:

@@ -181,8 +181,8 @@ class DQN:
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False)
         # Parameter lists cached once: .parameters() walks the module tree on every call.
-        self._params = list(self.online.parameters())
-        self._target_params = list(self.target.parameters())
+        self._params: list[torch.Tensor] = list(self.online.parameters())
+        self._target_params: list[torch.Tensor] = list(self.target.parameters())
         # fused: one kernel for all parameters (about 3x cheaper than foreach at this size).
         self.optimizer = torch.optim.Adam(
             self._params, lr=lr_at(config, 0), eps=config.adam_epsilon, fused=True

@@ -1,0 +1,56 @@
+"""`offrl evaluate-offline`: estimates of a checkpoint's value from recorded episodes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from examples.saving_experiences import main as save_experiences
+from offrl.cli import main
+
+
+def test_evaluate_offline_prints_estimates(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert save_experiences(["--out", str(data), "--episodes", "30", "--seed", "0"]) == 0
+    runner = CliRunner()
+    res = runner.invoke(
+        main,
+        [
+            "train",
+            "--run",
+            "PG",
+            "--env",
+            "CartPole-v1",
+            "--local-dir",
+            str(tmp_path),
+            "-q",
+            "--config",
+            '{"train_batch_size": 200, "model": {"fcnet_hiddens": [16]}}',
+            "--stop",
+            '{"training_iteration": 1}',
+            "--checkpoint-at-end",
+        ],
+    )
+    assert res.exit_code == 0, res.stderr
+    ckpt = Path(json.loads(res.stdout)["logdir"]) / "checkpoint_000001"
+    res = runner.invoke(
+        main, ["evaluate-offline", str(ckpt), "--input", str(data), "--estimators", "is,wis,dm"]
+    )
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)["off_policy_estimation"]
+    assert set(out) == {"is", "wis", "dm"}
+    for est in out.values():
+        assert est["num_episodes"] == 30
+        # a uniform-random behaviour policy on CartPole: ~22 steps, gamma 0.99
+        assert 10 < est["v_behavior"] < 40
+        assert est["v_target"] > 0
+    assert "v_target" in res.stderr  # the table on stderr
+
+
+def test_evaluate_offline_rejects_unknown_estimator(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        main, ["evaluate-offline", str(tmp_path), "--input", "x", "--estimators", "is,magic"]
+    )
+    assert res.exit_code == 2 and "magic" in res.stderr
