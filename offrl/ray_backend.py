@@ -23,8 +23,9 @@ from offrl.workers import (
     RolloutWorker,
     WorkerFailure,
     WorkerSpec,
+    worker_specs,
 )
-from offrl.workers.core import QueuedWorkers
+from offrl.workers.queue import QueuedWorkers
 
 
 def import_ray() -> Any:
@@ -126,21 +127,9 @@ class RayWorkerSet(QueuedWorkers):
             from offrl.rollout import env_spaces
 
             spaces = env_spaces(env_id)
-        self._specs = [
-            WorkerSpec(
-                algo_name,
-                config.to_dict(),
-                env_id,
-                seed,
-                str(logdir),
-                i,
-                num_workers,
-                spec_in,
-                spaces,
-                self.synchronous,
-            )
-            for i in range(1, num_workers + 1)
-        ]
+        self._specs = worker_specs(
+            algo_name, config, env_id, seed, logdir, num_workers, spec_in, spaces, self.synchronous
+        )
         self._actors: list[Any] = []
         try:
             self._actors = [self._remote.remote(spec) for spec in self._specs]

@@ -20,6 +20,7 @@ from offrl.workers.core import (
     worker_context,
     worker_main,
     worker_seed,
+    worker_specs,
 )
 from offrl.workers.local import WorkerSet, WorkerSource
 
@@ -40,4 +41,5 @@ __all__ = [
     "worker_context",
     "worker_main",
     "worker_seed",
+    "worker_specs",
 ]

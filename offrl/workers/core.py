@@ -351,46 +351,30 @@ def worker_context() -> Any:
 # -- the learner's side ------------------------------------------------------------------------
 
 
-class QueuedWorkers:
-    """What the local and Ray worker sets share: finished batches, episodes and metrics.
-
-    Subclasses fill ``_queue`` in ``_fill()`` and keep ``_episodes``, ``_metrics``
-    (per worker) and ``num_restarts`` up to date.
-    """
-
-    _closed: bool
-    _queue: Any  # deque[tuple[SampleBatch, bool]]
-    _episodes: list[tuple[float, int]]
-    _metrics: dict[int, dict[str, Any]]
-    num_restarts: int
-
-    def _fill(self) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def next(self) -> tuple[SampleBatch, bool]:
-        """The next batch from the workers and whether it was sampled live."""
-        if self._closed:
-            raise OffrlRuntimeError(f"{type(self).__name__}.next() called after close()")
-        if not self._queue:
-            self._fill()
-        return self._queue.popleft()
-
-    def pop_episodes(self) -> list[tuple[float, int]]:
-        """(return, length) of every episode the workers finished since the last call."""
-        out, self._episodes = self._episodes, []
-        return out
-
-    def metrics(self) -> dict[str, Any]:
-        """Merged reader metrics of all workers, plus how many workers were restarted."""
-        out = merge_metrics(list(self._metrics.values()))
-        out["num_worker_restarts"] = self.num_restarts
-        return out
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def worker_specs(
+    algo_name: str,
+    config: CommonConfig,
+    env_id: str,
+    seed: int,
+    logdir: str | Path,
+    num_workers: int,
+    input_spec: Any,
+    spaces: Any,
+    synchronous: bool,
+) -> list[WorkerSpec]:
+    """The specs of workers 1..N (worker 0 is the learner)."""
+    return [
+        WorkerSpec(
+            algo_name,
+            config.to_dict(),
+            env_id,
+            seed,
+            str(logdir),
+            i,
+            num_workers,
+            input_spec,
+            spaces,
+            synchronous,
+        )
+        for i in range(1, num_workers + 1)
+    ]

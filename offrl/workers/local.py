@@ -21,7 +21,6 @@ from offrl.workers.core import (
     _POLL_S,
     SAMPLER,
     Fragment,
-    QueuedWorkers,
     WorkerFailure,
     WorkerSpec,
     _recv,
@@ -30,7 +29,9 @@ from offrl.workers.core import (
     describe_exit,
     worker_context,
     worker_main,
+    worker_specs,
 )
+from offrl.workers.queue import QueuedWorkers
 
 
 @dataclass
@@ -101,19 +102,17 @@ class WorkerSet(QueuedWorkers):
             self._check_shards(spec_in, config, num_workers)
         self._handles: list[_Handle] = []
         try:
-            for i in range(1, num_workers + 1):
-                spec = WorkerSpec(
-                    algo_name,
-                    config.to_dict(),
-                    env_id,
-                    seed,
-                    str(logdir),
-                    i,
-                    num_workers,
-                    spec_in,
-                    spaces,
-                    self.synchronous,
-                )
+            for spec in worker_specs(
+                algo_name,
+                config,
+                env_id,
+                seed,
+                logdir,
+                num_workers,
+                spec_in,
+                spaces,
+                self.synchronous,
+            ):
                 self._handles.append(self._spawn(spec))
             self._await_ready(self._handles, start_timeout)
         except BaseException:
