@@ -10,7 +10,6 @@ trainer's business: passing them here is a programming error (ValueError).
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 from typing import Any, Protocol, runtime_checkable
@@ -18,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 from offrl.batch import SampleBatch
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError
+from offrl.imports import construct, load_class
 from offrl.io.json_reader import JsonReader
 from offrl.io.sources import is_uri
 
@@ -40,24 +40,10 @@ def is_class_spec(spec: str) -> bool:
 
 def load_class_reader(spec: str, input_config: dict[str, Any]) -> InputReader:
     """Import ``module:Class`` and build ``Class(**input_config)``; ConfigError if impossible."""
-    module_name, _, class_name = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(
-            f"input {spec!r}: cannot import module {module_name!r} ({e}); "
-            "is it on PYTHONPATH / installed?"
-        ) from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise ConfigError(f"input {spec!r}: module {module_name!r} has no {class_name!r}")
-    try:
-        reader = cls(**input_config)
-    except TypeError as e:
-        raise ConfigError(
-            f"input {spec!r}: cannot construct {class_name}(**input_config) with "
-            f"input_config={input_config!r}: {e}"
-        ) from None
+    what = f"input {spec!r}"
+    cls = load_class(spec, what)
+    reader = construct(cls, input_config, what, "input_config")
+    class_name = spec.partition(":")[2]
     if not callable(getattr(reader, "next", None)):
         raise ConfigError(
             f"input {spec!r}: {class_name} has no next() method; an InputReader must "

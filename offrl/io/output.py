@@ -7,7 +7,6 @@ the user's own writer, constructed as ``Class(**output_config)``.
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -15,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 from offrl.batch import MultiAgentBatch, SampleBatch
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError
+from offrl.imports import construct, load_class
 from offrl.io.json_writer import JsonWriter, has_scheme
 
 # "pkg.module:Class" -- dotted identifiers, one colon, no path separators.
@@ -38,34 +38,17 @@ def is_class_ref(output: str) -> bool:
 
 def load_writer_class(ref: str) -> type:
     """Import ``"module:Class"``; ConfigError when it does not import or has no ``write``."""
-    module_name, _, class_name = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(
-            f"output {ref!r}: cannot import module {module_name!r} ({e}); "
-            "check the name and that it is on PYTHONPATH"
-        ) from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise ConfigError(f"output {ref!r}: module {module_name!r} has no {class_name!r}")
+    cls = load_class(ref, f"output {ref!r}")
     if not callable(getattr(cls, "write", None)):
         raise ConfigError(
-            f"output {ref!r}: {class_name} has no write(batch) method; an OutputWriter "
-            "must define write(self, batch)"
+            f"output {ref!r}: {ref.partition(':')[2]} has no write(batch) method; an "
+            "OutputWriter must define write(self, batch)"
         )
-    return cls
+    return cls  # type: ignore[no-any-return]
 
 
 def _custom_writer(ref: str, output_config: dict[str, Any]) -> OutputWriter:
-    cls = load_writer_class(ref)
-    try:
-        writer = cls(**output_config)
-    except TypeError as e:
-        raise ConfigError(
-            f"output {ref!r}: cannot construct {cls.__name__}(**output_config) with "
-            f"output_config={output_config!r}: {e}"
-        ) from None
+    writer = construct(load_writer_class(ref), output_config, f"output {ref!r}", "output_config")
     return writer  # type: ignore[no-any-return]
 
 
