@@ -101,6 +101,32 @@ def env_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
         env.close()
 
 
+# Vector envs whose whole state is these arrays plus their np_random (CartPole's) can be
+# checkpointed mid-episode; for any other env a resumed run starts fresh episodes.
+_VECTOR_ENV_ARRAYS = ("state", "steps", "prev_done")
+
+
+def _vector_env_state(env: Any) -> dict[str, Any] | None:
+    if not all(isinstance(getattr(env, a, None), np.ndarray) for a in _VECTOR_ENV_ARRAYS):
+        return None
+    state: dict[str, Any] = {a: _tensor(getattr(env, a)) for a in _VECTOR_ENV_ARRAYS}
+    state["np_random"] = env.np_random.bit_generator.state
+    return state
+
+
+def _set_vector_env_state(env: Any, state: dict[str, Any]) -> None:
+    for a in _VECTOR_ENV_ARRAYS:
+        setattr(env, a, state[a].numpy().copy())
+    env.np_random.bit_generator.state = state["np_random"]
+
+
+def _tensor(arr: np.ndarray) -> Any:
+    """A torch copy of ``arr``: checkpoints load with weights_only=True, which takes tensors."""
+    import torch
+
+    return torch.from_numpy(np.array(arr, copy=True))
+
+
 def _flat_obs(obs: Any, num_envs: int) -> np.ndarray:
     arr = np.asarray(obs)
     return arr.reshape(num_envs, -1).astype(np.float32, copy=False)
@@ -149,6 +175,28 @@ class Sampler:
     def _new_ids(self, n: int) -> np.ndarray:
         # Random 63-bit ids, as RLlib's are random: unique across workers and restarts.
         return self.rng.integers(0, 2**63 - 1, size=n, dtype=np.int64)
+
+    def get_state(self) -> dict[str, Any] | None:
+        """Everything needed to continue sampling exactly, or None when the env cannot
+        be saved (only vector envs exposing their arrays, like CartPole's, can)."""
+        env_state = _vector_env_state(self.env)
+        if env_state is None:
+            return None
+        arrays = ("obs", "autoreset", "eps_id", "t", "prev_action", "prev_reward", "ep_return")
+        return {
+            "env": env_state,
+            **{name: _tensor(getattr(self, name)) for name in arrays},
+            "unroll_id": self.unroll_id,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`get_state` (same env id and number of envs)."""
+        _set_vector_env_state(self.env, state["env"])
+        for name in ("obs", "autoreset", "eps_id", "t", "prev_action", "prev_reward", "ep_return"):
+            setattr(self, name, state[name].numpy().copy())
+        self.unroll_id = int(state["unroll_id"])
+        self.rng.bit_generator.state = state["rng"]
 
     def pop_episodes(self) -> list[tuple[float, int]]:
         """(return, length) of every episode finished since the last call."""

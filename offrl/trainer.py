@@ -147,6 +147,20 @@ class Run:
     simulate: Any = None  # () -> None: steps the "simulation" sampler one fragment
     counters: Counters = field(default_factory=Counters)
     warnings: list[str] = field(default_factory=list)  # for the user; the caller shows them
+    samplers: list[Any] = field(default_factory=list)  # local samplers, for checkpoints
+
+    def sampler_states(self) -> list[Any] | None:
+        """States of every local sampler, or None when one of them cannot be saved."""
+        states = [s.get_state() for s in self.samplers]
+        return None if any(st is None for st in states) else states
+
+    def restore_samplers(self, states: list[Any] | None) -> bool:
+        """Continue the samplers from a checkpoint; False when that is not possible."""
+        if not states or len(states) != len(self.samplers):
+            return False
+        for sampler, state in zip(self.samplers, states, strict=True):
+            sampler.set_state(state)
+        return True
 
 
 def episode_stats(returns: Any, lengths: Any) -> dict[str, float]:

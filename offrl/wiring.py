@@ -240,6 +240,7 @@ def build_run(
         def pop_episodes() -> list[tuple[float, int]]:
             return [ep for s in episode_sources for ep in s.pop_episodes()]
 
+        local_samplers = [s for s in episode_sources if isinstance(s, Sampler)]
         run = Run(
             algo=algo,
             config=cfg,
@@ -250,6 +251,7 @@ def build_run(
             output=output,
             estimators=estimators,
             simulate=simulate,
+            samplers=local_samplers,
         )
         for ws in worker_sets:
             run.warnings.extend(ws.warnings)

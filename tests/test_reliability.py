@@ -114,39 +114,45 @@ def test_concurrent_runs_share_an_output_directory(tmp_path: Path, runs: int) ->
     assert metrics["num_corrupt_lines_skipped"] == 0
 
 
-def test_resumed_run_continues_counters(tmp_path: Path) -> None:
+RESUME_CONFIGS = {
+    "PG": {"num_envs_per_worker": 4, "train_batch_size": 256, "model": {"fcnet_hiddens": [16]}},
+    "DQN": {
+        "num_envs_per_worker": 2,
+        "timesteps_per_iteration": 200,
+        "learning_starts": 100,
+        "store_buffer_in_checkpoints": True,
+        "model": {"fcnet_hiddens": [16]},
+        "hiddens": [],
+    },
+}
+
+
+@pytest.mark.parametrize("algo", ["PG", "DQN"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, algo: str) -> None:
     common = [
+        "train",
         "--run",
-        "DQN",
+        algo,
         "--env",
         "CartPole-v1",
         "--seed",
-        "3",
+        "5",
         "-q",
         "--config",
-        json.dumps(
-            {
-                "timesteps_per_iteration": 200,
-                "learning_starts": 100,
-                "model": {"fcnet_hiddens": [16]},
-                "hiddens": [],
-            }
-        ),
+        json.dumps(RESUME_CONFIGS[algo]),
     ]
 
-    def run(*extra: str) -> dict:
-        proc = run_offrl(["train", *common, *extra], tmp_path / "results")
+    def run(results: str, *extra: str) -> dict:
+        proc = run_offrl([*common, *extra], tmp_path / results)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
-    first = run("--stop", '{"training_iteration": 2}', "--checkpoint-at-end")
-    ckpt = Path(first["logdir"]) / "checkpoint_000002"
-    resumed = run("--stop", '{"training_iteration": 4}', "--restore", str(ckpt))
-    assert resumed["training_iteration"] == 4
-    # two more iterations of >= 200 rows each, counted on top of the checkpoint's
-    assert (
-        first["timesteps_total"] + 400
-        <= resumed["timesteps_total"]
-        < first["timesteps_total"] + 440
-    )
-    assert resumed["info/learner/num_updates"] > first["info/learner/num_updates"]
+    full = run("full", "--stop", '{"training_iteration": 4}')
+    half = run("half", "--stop", '{"training_iteration": 2}', "--checkpoint-at-end")
+    ckpt = Path(half["logdir"]) / "checkpoint_000002"
+    resumed = run("resumed", "--stop", '{"training_iteration": 4}', "--restore", str(ckpt))
+    assert resumed["training_iteration"] == 4  # counters continue from the checkpoint
+    compared = [k for k in full if k.startswith(("episode", "info/learner/", "timesteps_total"))]
+    assert len(compared) > 8
+    # bit-identical on CPU: env mid-episode state, replay buffer and RNG streams all resume
+    assert {k: resumed[k] for k in compared} == {k: full[k] for k in compared}

@@ -23,7 +23,7 @@ from offrl.results import (
 )
 from offrl.rollout import env_spaces
 from offrl.runspec import RunSpec, load_run_file, resolve
-from offrl.trainer import Counters, should_stop, train
+from offrl.trainer import Counters, Run, should_stop, train
 
 
 def print_config_help(run: str | None) -> None:
@@ -39,17 +39,24 @@ def print_config_help(run: str | None) -> None:
             click.echo(f"  {key} = {json.dumps(defaults[key])}\n      {meta['help']}")
 
 
-def _checkpoint_state(spec: RunSpec, algo: Any, counters: Counters) -> dict[str, Any]:
+def _checkpoint_state(spec: RunSpec, run: Run) -> dict[str, Any]:
+    import torch
+
     return {
         "run": spec.run,
         "env": spec.env,
         "config": spec.config.to_dict(),
-        "algo": algo.get_state(),
-        "counters": counters.state(),
+        "algo": run.algo.get_state(),
+        "counters": run.counters.state(),
+        # episodes in progress, so a resumed run continues exactly (None: env not savable)
+        "samplers": run.sampler_states(),
+        "torch_rng": torch.get_rng_state(),
     }
 
 
-def _restore(path: str, spec: RunSpec, algo: Any) -> Counters:
+def _restore(path: str, spec: RunSpec, algo: Any) -> tuple[Counters, dict[str, Any]]:
+    import torch
+
     state = load_checkpoint(path)
     if state.get("run") != spec.run:
         raise ConfigError(
@@ -57,7 +64,9 @@ def _restore(path: str, spec: RunSpec, algo: Any) -> Counters:
             f"use --run {state.get('run')}"
         )
     algo.set_state(state["algo"])
-    return Counters.from_state(state["counters"])
+    if "torch_rng" in state:
+        torch.set_rng_state(state["torch_rng"])
+    return Counters.from_state(state["counters"]), state
 
 
 def run_train(
@@ -104,7 +113,7 @@ def run_train(
     config_cls, algo_cls = get_algorithm(spec.run)
     obs_space, act_space = env_spaces(spec.env)
     algo = algo_cls(spec.config, obs_space, act_space)
-    counters = _restore(restore, spec, algo) if restore else Counters()
+    counters, restored = _restore(restore, spec, algo) if restore else (Counters(), None)
 
     console = make_console()
     logdir = make_run_dir(local, spec.name, spec.run, spec.env)
@@ -131,6 +140,16 @@ def run_train(
             graceful_signals(flag, lambda m: progress.message(m, style="yellow")),
         ):
             the_run.counters = counters
+            if (
+                restored is not None
+                and the_run.samplers
+                and not the_run.restore_samplers(restored.get("samplers"))
+            ):
+                progress.message(
+                    "offrl: the checkpoint holds no env state for this setup: "
+                    "episodes in progress start anew",
+                    style="yellow",
+                )
             for result in train(the_run):
                 for warning in the_run.warnings:
                     progress.message(f"offrl: warning: {warning}", style="yellow")
@@ -139,14 +158,14 @@ def run_train(
                 progress.update(result)
                 it = result["training_iteration"]
                 if checkpoint_freq and it % checkpoint_freq == 0:
-                    save_checkpoint(logdir, it, _checkpoint_state(spec, algo, counters))
+                    save_checkpoint(logdir, it, _checkpoint_state(spec, the_run))
                 if should_stop(result, spec.stop) or flag.signum is not None:
                     break
-        if checkpoint_at_end and result:
-            path = save_checkpoint(
-                logdir, result["training_iteration"], _checkpoint_state(spec, algo, counters)
-            )
-            progress.message(f"offrl: checkpoint written to {path}")
+            if checkpoint_at_end and result:
+                path = save_checkpoint(
+                    logdir, result["training_iteration"], _checkpoint_state(spec, the_run)
+                )
+                progress.message(f"offrl: checkpoint written to {path}")
     final = clean_result(result)
     final["logdir"] = str(logdir)
     click.echo(json.dumps(final))
