@@ -42,15 +42,16 @@ def start_run(tmp: Path, out: Path, seed: int, stop: dict | None = None) -> subp
     return start_offrl(args + (["--stop", json.dumps(stop)] if stop else []), tmp / "results")
 
 
-def read_all(out: Path) -> tuple[int, dict, set[tuple[int, int]]]:
-    """(rows, reader metrics, unique (eps_id, t) pairs) of one pass over every file in out."""
+def read_all(out: Path) -> tuple[int, dict, set[tuple[int, int]], set[int]]:
+    """(rows, reader metrics, unique (eps_id, t) pairs, fragment ids) of every file in out."""
     reader = JsonReader(str(out), shuffle_files=False)
-    rows, keys = 0, set()
+    rows, keys, fragments = 0, set(), set()
     for batch in reader.iter_epoch():
         rows += batch.count
         assert np.isfinite(batch["obs"]).all() and np.isfinite(batch["rewards"]).all()
         keys.update(zip(batch["eps_id"].tolist(), batch["t"].tolist(), strict=True))
-    return rows, reader.metrics(), keys
+        fragments.update(batch["unroll_id"].tolist())
+    return rows, reader.metrics(), keys, fragments
 
 
 def wait_for_output(out: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -81,9 +82,12 @@ def test_kill_9_at_random_moments_loses_at_most_the_batch_being_written(tmp_path
             out.glob("*.json"),
             key=lambda f: (f.name.split("_worker")[0], int(f.stem.rsplit("_", 1)[1])),
         )
-        rows, metrics, keys = read_all(out)
+        rows, metrics, keys, fragments = read_all(out)
         # zero corrupt rows loaded: every row decoded, no duplicates
         assert rows == len(keys) > 0
+        # at most one batch lost: the sampled fragments 1..k are all there (only the one
+        # being written when the kill came, k + 1, may be missing)
+        assert fragments == set(range(1, max(fragments) + 1))
         # at most one partial line, and only at the very end of the last file written
         assert metrics["num_corrupt_lines_skipped"] <= 1
         for f in files[:-1]:
@@ -108,7 +112,7 @@ def test_concurrent_runs_share_an_output_directory(tmp_path: Path, runs: int) ->
     files = sorted(out.glob("*.json"))
     assert len({f.name for f in files}) == len(files)  # zero collisions
     assert len(files) >= runs  # every run wrote its own files
-    rows, metrics, keys = read_all(out)
+    rows, metrics, keys, _ = read_all(out)
     assert rows == sampled  # zero lost records
     assert len(keys) == rows
     assert metrics["num_corrupt_lines_skipped"] == 0
