@@ -30,6 +30,9 @@ _TYPE_NAMES = {
     type(None): "null",
 }
 
+# What input_evaluation may name: "simulation" plus the off-policy estimators.
+ESTIMATOR_NAMES = ("simulation", "is", "wis", "dm", "dr")
+
 # Aliases accepted for RLlib users; the canonical key is what params.json records.
 ALIASES = {"sample_batch_size": "rollout_fragment_length", "lambda": "lambda_"}
 
@@ -210,7 +213,14 @@ class CommonConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        """Checks that span several keys; algorithm configs add theirs (ConfigError)."""
+        """Checks beyond one value's type and range; algorithm configs extend it (ConfigError)."""
+        for name in self.input_evaluation:
+            if name not in ESTIMATOR_NAMES:
+                raise ConfigError(
+                    f"config key 'input_evaluation': unknown estimator {name!r}"
+                    f"{suggest(str(name), list(ESTIMATOR_NAMES))}; allowed: "
+                    + ", ".join(ESTIMATOR_NAMES)
+                )
 
 
 def field_meta(cls: type[CommonConfig]) -> dict[str, Mapping[str, Any]]:

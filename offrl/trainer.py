@@ -202,14 +202,9 @@ def _feed(run: Run) -> tuple[dict[str, float], int, int, float]:
 
 def _estimate_batch(run: Run, batch: SampleBatch) -> None:
     """Feed an offline batch to every estimator; drop (with a warning) those that cannot run."""
-    from offrl.estimators import MissingBehaviourProbs
+    from offrl.estimators import feed_estimators
 
-    for name in list(run.estimators):
-        try:
-            run.estimators[name].process(batch, run.algo.action_probs)
-        except MissingBehaviourProbs as e:
-            del run.estimators[name]
-            run.warnings.append(str(e))
+    run.warnings.extend(feed_estimators(run.estimators, batch, run.algo.action_probs))
 
 
 def _estimates(run: Run) -> dict[str, float]:

@@ -14,12 +14,10 @@ import numpy as np
 from offrl.algos.base import Algorithm
 from offrl.batch import SampleBatch
 from offrl.config import CommonConfig
-from offrl.errors import ConfigError
 from offrl.rollout import Sampler, env_spaces
 from offrl.trainer import Run
 
 SAMPLER = "sampler"
-ESTIMATOR_NAMES = ("simulation", "is", "wis", "dm", "dr")
 
 
 class SamplerSource:
@@ -121,18 +119,6 @@ def _input_plan(spec: Any) -> tuple[dict[str, Any], dict[str, float] | None]:
     return {"offline": spec}, None
 
 
-def check_estimators(names: list[Any]) -> None:
-    for name in names:
-        if name not in ESTIMATOR_NAMES:
-            from offrl.config import suggest
-
-            raise ConfigError(
-                f"config key 'input_evaluation': unknown estimator {name!r}"
-                f"{suggest(str(name), list(ESTIMATOR_NAMES))}; allowed: "
-                + ", ".join(ESTIMATOR_NAMES)
-            )
-
-
 def _worker_set(
     algo_name: str,
     cfg: CommonConfig,
@@ -177,7 +163,6 @@ def build_run(
     shard of the input; the learner only learns.
     """
     obs_space, act_space = env_spaces(env_id)
-    check_estimators(cfg.input_evaluation)
     specs, probs = _input_plan(cfg.input)
     episode_sources: list[Any] = []  # anything with pop_episodes()
     worker_sets: list[Any] = []
@@ -260,17 +245,14 @@ def build_run(
 
 
 def _estimators(cfg: CommonConfig, act_space: Any, obs_space: Any, seed: int) -> dict[str, Any]:
-    names = [n for n in cfg.input_evaluation if n != "simulation"]
-    if not names:
+    if not any(n != "simulation" for n in cfg.input_evaluation):
         return {}
-    from offrl.algos.base import discrete_n, obs_dim
-    from offrl.estimators import make_estimators
+    from offrl.estimators import estimators_for
 
-    estimators = make_estimators(
-        names,
+    return estimators_for(
+        cfg.input_evaluation,
         gamma=cfg.gamma,
-        action_space_n=discrete_n(act_space, "off-policy estimation"),
-        obs_dim=obs_dim(obs_space),
+        observation_space=obs_space,
+        action_space=act_space,
         seed=seed,
     )
-    return {est.name: est for est in estimators}

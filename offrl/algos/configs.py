@@ -167,6 +167,7 @@ class DQNConfig(CommonConfig):
     )
 
     def validate(self) -> None:
+        super().validate()
         check_dqn_config(self)
 
 

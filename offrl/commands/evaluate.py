@@ -7,11 +7,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from offrl.algos.base import discrete_n, obs_dim
 from offrl.commands.rollout import load_policy
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError
-from offrl.estimators import ESTIMATORS, MissingBehaviourProbs, make_estimators
+from offrl.estimators import ESTIMATORS, estimators_for, feed_estimators
 from offrl.rollout import env_spaces
 
 TABLE_KEYS = (
@@ -50,17 +49,14 @@ def run_evaluate_offline(
     algo, state = load_policy(checkpoint)
     obs_space, act_space = env_spaces(str(state["env"]))
     cfg: CommonConfig = algo.config
-    estimators = {
-        e.name: e
-        for e in make_estimators(
-            names,
-            gamma=cfg.gamma if gamma is None else gamma,
-            action_space_n=discrete_n(act_space, "off-policy estimation"),
-            obs_dim=obs_dim(obs_space),
-            seed=seed,
-            fqe_config={"n_iters": FQE_STEPS},
-        )
-    }
+    estimators = estimators_for(
+        names,
+        gamma=cfg.gamma if gamma is None else gamma,
+        observation_space=obs_space,
+        action_space=act_space,
+        seed=seed,
+        fqe_config={"n_iters": FQE_STEPS},
+    )
     reader = make_input_reader(
         data if len(data) > 1 else data[0], config=cfg, seed=seed, worker_index=0, num_workers=1
     )
@@ -72,12 +68,7 @@ def run_evaluate_offline(
         )
     warnings: list[str] = []
     for batch in iter_epoch():
-        for name in list(estimators):
-            try:
-                estimators[name].process(batch, algo.action_probs)
-            except MissingBehaviourProbs as e:
-                warnings.append(str(e))
-                del estimators[name]
+        warnings += feed_estimators(estimators, batch, algo.action_probs)
     return {name: est.estimate() for name, est in estimators.items()}, warnings
 
 

@@ -20,6 +20,7 @@ estimator here: ``make_estimators`` skips it (the trainer runs it with the rollo
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 from offrl.errors import ConfigError
 from offrl.estimators.base import MissingBehaviourProbs, OffPolicyEstimator
@@ -72,3 +73,42 @@ def make_estimators(
                 f"valid: {', '.join(ESTIMATORS)}, simulation"
             )
     return out
+
+
+def estimators_for(
+    names: list[str],
+    *,
+    gamma: float,
+    observation_space: Any,
+    action_space: Any,
+    seed: int,
+    fqe_config: dict | None = None,
+) -> dict[str, OffPolicyEstimator]:
+    """``{name: estimator}`` for an env's spaces (``"simulation"`` is skipped)."""
+    from offrl.algos.base import discrete_n, obs_dim
+
+    estimators = make_estimators(
+        [n for n in names if n != "simulation"],
+        gamma=gamma,
+        action_space_n=discrete_n(action_space, "off-policy estimation"),
+        obs_dim=obs_dim(observation_space),
+        seed=seed,
+        fqe_config=fqe_config,
+    )
+    return {est.name: est for est in estimators}
+
+
+def feed_estimators(estimators: dict[str, Any], batch: Any, target_probs: Any) -> list[str]:
+    """Give ``batch`` to every estimator; drop those the data cannot serve.
+
+    Returns one warning per dropped estimator (data without behaviour probabilities):
+    a skipped estimator, never a crash.
+    """
+    warnings: list[str] = []
+    for name in list(estimators):
+        try:
+            estimators[name].process(batch, target_probs)
+        except MissingBehaviourProbs as e:
+            del estimators[name]
+            warnings.append(str(e))
+    return warnings
