@@ -212,7 +212,11 @@ def build_run(
             episode_sources.append(sim)
 
             def simulate() -> None:
-                sim.next()
+                # Act as many env steps as the learner consumed rows, so the simulated
+                # episodes keep pace with training (one fragment is only a few steps).
+                rows = 0
+                while rows < algo.steps_per_iteration():
+                    rows += sim.next().count
 
         output = None
         if cfg.output is not None and cfg.num_workers == 0:

@@ -54,3 +54,37 @@ def test_evaluate_offline_rejects_unknown_estimator(tmp_path: Path) -> None:
         main, ["evaluate-offline", str(tmp_path), "--input", "x", "--estimators", "is,magic"]
     )
     assert res.exit_code == 2 and "magic" in res.stderr
+
+
+def test_offline_run_with_simulation_reports_true_returns(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert save_experiences(["--out", str(data), "--episodes", "20", "--seed", "1"]) == 0
+    config = {
+        "input": str(data),
+        "input_evaluation": ["simulation"],
+        "timesteps_per_iteration": 300,
+        "model": {"fcnet_hiddens": [16]},
+        "hiddens": [],
+    }
+    res = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--run",
+            "DQN",
+            "--env",
+            "CartPole-v1",
+            "--local-dir",
+            str(tmp_path),
+            "-q",
+            "--config",
+            json.dumps(config),
+            "--stop",
+            '{"training_iteration": 1}',
+        ],
+    )
+    assert res.exit_code == 0, res.stderr
+    result = json.loads(res.stdout)
+    # the background env acted as many steps as the learner read rows: whole episodes ended
+    assert result["episodes_this_iter"] >= 3
+    assert result["episode_reward_min"] <= result["episode_reward_mean"] <= 500
