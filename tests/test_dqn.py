@@ -294,3 +294,55 @@ def test_offline_batches_from_the_rllib_fixture_fill_replay_with_true_terminals(
     # within their 3-step window and never bootstrap; every other row bootstraps at gamma^3.
     assert int((discounts == 0).sum()) == 9
     np.testing.assert_allclose(discounts[discounts > 0], 0.99**3, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"dueling": False, "double_q": False},
+        {"model": {"fcnet_hiddens": [16, 8], "fcnet_activation": "tanh"}, "hiddens": []},
+        {"prioritized_replay": True, "grad_norm_clipping": 0.01},
+    ],
+)
+def test_numpy_update_equals_the_autograd_update(overrides: dict[str, object]) -> None:
+    batches = [
+        make_batch(8, eps_id=np.full(8, i), rewards=np.full(8, i, np.float32)) for i in range(6)
+    ]
+    fast = DQN(small_config(**overrides), OBS_SPACE, ACT_SPACE)
+    slow = DQN(small_config(**overrides), OBS_SPACE, ACT_SPACE)
+    assert fast.fast is not None
+    slow.fast = None  # force the autograd path
+    a, b = feed(fast, batches), feed(slow, batches)
+    assert a[-1]["num_updates"] == b[-1]["num_updates"] > 0
+    for key in ("mean_q", "loss", "mean_td_error"):
+        assert a[-1][key] == pytest.approx(b[-1][key], rel=1e-4, abs=1e-5)
+    for p, q in zip(fast.online.parameters(), slow.online.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    for p, q in zip(fast.target.parameters(), slow.target.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_unsupported_activation_falls_back_to_autograd_and_still_learns() -> None:
+    algo = DQN(
+        small_config(model={"fcnet_hiddens": [16], "fcnet_activation": "elu"}), OBS_SPACE, ACT_SPACE
+    )
+    assert algo.fast is None
+    before = [p.clone() for p in algo.online.parameters()]
+    stats = feed(algo, [make_batch(8, eps_id=np.full(8, i)) for i in range(3)])
+    assert stats[-1]["num_updates"] > 0
+    assert any(not torch.equal(p, q) for p, q in zip(before, algo.online.parameters(), strict=True))
+
+
+def test_checkpoint_with_a_torch_adam_state_restores_into_the_numpy_learner() -> None:
+    batches = [make_batch(8, eps_id=np.full(8, i)) for i in range(4)]
+    slow = DQN(small_config(store_buffer_in_checkpoints=True), OBS_SPACE, ACT_SPACE)
+    slow.fast = None
+    feed(slow, batches[:3])
+    state = slow.get_state()
+    assert "state" in state["optimizer"]  # torch's format
+    fast = DQN(small_config(store_buffer_in_checkpoints=True), OBS_SPACE, ACT_SPACE)
+    fast.set_state(state)
+    assert fast.adam.step_count == slow.optimizer.state_dict()["state"][0]["step"]
+    a, b = feed(fast, batches[3:]), feed(slow, batches[3:])
+    assert a[-1]["loss"] == pytest.approx(b[-1]["loss"], rel=1e-4)

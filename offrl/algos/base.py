@@ -111,6 +111,18 @@ def discrete_n(space: gym.Space, algo: str) -> int:
     return int(space.n)
 
 
+def set_cpu_threads(n: int) -> None:
+    """Use ``n`` threads in torch and in numpy's BLAS (the learners' matrix products).
+
+    On small machines a multithreaded BLAS spends more time waking threads than
+    multiplying CartPole-sized matrices, and competes with the sampler for cores.
+    """
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    threadpool_limits(limits=n, user_api="blas")
+
+
 def torch_rng_state(gen: torch.Generator) -> torch.Tensor:
     return gen.get_state()
 

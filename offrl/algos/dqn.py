@@ -11,6 +11,7 @@ stored in a replay buffer, and replayed for updates.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -20,9 +21,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from offrl import batch as sb
-from offrl.algos.base import as_tensor, discrete_n, mlp, obs_dim
+from offrl.algos.base import as_tensor, discrete_n, mlp, obs_dim, set_cpu_threads
 from offrl.algos.configs import DQNConfig
 from offrl.algos.configs import check_dqn_config as check_config
+from offrl.algos.fastmlp import (
+    Adam,
+    MLPPlan,
+    backward,
+    clip_grad_norm,
+    flatten_parameters,
+    plan_sequential,
+)
+from offrl.algos.fastmlp import forward as mlp_forward
 from offrl.algos.replay import PrioritizedReplayBuffer, ReplayBuffer
 from offrl.batch import SampleBatch
 from offrl.errors import OffrlRuntimeError
@@ -157,6 +167,70 @@ class QNetwork(nn.Module):
         return self.value(h) + adv - adv.mean(dim=1, keepdim=True)
 
 
+@dataclass
+class FastQ:
+    """A :class:`QNetwork` run by numpy (see ``offrl/algos/fastmlp.py``): same memory, same math."""
+
+    trunk: MLPPlan
+    advantage: MLPPlan
+    value: MLPPlan | None
+
+    def forward(self, obs: np.ndarray) -> tuple[np.ndarray, list[list[np.ndarray]]]:
+        """Q values (B, A) and the layer outputs :meth:`backward` needs."""
+        trunk = mlp_forward(self.trunk, obs)
+        adv = mlp_forward(self.advantage, trunk[-1])
+        if self.value is None:
+            return adv[-1], [trunk, adv]
+        value = mlp_forward(self.value, trunk[-1])
+        a = adv[-1]
+        # sum * (1/A): np.mean's Python overhead is ~10x the arithmetic at this size
+        mean_a = a.sum(axis=1, keepdims=True) * np.float32(1.0 / a.shape[1])
+        return value[-1] + a - mean_a, [trunk, adv, value]
+
+    def backward(self, cache: list[list[np.ndarray]], grad_q: np.ndarray) -> None:
+        """Parameter gradients for dLoss/dQ ``grad_q`` (rows, A) of the first rows forwarded."""
+        rows = len(grad_q)
+        if self.value is None:
+            grad_h = backward(self.advantage, cache[1], grad_q, rows)
+        else:
+            # Q = V + A - mean(A): dV = sum_a dQ, dA = dQ - mean_a dQ.
+            grad_v = grad_q.sum(axis=1, keepdims=True)
+            grad_a = grad_q - grad_v * np.float32(1.0 / grad_q.shape[1])
+            grad_h = backward(self.advantage, cache[1], grad_a, rows)
+            grad_h = grad_h + backward(self.value, cache[2], grad_v, rows)
+        if self.trunk.layers:
+            backward(self.trunk, cache[0], grad_h, rows)
+
+
+def fast_q(
+    net: QNetwork, where: dict[int, slice], flat: np.ndarray, grad: np.ndarray
+) -> FastQ | None:
+    """``net`` as numpy views of ``flat``/``grad``; None when a layer is not supported."""
+    trunk = plan_sequential(net.trunk, where, flat, grad)
+    adv = plan_sequential(net.advantage, where, flat, grad)
+    value = plan_sequential(net.value, where, flat, grad) if net.value is not None else None
+    if trunk is None or adv is None or (net.value is not None and value is None):
+        return None
+    return FastQ(trunk, adv, value)
+
+
+def huber_grad(td: np.ndarray, delta: float = 1.0) -> np.ndarray:
+    """d huber(x)/dx = clip(x, -delta, delta)."""
+    return np.clip(td, -delta, delta)
+
+
+def adam_state_from_torch(state: dict[str, Any]) -> dict[str, Any]:
+    """A ``torch.optim.Adam`` state dict as :class:`Adam` state (parameter order kept)."""
+    per_param = [state["state"][k] for k in sorted(state["state"])]
+    if not per_param:
+        return {}
+    return {
+        "step": int(per_param[0]["step"]),
+        "exp_avg": torch.cat([s["exp_avg"].reshape(-1) for s in per_param]),
+        "exp_avg_sq": torch.cat([s["exp_avg_sq"].reshape(-1) for s in per_param]),
+    }
+
+
 # -- the learner -------------------------------------------------------------------
 
 _REPLAY_COLUMNS = (sb.OBS, sb.ACTIONS, N_STEP_RETURNS, N_STEP_DISCOUNTS, N_STEP_NEW_OBS)
@@ -173,7 +247,7 @@ class DQN:
         self.config = config
         self.n_actions = discrete_n(action_space, "DQN")
         seed = config.seed if config.seed is not None else 0
-        torch.set_num_threads(config.num_threads)
+        set_cpu_threads(config.num_threads)
         with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
             torch.manual_seed(seed)
             self.online = QNetwork(obs_dim(observation_space), self.n_actions, config)
@@ -183,9 +257,18 @@ class DQN:
         # Parameter lists cached once: .parameters() walks the module tree on every call.
         self._params: list[torch.Tensor] = list(self.online.parameters())
         self._target_params: list[torch.Tensor] = list(self.target.parameters())
+        self.lr = lr_at(config, 0)
+        # The numpy fast path (~6x cheaper updates at CartPole sizes) when every layer is
+        # supported; otherwise autograd and torch's Adam. Both compute the same update.
+        self._flat, where = flatten_parameters(self.online)
+        self._grad = np.zeros_like(self._flat)
+        self._target_flat, target_where = flatten_parameters(self.target)
+        self.fast = fast_q(self.online, where, self._flat, self._grad)
+        self._fast_target = fast_q(self.target, target_where, self._target_flat, self._grad)
+        self.adam = Adam(len(self._flat), eps=config.adam_epsilon)
         # fused: one kernel for all parameters (about 3x cheaper than foreach at this size).
         self.optimizer = torch.optim.Adam(
-            self._params, lr=lr_at(config, 0), eps=config.adam_epsilon, fused=True
+            self._params, lr=self.lr, eps=config.adam_epsilon, fused=True
         )
         self.explore_rng = np.random.default_rng([seed, 1])
         self.replay_rng = np.random.default_rng([seed, 2])
@@ -210,6 +293,8 @@ class DQN:
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """Q values (N, n_actions) of the online network."""
+        if self.fast is not None:
+            return self.fast.forward(np.asarray(obs, dtype=np.float32).reshape(len(obs), -1))[0]
         with torch.no_grad():
             return self.online(as_tensor(obs).reshape(len(obs), -1)).numpy()
 
@@ -288,7 +373,7 @@ class DQN:
             self.last_stats["max_q"] = max(s["max_q"] for s in stats)
         return {
             **self.last_stats,
-            "cur_lr": self.optimizer.param_groups[0]["lr"],
+            "cur_lr": self.lr,
             "epsilon": self.epsilon(),
             "num_updates": self.counters["num_updates"],
             "num_target_updates": self.counters["num_target_updates"],
@@ -305,6 +390,57 @@ class DQN:
             c.prioritized_replay_beta_annealing_timesteps,
         )
         cols, slots, weights = self.buffer.sample(c.train_batch_size, self.replay_rng, beta)
+        self.lr = lr_at(c, t)
+        if self.fast is not None and self._fast_target is not None:
+            q_taken, td, loss = self._step_numpy(self.fast, self._fast_target, cols, weights)
+        else:
+            q_taken, td, loss = self._step_autograd(cols, weights)
+        self.buffer.update_priorities(slots, td)
+        self.counters["num_updates"] += 1
+        if t - self.counters["last_target_update"] >= c.target_network_update_freq:
+            self._update_target(c.tau)
+            self.counters["last_target_update"] = t
+        n = len(td)
+        return {
+            "mean_q": float(q_taken.sum()) / n,
+            "min_q": float(q_taken.min()),
+            "max_q": float(q_taken.max()),
+            "mean_td_error": float(td.sum()) / n,
+            "loss": loss,
+        }
+
+    def _step_numpy(
+        self, net: FastQ, target: FastQ, cols: dict[str, np.ndarray], weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """The update of :meth:`_step_autograd`, in numpy: (q_taken, td, loss)."""
+        c = self.config
+        obs, next_obs = cols[sb.OBS], cols[N_STEP_NEW_OBS]
+        rows = np.arange(len(obs))
+        q_all, cache = net.forward(np.concatenate([obs, next_obs]))
+        q, q_next_online = q_all[: len(obs)], q_all[len(obs) :]
+        q_next_target = target.forward(next_obs)[0]
+        chooser = q_next_online if c.double_q else q_next_target
+        best = chooser.argmax(axis=1)
+        y = cols[N_STEP_RETURNS] + cols[N_STEP_DISCOUNTS] * q_next_target[rows, best]
+        actions = cols[sb.ACTIONS]
+        q_taken = q[rows, actions]
+        td = q_taken - y
+        abs_td = np.abs(td)
+        loss = float(np.dot(weights, np.where(abs_td <= 1.0, 0.5 * td * td, abs_td - 0.5)))
+        loss /= len(td)
+        grad_q = np.zeros_like(q)
+        grad_q[rows, actions] = weights * huber_grad(td) / np.float32(len(obs))
+        net.backward(cache, grad_q)
+        if c.grad_norm_clipping is not None:
+            clip_grad_norm(self._grad, c.grad_norm_clipping)
+        self.adam.step(self._flat, self._grad, self.lr)
+        return q_taken, td, loss
+
+    def _step_autograd(
+        self, cols: dict[str, np.ndarray], weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """One autograd update (any layer type): (q_taken, td, loss)."""
+        c = self.config
         obs = torch.from_numpy(cols[sb.OBS])
         next_obs = torch.from_numpy(cols[N_STEP_NEW_OBS])
         # One forward pass over obs and next_obs: at these sizes call overhead dominates.
@@ -322,31 +458,20 @@ class DQN:
         td = q_taken - y
         loss = (torch.from_numpy(weights) * huber(td)).mean()
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(c, t)
+            group["lr"] = self.lr
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if c.grad_norm_clipping is not None:
             nn.utils.clip_grad_norm_(self._params, c.grad_norm_clipping, foreach=True)
         self.optimizer.step()
-        td_np = td.detach().numpy()
-        self.buffer.update_priorities(slots, td_np)
-        self.counters["num_updates"] += 1
-        if t - self.counters["last_target_update"] >= c.target_network_update_freq:
-            self._update_target(c.tau)
-            self.counters["last_target_update"] = t
-        q_np = q_taken.detach().numpy()
-        return {
-            "mean_q": float(q_np.mean()),
-            "min_q": float(q_np.min()),
-            "max_q": float(q_np.max()),
-            "mean_td_error": float(td_np.mean()),
-            "loss": float(loss.item()),
-        }
+        return q_taken.detach().numpy(), td.detach().numpy(), float(loss.item())
 
     def _update_target(self, tau: float) -> None:
         """Polyak-average the online weights into the target (a copy when tau is 1)."""
-        with torch.no_grad():
-            torch._foreach_lerp_(self._target_params, self._params, tau)
+        if tau >= 1.0:
+            self._target_flat[:] = self._flat
+        else:
+            self._target_flat += np.float32(tau) * (self._flat - self._target_flat)
         self.counters["num_target_updates"] += 1
 
     # -- checkpoints -----------------------------------------------------------------
@@ -356,7 +481,7 @@ class DQN:
         state: dict[str, Any] = {
             "online": self.online.state_dict(),
             "target": self.target.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self._optimizer_state(),
             "counters": dict(self.counters),
             "update_credit": self.update_credit,
             "explore_rng": self.explore_rng.bit_generator.state,
@@ -366,11 +491,26 @@ class DQN:
             state["buffer"] = self.buffer.get_state()
         return state
 
+    def _optimizer_state(self) -> dict[str, Any]:
+        if self.fast is not None:
+            return {"numpy_adam": self.adam.get_state(), "lr": self.lr}
+        return self.optimizer.state_dict()
+
+    def _load_optimizer_state(self, state: dict[str, Any]) -> None:
+        """Either kind of optimizer state, into whichever optimizer this learner uses."""
+        if self.fast is None:
+            self.optimizer.load_state_dict(state)
+            return
+        adam = state["numpy_adam"] if "numpy_adam" in state else adam_state_from_torch(state)
+        if adam:
+            self.adam.set_state(adam)
+        self.lr = float(state.get("lr", self.lr))
+
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`get_state` returned; without a stored buffer, replay restarts."""
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["target"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._load_optimizer_state(state["optimizer"])
         self.counters = {k: int(state["counters"][k]) for k in _COUNTERS}
         self.update_credit = float(state["update_credit"])
         self.explore_rng.bit_generator.state = state["explore_rng"]

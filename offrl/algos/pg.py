@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from offrl import batch as sb
-from offrl.algos.base import as_tensor, discrete_n, mlp, obs_dim
+from offrl.algos.base import as_tensor, discrete_n, mlp, obs_dim, set_cpu_threads
 from offrl.algos.configs import PGConfig
 from offrl.batch import SampleBatch
 from offrl.errors import ConfigError
@@ -106,7 +106,7 @@ class PG:
         self.n_actions = discrete_n(action_space, "PG")
         self.obs_dim = obs_dim(observation_space)
         seed = 0 if config.seed is None else config.seed
-        torch.set_num_threads(config.num_threads)
+        set_cpu_threads(config.num_threads)
         with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
             torch.manual_seed(seed)
             self.model = PGModel(self.obs_dim, self.n_actions, config.model, config.use_baseline)

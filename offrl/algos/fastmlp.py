@@ -1,0 +1,178 @@
+"""Small-network fast path: forward and backward of torch MLPs done with numpy.
+
+At CartPole sizes (a few thousand weights, batches of 128) a torch update is almost
+all per-operation overhead: autograd, dispatch and the optimizer's bookkeeping cost
+~2 ms where the arithmetic needs ~0.1 ms. This module keeps torch as the owner of
+the model (construction, initialisation, ``state_dict`` and checkpoints) but moves
+every parameter into **one flat float32 array** that the torch parameters view, so
+numpy can run the forward pass, the hand-written backward pass, gradient clipping,
+Adam and Polyak averaging in a handful of vectorised calls on the same memory.
+
+Only ``nn.Linear`` layers followed by ``relu``, ``tanh`` or nothing are supported;
+:func:`plan_sequential` returns None for anything else and the caller falls back to
+autograd. ``tests/algos/test_fastmlp.py`` checks every gradient against autograd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def flatten_parameters(module: nn.Module) -> tuple[np.ndarray, dict[int, slice]]:
+    """Move every parameter of ``module`` into one flat float32 array and return it.
+
+    Each parameter's ``.data`` becomes a view of its slice, so torch (``forward``,
+    ``state_dict``, ``load_state_dict``) and numpy read and write the same memory.
+    Returns the array and each parameter's slice, keyed by ``id(parameter)``.
+    """
+    params = list(module.parameters())
+    flat = np.empty(sum(p.numel() for p in params), dtype=np.float32)
+    where: dict[int, slice] = {}
+    offset = 0
+    for p in params:
+        n = p.numel()
+        flat[offset : offset + n] = p.detach().cpu().numpy().ravel()
+        p.data = torch.from_numpy(flat[offset : offset + n]).view(p.shape)
+        where[id(p)] = slice(offset, offset + n)
+        offset += n
+    return flat, where
+
+
+@dataclass
+class DenseLayer:
+    """``y = act(x @ W.T + b)``, with views of the weights and of their gradients."""
+
+    weight: np.ndarray  # (out, in), a view into the flat parameters
+    bias: np.ndarray  # (out,)
+    grad_weight: np.ndarray  # same shapes, views into the flat gradient
+    grad_bias: np.ndarray
+    activation: str  # "relu", "tanh" or "linear"
+
+
+@dataclass
+class MLPPlan:
+    """The dense layers of one ``nn.Sequential``, in order."""
+
+    layers: list[DenseLayer] = field(default_factory=list)
+
+
+_ACTIVATION_NAMES = {nn.ReLU: "relu", nn.Tanh: "tanh"}
+
+
+def plan_sequential(
+    seq: nn.Sequential, where: dict[int, slice], flat: np.ndarray, grad: np.ndarray
+) -> MLPPlan | None:
+    """Dense layers of ``seq`` as views into ``flat``/``grad``; None if unsupported."""
+    plan = MLPPlan()
+    for module in seq:
+        if isinstance(module, nn.Linear):
+            if module.bias is None:
+                return None
+            w, b = where[id(module.weight)], where[id(module.bias)]
+            shape = tuple(module.weight.shape)
+            plan.layers.append(
+                DenseLayer(
+                    flat[w].reshape(shape), flat[b], grad[w].reshape(shape), grad[b], "linear"
+                )
+            )
+        elif type(module) in _ACTIVATION_NAMES and plan.layers:
+            if plan.layers[-1].activation != "linear":
+                return None
+            plan.layers[-1].activation = _ACTIVATION_NAMES[type(module)]
+        else:
+            return None
+    return plan
+
+
+def forward(plan: MLPPlan, x: np.ndarray) -> list[np.ndarray]:
+    """Every layer's output for input ``x`` (B, in): ``[x, h1, ..., out]``."""
+    outs = [x]
+    for layer in plan.layers:
+        z = x @ layer.weight.T
+        z += layer.bias
+        if layer.activation == "relu":
+            np.maximum(z, 0.0, out=z)
+        elif layer.activation == "tanh":
+            np.tanh(z, out=z)
+        outs.append(z)
+        x = z
+    return outs
+
+
+def backward(plan: MLPPlan, outs: list[np.ndarray], grad_out: np.ndarray, rows: int) -> np.ndarray:
+    """Write parameter gradients for the first ``rows`` rows of a :func:`forward` pass.
+
+    ``grad_out`` (rows, out) is dLoss/d(output). Gradients are *assigned* (not added)
+    into the plan's gradient views. Returns dLoss/d(input), (rows, in).
+    """
+    g = grad_out
+    for i in range(len(plan.layers) - 1, -1, -1):
+        layer = plan.layers[i]
+        y = outs[i + 1][:rows]
+        if layer.activation == "relu":
+            g = g * (y > 0)
+        elif layer.activation == "tanh":
+            g = g * (1.0 - y * y)
+        np.matmul(g.T, outs[i][:rows], out=layer.grad_weight)
+        np.sum(g, axis=0, out=layer.grad_bias)
+        g = g @ layer.weight
+    return g
+
+
+def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:
+    """Scale ``grad`` in place so its 2-norm is at most ``max_norm`` (torch's formula)."""
+    norm = float(np.sqrt(np.dot(grad, grad)))
+    coef = max_norm / (norm + 1e-6)
+    if coef < 1.0:
+        grad *= np.float32(coef)
+    return norm
+
+
+@dataclass
+class Adam:
+    """Adam (Kingma & Ba 2015) on a flat array, the same arithmetic as ``torch.optim.Adam``."""
+
+    size: int
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    step_count: int = 0
+    exp_avg: np.ndarray = field(init=False)
+    exp_avg_sq: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.exp_avg = np.zeros(self.size, dtype=np.float32)
+        self.exp_avg_sq = np.zeros(self.size, dtype=np.float32)
+
+    def step(self, params: np.ndarray, grad: np.ndarray, lr: float) -> None:
+        """One update of ``params`` in place."""
+        self.step_count += 1
+        t = self.step_count
+        self.exp_avg *= np.float32(self.beta1)
+        self.exp_avg += np.float32(1.0 - self.beta1) * grad
+        self.exp_avg_sq *= np.float32(self.beta2)
+        self.exp_avg_sq += np.float32(1.0 - self.beta2) * grad * grad
+        bias1 = 1.0 - self.beta1**t
+        bias2_sqrt = float(np.sqrt(1.0 - self.beta2**t))
+        denom = np.sqrt(self.exp_avg_sq)
+        denom /= np.float32(bias2_sqrt)
+        denom += np.float32(self.eps)
+        params -= np.float32(lr / bias1) * (self.exp_avg / denom)
+
+    def get_state(self) -> dict[str, object]:
+        """Moments as tensors (loadable with ``weights_only=True``) and the step count."""
+        return {
+            "step": self.step_count,
+            "exp_avg": torch.from_numpy(self.exp_avg.copy()),
+            "exp_avg_sq": torch.from_numpy(self.exp_avg_sq.copy()),
+        }
+
+    def set_state(self, state: dict[str, object]) -> None:
+        """Restore what :meth:`get_state` returned."""
+        self.step_count = int(state["step"])  # type: ignore[call-overload]
+        self.exp_avg[:] = state["exp_avg"].numpy()  # type: ignore[attr-defined]
+        self.exp_avg_sq[:] = state["exp_avg_sq"].numpy()  # type: ignore[attr-defined]
