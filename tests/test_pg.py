@@ -228,7 +228,8 @@ def test_action_prob_consistency(use_baseline: bool) -> None:
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(extras[sb.ACTION_PROB], probs[np.arange(64), actions], rtol=1e-5)
     assert extras[sb.ACTION_DIST_INPUTS].shape == (64, 2)
-    assert (sb.VF_PREDS in extras) == use_baseline
+    # V(s) is computed once per batch in postprocess(), not per step while acting.
+    assert sb.VF_PREDS not in extras
 
 
 def test_sampling_frequencies_and_greedy() -> None:
@@ -333,3 +334,64 @@ def test_offline_fixture_records_train_the_value_baseline() -> None:
     for step in range(60):
         last = algo.learn(algo.postprocess(batches[step % 3]), step)["vf_loss"]
     assert last < first / 2
+
+
+# -- the numpy fast path ----------------------------------------------------------------
+
+
+def random_batch(n: int, seed: int) -> SampleBatch:
+    rng = np.random.default_rng(seed)
+    return SampleBatch(
+        obs=rng.normal(size=(n, 4)).astype(np.float32),
+        new_obs=rng.normal(size=(n, 4)).astype(np.float32),
+        actions=rng.integers(0, 2, n),
+        rewards=np.ones(n, np.float32),
+        dones=np.arange(n) % 25 == 24,
+        eps_id=np.arange(n) // 25,
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"use_baseline": True, "kl_target": 0.5, "grad_clip": 0.5, "normalize_advantages": True},
+        {"use_baseline": True, "entropy_coeff": 0.01, "lambda": 0.9, "num_sgd_iter": 2},
+        {"use_baseline": False, "model": {"fcnet_hiddens": [16], "fcnet_activation": "relu"}},
+        {"use_baseline": True, "kl_target": 1e-6},  # stops early: both paths stop alike
+    ],
+)
+def test_numpy_learner_equals_the_autograd_learner(overrides: dict[str, object]) -> None:
+    config = {"lr": 0.01, "sgd_minibatch_size": 32, **overrides}
+    fast, slow = make_pg(**config), make_pg(**config)
+    assert fast.fast
+    slow.fast = False  # force autograd + torch Adam
+    for i in range(3):
+        batch = random_batch(128, i)
+        a = fast.learn(fast.postprocess(batch), 128 * (i + 1))
+        b = slow.learn(slow.postprocess(batch), 128 * (i + 1))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
+    np.testing.assert_allclose(fast._flat, slow._flat, rtol=1e-4, atol=1e-5)
+
+
+def test_lr_schedule_sets_the_learning_rate_from_timesteps() -> None:
+    algo = make_pg(lr_schedule=[[0, 0.01], [1000, 0.001]], use_baseline=True)
+    assert algo.learn(algo.postprocess(random_batch(64, 0)), 500)["cur_lr"] == pytest.approx(0.0055)
+    assert algo.learn(algo.postprocess(random_batch(64, 1)), 5000)["cur_lr"] == pytest.approx(0.001)
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        from_dict(PGConfig, {"lr_schedule": [[100, 0.1], [0, 0.2]]})
+
+
+def test_torch_adam_checkpoint_restores_into_the_numpy_learner() -> None:
+    slow = make_pg(use_baseline=True, lr=0.01)
+    slow.fast = False
+    slow.learn(slow.postprocess(random_batch(64, 0)), 64)
+    state = slow.get_state()
+    fast = make_pg(use_baseline=True, lr=0.01)
+    fast.set_state(state)
+    batch = random_batch(64, 1)
+    a = fast.learn(fast.postprocess(batch), 128)
+    b = slow.learn(slow.postprocess(batch), 128)
+    assert a["total_loss"] == pytest.approx(b["total_loss"], rel=1e-4)
+    np.testing.assert_allclose(fast._flat, slow._flat, rtol=1e-4, atol=1e-5)

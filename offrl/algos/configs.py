@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from offrl.config import CommonConfig, opt
 from offrl.errors import ConfigError
 
@@ -72,6 +74,16 @@ class PGConfig(CommonConfig):
         types=(int, type(None)),
         ge=1,
     )
+    lr_schedule: list | None = opt(
+        None,
+        "piecewise-linear [[timestep, lr], ...] replacing lr; "
+        "a late decay steadies the final policy",
+        types=(list, type(None)),
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        check_lr_schedule(self.lr_schedule)
 
 
 @dataclass
@@ -178,14 +190,29 @@ def check_dqn_config(config: DQNConfig) -> None:
             f"config key 'hiddens': invalid value {config.hiddens}; "
             "allowed: a list of positive integers"
         )
-    if config.lr_schedule is not None:
-        ok = all(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) for v in p)
-            for p in config.lr_schedule
+    check_lr_schedule(config.lr_schedule)
+
+
+def check_lr_schedule(schedule: list | None) -> None:
+    """ConfigError unless ``schedule`` is None or [[timestep, lr], ...] with rising timesteps."""
+    if schedule is None:
+        return
+    ok = all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) for v in p)
+        for p in schedule
+    )
+    times = [p[0] for p in schedule] if ok else []
+    if not ok or not times or times != sorted(times):
+        raise ConfigError(
+            f"config key 'lr_schedule': invalid value {schedule}; "
+            "allowed: a list of [timestep, lr] pairs with increasing timesteps"
         )
-        times = [p[0] for p in config.lr_schedule] if ok else []
-        if not ok or not times or times != sorted(times):
-            raise ConfigError(
-                f"config key 'lr_schedule': invalid value {config.lr_schedule}; "
-                "allowed: a list of [timestep, lr] pairs with increasing timesteps"
-            )
+
+
+def scheduled_lr(lr: float, schedule: list | None, t: int) -> float:
+    """Learning rate at timestep ``t``: ``schedule`` interpolated, or the constant ``lr``."""
+    if schedule is None:
+        return lr
+    times = [p[0] for p in schedule]
+    values = [p[1] for p in schedule]
+    return float(np.interp(t, times, values))

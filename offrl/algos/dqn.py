@@ -22,11 +22,12 @@ from torch import nn
 
 from offrl import batch as sb
 from offrl.algos.base import as_tensor, discrete_n, mlp, obs_dim, set_cpu_threads
-from offrl.algos.configs import DQNConfig
+from offrl.algos.configs import DQNConfig, scheduled_lr
 from offrl.algos.configs import check_dqn_config as check_config
 from offrl.algos.fastmlp import (
     Adam,
     MLPPlan,
+    adam_state_from_torch,
     backward,
     clip_grad_norm,
     flatten_parameters,
@@ -66,10 +67,7 @@ def epsilon_at(config: DQNConfig, t: int) -> float:
 
 def lr_at(config: DQNConfig, t: int) -> float:
     """Learning rate at timestep ``t``: ``lr_schedule`` interpolated, or the constant ``lr``."""
-    if config.lr_schedule is None:
-        return config.lr
-    times, values = zip(*config.lr_schedule, strict=True)
-    return float(np.interp(t, times, values))
+    return scheduled_lr(config.lr, config.lr_schedule, t)
 
 
 def epsilon_greedy_probs(greedy: np.ndarray, actions: np.ndarray, eps: float, n: int) -> np.ndarray:
@@ -217,18 +215,6 @@ def fast_q(
 def huber_grad(td: np.ndarray, delta: float = 1.0) -> np.ndarray:
     """d huber(x)/dx = clip(x, -delta, delta)."""
     return np.clip(td, -delta, delta)
-
-
-def adam_state_from_torch(state: dict[str, Any]) -> dict[str, Any]:
-    """A ``torch.optim.Adam`` state dict as :class:`Adam` state (parameter order kept)."""
-    per_param = [state["state"][k] for k in sorted(state["state"])]
-    if not per_param:
-        return {}
-    return {
-        "step": int(per_param[0]["step"]),
-        "exp_avg": torch.cat([s["exp_avg"].reshape(-1) for s in per_param]),
-        "exp_avg_sq": torch.cat([s["exp_avg_sq"].reshape(-1) for s in per_param]),
-    }
 
 
 # -- the learner -------------------------------------------------------------------

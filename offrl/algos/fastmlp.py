@@ -16,6 +16,7 @@ autograd. ``tests/algos/test_fastmlp.py`` checks every gradient against autograd
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,6 +89,15 @@ def plan_sequential(
     return plan
 
 
+def tanh_(z: np.ndarray) -> None:
+    """tanh in place, as 2 * sigmoid(2z) - 1 with torch on the same memory.
+
+    2-3x faster than ``np.tanh`` on this kind of CPU for the batch sizes learners use;
+    the absolute error is ~1e-7 (float32 rounding).
+    """
+    torch.from_numpy(z).mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
+
+
 def forward(plan: MLPPlan, x: np.ndarray) -> list[np.ndarray]:
     """Every layer's output for input ``x`` (B, in): ``[x, h1, ..., out]``."""
     outs = [x]
@@ -97,7 +107,7 @@ def forward(plan: MLPPlan, x: np.ndarray) -> list[np.ndarray]:
         if layer.activation == "relu":
             np.maximum(z, 0.0, out=z)
         elif layer.activation == "tanh":
-            np.tanh(z, out=z)
+            tanh_(z)
         outs.append(z)
         x = z
     return outs
@@ -163,7 +173,7 @@ class Adam:
         denom += np.float32(self.eps)
         params -= np.float32(lr / bias1) * (self.exp_avg / denom)
 
-    def get_state(self) -> dict[str, object]:
+    def get_state(self) -> dict[str, Any]:
         """Moments as tensors (loadable with ``weights_only=True``) and the step count."""
         return {
             "step": self.step_count,
@@ -171,8 +181,20 @@ class Adam:
             "exp_avg_sq": torch.from_numpy(self.exp_avg_sq.copy()),
         }
 
-    def set_state(self, state: dict[str, object]) -> None:
+    def set_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`get_state` returned."""
-        self.step_count = int(state["step"])  # type: ignore[call-overload]
-        self.exp_avg[:] = state["exp_avg"].numpy()  # type: ignore[attr-defined]
-        self.exp_avg_sq[:] = state["exp_avg_sq"].numpy()  # type: ignore[attr-defined]
+        self.step_count = int(state["step"])
+        self.exp_avg[:] = state["exp_avg"].numpy()
+        self.exp_avg_sq[:] = state["exp_avg_sq"].numpy()
+
+
+def adam_state_from_torch(state: dict[str, Any]) -> dict[str, Any]:
+    """A ``torch.optim.Adam`` state dict as :class:`Adam` state (parameter order kept)."""
+    per_param = [state["state"][k] for k in sorted(state["state"])]
+    if not per_param:
+        return {}
+    return {
+        "step": int(per_param[0]["step"]),
+        "exp_avg": torch.cat([s["exp_avg"].reshape(-1) for s in per_param]),
+        "exp_avg_sq": torch.cat([s["exp_avg_sq"].reshape(-1) for s in per_param]),
+    }

@@ -18,7 +18,17 @@ from torch import nn
 
 from offrl import batch as sb
 from offrl.algos.base import as_tensor, discrete_n, mlp, obs_dim, set_cpu_threads
-from offrl.algos.configs import PGConfig
+from offrl.algos.configs import PGConfig, scheduled_lr
+from offrl.algos.fastmlp import (
+    Adam,
+    MLPPlan,
+    adam_state_from_torch,
+    backward,
+    clip_grad_norm,
+    flatten_parameters,
+    forward,
+    plan_sequential,
+)
 from offrl.batch import SampleBatch
 from offrl.errors import ConfigError
 from offrl.returns import segment_discounted_sums
@@ -110,6 +120,21 @@ class PG:
         with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
             torch.manual_seed(seed)
             self.model = PGModel(self.obs_dim, self.n_actions, config.model, config.use_baseline)
+        # The numpy fast path (see offrl/algos/fastmlp.py) when every layer is supported:
+        # first, because it moves the parameters that everything below takes views of.
+        self._flat, where = flatten_parameters(self.model)
+        self._grad = np.zeros_like(self._flat)
+        self._pi_plan = plan_sequential(self.model.pi, where, self._flat, self._grad)
+        self._vf_plan = (
+            None
+            if self.model.vf is None
+            else plan_sequential(self.model.vf, where, self._flat, self._grad)
+        )
+        self.fast = self._pi_plan is not None and (
+            self.model.vf is None or self._vf_plan is not None
+        )
+        self.adam = Adam(len(self._flat))
+        self.lr = scheduled_lr(config.lr, config.lr_schedule, 0)
         # fused: one kernel for all parameters instead of ~10 small ops per tensor per step
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=True)
         self.rng = np.random.default_rng([seed, 11])
@@ -119,6 +144,16 @@ class PG:
         self._vf_fast = None if self.model.vf is None else FastForward(self.model.vf, act)
 
     # -- acting ---------------------------------------------------------------------------
+    def _obs_np(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(obs, dtype=np.float32).reshape(len(obs), self.obs_dim)
+
+    def _logits(self, obs: np.ndarray) -> np.ndarray:
+        """Policy logits (N, A) for observations (N, ...)."""
+        if self._pi_plan is not None:
+            return forward(self._pi_plan, self._obs_np(obs))[-1]
+        with torch.inference_mode():
+            return self._pi_fast(self._obs_tensor(obs)).numpy()
+
     def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
         """Observations (N, ...) as a float32 (N, obs_dim) tensor."""
         return as_tensor(np.asarray(obs, dtype=np.float32).reshape(len(obs), self.obs_dim))
@@ -127,10 +162,7 @@ class PG:
         self, obs: np.ndarray, *, explore: bool
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Sample (explore) or argmax actions; extras are the behaviour policy's columns."""
-        obs_t = self._obs_tensor(obs)
-        with torch.inference_mode():
-            logits = self._pi_fast(obs_t).numpy()
-            vf = None if self._vf_fast is None else self._vf_fast(obs_t).squeeze(-1).numpy()
+        logits = self._logits(obs)
         probs, logp_all = softmax_np(logits)
         if explore:
             # Inverse-CDF sampling in numpy: cheaper than torch.distributions per step.
@@ -145,15 +177,11 @@ class PG:
             sb.ACTION_LOGP: logp,
             sb.ACTION_DIST_INPUTS: logits,
         }
-        if vf is not None:
-            extras[sb.VF_PREDS] = vf
         return actions.astype(np.int64), extras
 
     def action_probs(self, obs: np.ndarray) -> np.ndarray:
         """Probabilities (N, n_actions) of every action under the current policy."""
-        with torch.inference_mode():
-            logits = self._pi_fast(self._obs_tensor(obs)).numpy()
-        return softmax_np(logits)[0]
+        return softmax_np(self._logits(obs))[0]
 
     def rollout_fragment_length(self) -> int:
         """Vector steps per fragment, so that one fragment of all envs is one train batch."""
@@ -167,6 +195,8 @@ class PG:
     def _values(self, obs: np.ndarray) -> np.ndarray:
         if self._vf_fast is None:
             return np.zeros(len(obs))
+        if self._vf_plan is not None:
+            return forward(self._vf_plan, self._obs_np(obs))[-1][:, 0].astype(np.float64)
         with torch.inference_mode():
             return self._vf_fast(self._obs_tensor(obs)).squeeze(-1).numpy().astype(np.float64)
 
@@ -210,12 +240,19 @@ class PG:
                 "true in the config so offrl computes discounted returns from the rewards"
             )
         cfg = self.config
+        self.lr = scheduled_lr(cfg.lr, cfg.lr_schedule, timesteps_total)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        targets = batch.get(sb.VALUE_TARGETS)
+        # Without value targets torch leaves the value net's Adam state untouched; the
+        # flat numpy Adam would not, so such batches take the autograd path.
+        if self.fast and (targets is not None or self.model.vf is None):
+            return self._learn_numpy(batch)
         obs = self._obs_tensor(batch[sb.OBS])
         actions = as_tensor(batch[sb.ACTIONS], torch.int64)
         adv = as_tensor(batch[sb.ADVANTAGES])
         if cfg.normalize_advantages and len(adv) > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        targets = batch.get(sb.VALUE_TARGETS)
         vt = as_tensor(targets) if targets is not None and self.model.vf is not None else None
         n = len(obs)
         if n == 0:
@@ -237,11 +274,111 @@ class PG:
                     break
             if stats[-1].get("stopped_early"):
                 break
+        return self._summary(stats)
+
+    def _summary(self, stats: list[dict[str, float]]) -> dict[str, float]:
         keys = dict.fromkeys(k for s in stats for k in s)  # a stopped step has no grad_gnorm
         mean = {k: float(np.mean([s[k] for s in stats if k in s])) for k in keys}
-        mean["cur_lr"] = cfg.lr
+        mean["cur_lr"] = self.lr
         mean["num_grad_updates"] = float(self.num_grad_updates)
         return mean
+
+    def _learn_numpy(self, batch: SampleBatch) -> dict[str, float]:
+        """:meth:`learn` on the numpy fast path: the same minibatches, loss and Adam."""
+        cfg = self.config
+        obs = self._obs_np(batch[sb.OBS])
+        actions = np.asarray(batch[sb.ACTIONS], dtype=np.int64)
+        adv = np.asarray(batch[sb.ADVANTAGES], dtype=np.float32)
+        n = len(obs)
+        if n == 0:
+            return {"num_grad_updates": float(self.num_grad_updates)}
+        if cfg.normalize_advantages and n > 1:
+            adv = (adv - adv.mean()) / (adv.std(ddof=1) + np.float32(1e-8))
+        vt = None
+        if self.model.vf is not None:
+            vt = np.asarray(batch[sb.VALUE_TARGETS], dtype=np.float32)
+        old_logp = None
+        if cfg.kl_target is not None:
+            old_logp = softmax_np(self._logits(obs))[1]
+        size = n if cfg.sgd_minibatch_size is None else min(cfg.sgd_minibatch_size, n)
+        stats: list[dict[str, float]] = []
+        for _ in range(cfg.num_sgd_iter):
+            order = self.rng.permutation(n) if size < n else None
+            for start in range(0, n - size + 1, size):
+                rows = slice(None) if order is None else order[start : start + size]
+                stats.append(
+                    self._step_numpy(
+                        obs[rows],
+                        actions[rows],
+                        adv[rows],
+                        None if vt is None else vt[rows],
+                        None if old_logp is None else old_logp[rows],
+                    )
+                )
+                if stats[-1].get("stopped_early"):
+                    break
+            if stats[-1].get("stopped_early"):
+                break
+        return self._summary(stats)
+
+    def _step_numpy(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        adv: np.ndarray,
+        vt: np.ndarray | None,
+        old_logp: np.ndarray | None,
+    ) -> dict[str, float]:
+        """:meth:`_step` in numpy, with the gradients of :func:`pg_loss` written out:
+
+        with p = softmax(z), dL/dz = -(A/B)(onehot(a) - p) + (c_H/B) p (log p + H)
+        (H the row's entropy) and dL/dV = c_V (V - vt) / B.
+        """
+        cfg = self.config
+        pi_plan = self._pi_plan
+        assert pi_plan is not None
+        b = len(obs)
+        rows = np.arange(b)
+        pi_outs = forward(pi_plan, obs)
+        probs, logp_all = softmax_np(pi_outs[-1])
+        logp = logp_all[rows, actions]
+        row_entropy = -(probs * logp_all).sum(axis=1)
+        out = {
+            "policy_loss": -float(np.dot(logp, adv)) / b,
+            "entropy": float(row_entropy.sum()) / b,
+        }
+        if old_logp is not None:
+            out["kl"] = float((np.exp(old_logp) * (old_logp - logp_all)).sum()) / b
+        stop = old_logp is not None and cfg.kl_target is not None and out["kl"] > cfg.kl_target
+        if vt is not None and self._vf_plan is not None:
+            out["vf_loss"] = self._vf_loss(self._vf_plan, obs, vt, grad=not stop)
+        out["total_loss"] = (
+            out["policy_loss"]
+            - cfg.entropy_coeff * out["entropy"]
+            + cfg.vf_loss_coeff * out.get("vf_loss", 0.0)
+        )
+        if stop:
+            return out | {"stopped_early": 1.0}
+        scale = adv * np.float32(1.0 / b)
+        grad_z = probs * scale[:, None]
+        grad_z[rows, actions] -= scale
+        if cfg.entropy_coeff:
+            grad_z += np.float32(cfg.entropy_coeff / b) * probs * (logp_all + row_entropy[:, None])
+        backward(pi_plan, pi_outs, grad_z, b)
+        clip = cfg.grad_clip
+        norm = clip_grad_norm(self._grad, clip if clip is not None else float("inf"))
+        self.adam.step(self._flat, self._grad, self.lr)
+        self.num_grad_updates += 1
+        return out | {"grad_gnorm": norm, "stopped_early": 0.0}
+
+    def _vf_loss(self, plan: MLPPlan, obs: np.ndarray, vt: np.ndarray, *, grad: bool) -> float:
+        """0.5 * mean((V - vt)^2); with ``grad``, writes the value net's gradients (x coeff)."""
+        outs = forward(plan, obs)
+        diff = outs[-1][:, 0] - vt
+        if grad:
+            scale = np.float32(self.config.vf_loss_coeff / len(obs))
+            backward(plan, outs, (diff * scale)[:, None], len(obs))
+        return 0.5 * float(np.dot(diff, diff)) / len(obs)
 
     def _step(
         self,
@@ -279,7 +416,9 @@ class PG:
         """Networks, optimizer, update counter and exploration RNG state (weights_only-safe)."""
         return {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": (
+                {"numpy_adam": self.adam.get_state()} if self.fast else self.optimizer.state_dict()
+            ),
             "rng": self.rng.bit_generator.state,
             "num_grad_updates": self.num_grad_updates,
         }
@@ -287,7 +426,13 @@ class PG:
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore ``get_state()`` in place (FastForward keeps its views of the parameters)."""
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        opt = state["optimizer"]
+        if not self.fast:
+            self.optimizer.load_state_dict(opt)
+        else:
+            adam = opt["numpy_adam"] if "numpy_adam" in opt else adam_state_from_torch(opt)
+            if adam:
+                self.adam.set_state(adam)
         self.rng.bit_generator.state = state["rng"]
         self.num_grad_updates = int(state["num_grad_updates"])
 
