@@ -158,7 +158,9 @@ class CommonConfig:
     horizon: int | None = opt(
         None, "cut episodes after this many steps (truncation)", types=(int, type(None)), ge=1
     )
-    num_threads: int = opt(1, "CPU threads of the learner (torch and numpy's BLAS)", types=(int,), ge=1)
+    num_threads: int = opt(
+        1, "CPU threads of the learner (torch and numpy's BLAS)", types=(int,), ge=1
+    )
     # -- input / output -------------------------------------------------------
     input: Any = opt(
         "sampler",
