@@ -134,3 +134,28 @@ def test_targets_and_outputs_are_clamped_to_the_value_bounds() -> None:
     assert model.q_values(np.zeros((3, 1), dtype=np.float32)).tolist() == [[2.0, 2.0]] * 3
     # Unclamped target 1 + 0.5 * 100 = 51 -> loss (100 - 51)^2 = 2401; clamped to 2 -> 98^2
     assert model.train(1) == pytest.approx(98.0**2)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_numpy_fit_equals_the_autograd_fit(activation: str) -> None:
+    episodes = [episode(6, terminated=True), episode(5, terminated=False)]
+    models = []
+    for fast in (True, False):
+        model = FittedQEvaluation(1, 2, 0.9, FQEConfig(batch_size=4, activation=activation), 3)
+        if not fast:
+            model._plan = None  # force autograd + torch Adam
+        model.set_data(episodes_to_transitions(episodes))
+        models.append((model, model.train(20)))
+    (fast_model, fast_loss), (slow_model, slow_loss) = models
+    assert fast_loss == pytest.approx(slow_loss, rel=1e-4)
+    obs = np.linspace(0, 12, 7, dtype=np.float32)[:, None]
+    np.testing.assert_allclose(
+        fast_model.q_values(obs), slow_model.q_values(obs), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_unsupported_activation_fits_with_autograd() -> None:
+    model = FittedQEvaluation(1, 2, 0.9, FQEConfig(activation="elu", batch_size=4), 0)
+    assert model._plan is None
+    model.set_data(episodes_to_transitions([episode(4, terminated=True)]))
+    assert model.train(5) > 0
