@@ -56,10 +56,10 @@ def run(env_id: str, config: dict, seed: int, max_steps: int) -> dict:
         t0 = time.perf_counter()
         batch = sampler.next()
         t1 = time.perf_counter()
-        algo.learn(algo.postprocess(batch), steps)
+        steps += batch.count
+        algo.learn(algo.postprocess(batch), steps)  # the total so far, as the trainer passes
         t_learn += time.perf_counter() - t1
         t_sample += t1 - t0
-        steps += batch.count
         recent.extend(r for r, _ in sampler.pop_episodes())
         if len(recent) == 100:
             best = max(best, float(np.mean(recent)))
