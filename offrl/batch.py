@@ -87,11 +87,14 @@ class SampleBatch:
     __slots__ = ("_cols",)
 
     def __init__(self, columns: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        cols: dict[str, np.ndarray] = {}
-        for name, value in {**(columns or {}), **kwargs}.items():
-            cols[name] = _as_column(name, value)
-        lengths = {name: len(arr) for name, arr in cols.items()}
-        if len(set(lengths.values())) > 1:
+        source = {**columns, **kwargs} if columns and kwargs else columns or kwargs
+        # Readers build one batch per ~100 rows: no per-column function call for arrays.
+        cols: dict[str, np.ndarray] = {
+            name: value if type(value) is np.ndarray else _as_column(name, value)
+            for name, value in source.items()
+        }
+        if len(set(map(len, cols.values()))) > 1:
+            lengths = {name: len(arr) for name, arr in cols.items()}
             raise ValueError(f"SampleBatch columns have different lengths: {lengths}")
         self._cols = cols
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,13 +15,17 @@ from rllib_variants import (
     rllib_column,
     rllib_rows,
     sample_batch_record,
+    write_jsonl,
 )
 
 from offrl.batch import SampleBatch
 from offrl.errors import DataFormatError
+from offrl.io import codecs
 from offrl.io.codecs import encode_column
 from offrl.io.decode import decode_record
 from offrl.io.fastjson import RecordDecoder, _extract
+from offrl.io.json_reader import JsonReader
+from tests.shared_data import RLLIB_FIXTURE
 
 simdjson = pytest.importorskip("simdjson")
 
@@ -219,6 +224,34 @@ VARIANTS: dict[str, bytes] = {
     "no-type": line(cartpole()),
     "top-level-array": b"[1, 2, 3]\n",
     "corrupt-compressed": line(sample_batch_record(cartpole(obs=rllib_column(OBS)[:40] + "AAAA"))),
+    "flags-above-a-byte": line(sample_batch_record(cartpole(terminateds=[False, 300, True]))),
+    "flags-negative": line(sample_batch_record(cartpole(terminateds=[0, -1, 1]))),
+    "flags-nested": line(sample_batch_record(cartpole(terminateds=[[True], [False], [True]]))),
+    "actions-float-first": line(sample_batch_record(cartpole(actions=[0.5, 1, 2]))),
+    "actions-beyond-int64": line(sample_batch_record(cartpole(actions=[2**64 - 5, 0, 1]))),
+    "actions-float-then-huge-int": line(sample_batch_record(cartpole(actions=[0.5, 2**63, 1]))),
+    "actions-empty-row-first": line(sample_batch_record(cartpole(actions=[[], [1], [2]]))),
+    "unknown-2d-ints-then-float": line(
+        sample_batch_record(cartpole(extra=[[1, 2], [3, 4.5], [5, 6]]))
+    ),
+    "compressed-float64-obs": line(
+        sample_batch_record(cartpole(obs=rllib_column(OBS.astype(np.float64)), new_obs=None))
+    ),
+    "compressed-uint8-obs": line(
+        sample_batch_record(
+            cartpole(obs=encode_column(np.arange(12, dtype=np.uint8).reshape(3, 4)))
+        )
+    ),
+    "compressed-actions-and-rewards": line(
+        sample_batch_record(
+            cartpole(
+                actions=encode_column(np.array([1, 0, 1], np.int32), "rllib"),
+                rewards=encode_column(np.array([1.0, 0.5, 2.0]), "offrl"),
+            )
+        )
+    ),
+    "compressed-wrong-length": line(sample_batch_record(cartpole(obs=rllib_column(OBS[:2])))),
+    "plain-string-column": line(sample_batch_record(cartpole(obs="not compressed"))),
     "pyarrow-era": line(sample_batch_record(cartpole(obs="BCJNGAAAA"))),
 }
 
@@ -255,3 +288,84 @@ def test_decoder_survives_many_lines_and_errors() -> None:
             dec.decode(bad, path="f", lineno=2)
         with pytest.raises(DataFormatError, match="column 'obs'"):
             dec.decode(bad_codec, path="f", lineno=3)
+
+
+# -- dtypes and the compressed-column templates on the fast path ------------------------
+
+
+def test_fast_path_keeps_each_columns_dtype_and_exact_values() -> None:
+    big = 2**62 + 12345  # exact only if never routed through a float
+    cols = cartpole(
+        3,
+        eps_id=[big] * 3,
+        t=[0, 1, 2],
+        actions=[1, 0, 1],
+        rewards=[1, 2.5, 3],  # ints in a float column become float32
+        terminateds=[0, 0, 1],
+        extra_ints=[[1, 2], [3, 4], [5, 6]],
+        extra_floats=[0.1, 0.2, 0.3],
+    )
+    text = line(sample_batch_record(cols))
+    assert takes_fast_path(text)
+    b = assert_agree(text)
+    assert isinstance(b, SampleBatch)
+    assert b["eps_id"].dtype == np.int64 and b["eps_id"].tolist() == [big] * 3
+    assert b["actions"].dtype == np.int64 and b["actions"].tolist() == [1, 0, 1]
+    assert b["rewards"].dtype == np.float32 and b["rewards"].tolist() == [1.0, 2.5, 3.0]
+    assert b["terminateds"].dtype == bool and b["terminateds"].tolist() == [False, False, True]
+    assert b["extra_ints"].dtype == np.int64 and b["extra_ints"].shape == (3, 2)
+    assert b["extra_floats"].dtype == np.float32
+    assert b["action_dist_inputs"].dtype == np.float32 and b["action_dist_inputs"].shape == (3, 2)
+
+
+def test_compressed_columns_use_learned_templates(monkeypatch: pytest.MonkeyPatch) -> None:
+    from offrl.io import templates
+
+    calls = []
+    monkeypatch.setattr(
+        templates, "decode_payload", lambda p: calls.append(1) or codecs.decode_payload(p)
+    )
+    dec = RecordDecoder()
+    for i in range(4):
+        obs = OBS + i
+        for codec in ("rllib", "offrl"):
+            cols = cartpole(obs=encode_column(obs, codec), new_obs=encode_column(obs + 1, codec))
+            text = line(sample_batch_record(cols))
+            b = dec.decode(text, path="f", lineno=i)
+            assert b["obs"].dtype == np.float32 and b["obs"].tobytes() == obs.tobytes()
+            assert b["new_obs"].tobytes() == (obs + 1).tobytes()
+            assert b["obs"].flags.writeable and b["new_obs"].flags.writeable
+    assert len(calls) == 4  # per codec: the first payload and its probe, then templates only
+
+
+def test_rllib_fixture_fast_path_equals_reference_exactly() -> None:
+    if not RLLIB_FIXTURE.exists():
+        pytest.skip(f"RLlib fixture not found at {RLLIB_FIXTURE}")
+    texts = RLLIB_FIXTURE.read_bytes().splitlines(keepends=True)
+    assert len(texts) == 3
+    for text in texts:
+        assert takes_fast_path(text)
+        b = assert_agree(text)
+        assert isinstance(b, SampleBatch) and b["obs"].dtype == np.float32
+
+
+def test_rllib_fixture_compressed_reads_like_plain(tmp_path: Path) -> None:
+    if not RLLIB_FIXTURE.exists():
+        pytest.skip(f"RLlib fixture not found at {RLLIB_FIXTURE}")
+    plain = list(JsonReader(str(RLLIB_FIXTURE), shuffle_files=False).iter_epoch())
+    assert float(plain[0]["obs"][0, 0]) == 0.040251147001981735
+    for codec in ("rllib", "offrl"):
+        records = []
+        for text in RLLIB_FIXTURE.read_bytes().splitlines():
+            rec = json.loads(text)
+            for col in ("obs", "new_obs"):
+                rec[col] = encode_column(np.array(rec[col], np.float32), codec)  # type: ignore[arg-type]
+            records.append(rec)
+        path = write_jsonl(tmp_path / f"{codec}.json", records)
+        got = list(JsonReader(str(path), shuffle_files=False).iter_epoch())
+        assert len(got) == len(plain)
+        for a, b in zip(got, plain, strict=True):
+            assert list(a.keys()) == list(b.keys())
+            for k in a:
+                assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+                assert a[k].tolist() == b[k].tolist(), k

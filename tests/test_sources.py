@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import fsspec
 import pytest
 
 from offrl.errors import OffrlRuntimeError
-from offrl.io.sources import open_source, resolve_sources
+from offrl.io.sources import _lines, open_source, resolve_sources
 
 
 @pytest.fixture
@@ -97,6 +98,21 @@ def test_open_source_streams_lines_local_and_uri(
     assert list(open_source(str(tree / "two.json"))) == [b"one\n", b"two\n", b"three-no-newline"]
     lines = list(open_source("memory:///offrl-test-sources/x/1.json"))
     assert lines == [b'{"type": "SampleBatch"}\n', b"second\n"]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 64])
+def test_lines_across_read_boundaries(size: int) -> None:
+    text = b"one\n\ntwo-longer-than-a-read\nx\n" + b"y" * 20 + b"\nlast-no-newline"
+    assert list(_lines(io.BytesIO(text), size)) == text.splitlines(keepends=True)
+    assert list(_lines(io.BytesIO(text + b"\n"), size)) == (text + b"\n").splitlines(True)
+    assert list(_lines(io.BytesIO(b""), size)) == []
+    assert list(_lines(io.BytesIO(b"\n\n"), size)) == [b"\n", b"\n"]
+
+
+def test_lines_keep_carriage_returns_like_readline(tmp_path: Path) -> None:
+    text = b'{"a": 1}\r\n{"b":\r 2}\n'  # a lone \r is JSON whitespace, not a line end
+    (tmp_path / "cr.json").write_bytes(text)
+    assert list(open_source(str(tmp_path / "cr.json"))) == io.BytesIO(text).readlines()
 
 
 def test_open_source_missing_file_is_runtime_error(tmp_path: Path) -> None:

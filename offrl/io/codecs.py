@@ -71,7 +71,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         )
 
 
-def restricted_loads(data: bytes) -> Any:
+def restricted_loads(data: bytes | bytearray) -> Any:
     """Unpickle ``data`` admitting only numpy arrays (never plain ``pickle.loads``)."""
     return RestrictedUnpickler(io.BytesIO(data)).load()
 
@@ -155,7 +155,9 @@ def _layout(order: bytes, code: bytes, shape: tuple[int, ...]) -> _Layout | None
     return dtype, shape, math.prod(shape) * dtype.itemsize
 
 
-def _read(data: bytes, start: int, end: int, layout: _Layout | None) -> np.ndarray | None:
+def _read(
+    data: bytes | bytearray, start: int, end: int, layout: _Layout | None
+) -> np.ndarray | None:
     """A writable copy of the array in ``data[start:end]``; None if the sizes disagree."""
     if layout is None or end - start != layout[2]:
         return None  # truncated or padded: numpy's own reader reports it
@@ -174,12 +176,12 @@ def _npy_layout(header: bytes) -> _Layout | None:
     return _layout(m.group(1), m.group(2), shape)
 
 
-def _fast_npy(payload: bytes) -> np.ndarray | None:
+def _fast_npy(payload: bytes | bytearray) -> np.ndarray | None:
     """A v1.0 ``.npy`` payload with a plain header, without numpy's slow header parser."""
     if payload[6:8] != b"\x01\x00":
         return None
     end = 10 + int.from_bytes(payload[8:10], "little")
-    return _read(payload, end, len(payload), _npy_layout(payload[10:end]))
+    return _read(payload, end, len(payload), _npy_layout(bytes(payload[10:end])))
 
 
 @functools.lru_cache(maxsize=256)
@@ -201,7 +203,7 @@ def _pickle_layout(tail: bytes) -> _Layout | None:
     return _layout(order, code, tuple(shape))
 
 
-def _fast_pickle(payload: bytes) -> np.ndarray | None:
+def _fast_pickle(payload: bytes | bytearray) -> np.ndarray | None:
     """Read numpy's protocol-5 array pickle by its exact byte layout, without unpickling."""
     head = _PICKLE_HEAD_RE.match(payload)
     if head is None or int.from_bytes(head.group(1), "little") != len(payload) - 11:
@@ -210,13 +212,13 @@ def _fast_pickle(payload: bytes) -> np.ndarray | None:
     end = start + int.from_bytes(head.group(2), "little")
     if len(payload) - end > 256:
         return None  # longer than any template tail
-    return _read(payload, start, end, _pickle_layout(payload[end:]))
+    return _read(payload, start, end, _pickle_layout(bytes(payload[end:])))
 
 
 # -- decoding ---------------------------------------------------------------------------
 
 
-def decode_payload(payload: bytes) -> np.ndarray:
+def decode_payload(payload: bytes | bytearray) -> np.ndarray:
     """Decode a decompressed column payload: npy, numpy pickle (restricted), or refuse."""
     if payload.startswith(NPY_MAGIC):
         arr = _fast_npy(payload)
@@ -254,14 +256,21 @@ def _b64decode(text: str) -> bytes:
         raise CodecError(f"compressed column is not valid base64: {e}") from None
 
 
-def decode_string(value: str) -> np.ndarray:
-    """Decode one ``BCJNG...`` string (optionally inside ``b'...'``) into an array."""
+def decompress_string(value: str, *, writable: bool = False) -> bytes | bytearray:
+    """The payload inside a ``BCJNG...`` string (optionally inside ``b'...'``).
+
+    ``writable=True`` returns a bytearray, from which arrays are writable without a copy.
+    """
     frame = _b64decode(_strip_bytes_repr(value))
     try:
-        payload = lz4.frame.decompress(frame)
+        return lz4.frame.decompress(frame, return_bytearray=writable)  # type: ignore[no-any-return]
     except RuntimeError as e:
         raise CodecError(f"compressed column is not a valid LZ4 frame: {e}") from None
-    return decode_payload(payload)
+
+
+def decode_string(value: str) -> np.ndarray:
+    """Decode one ``BCJNG...`` string (optionally inside ``b'...'``) into an array."""
+    return decode_payload(decompress_string(value))
 
 
 def decode_column(value: Any) -> Any:

@@ -183,6 +183,14 @@ _CONVERTERS: dict[str, Callable[[Any], np.ndarray]] = {
 }
 
 
+def convert_column(name: str, value: Any) -> np.ndarray:
+    """A decoded column value -> the column's array (dtype rules in the module docstring).
+
+    Raises ValueError, TypeError or OverflowError for values the column cannot hold.
+    """
+    return _CONVERTERS.get(name, _generic_array)(value)
+
+
 def decode_value(name: str, value: Any, path: str, lineno: int) -> np.ndarray:
     """One column value (list, array, or compressed string/list of strings) -> numpy array."""
     try:
@@ -204,7 +212,7 @@ def decode_value(name: str, value: Any, path: str, lineno: int) -> np.ndarray:
             path, lineno, f"column {name!r} must be a list of per-step values, found {value!r:.60}"
         )
     try:
-        return _CONVERTERS.get(name, _generic_array)(value)
+        return convert_column(name, value)
     except (ValueError, TypeError, OverflowError) as e:
         raise DataFormatError(path, lineno, f"column {name!r}: cannot convert ({e})") from None
 
@@ -213,7 +221,7 @@ def decode_value(name: str, value: Any, path: str, lineno: int) -> np.ndarray:
 
 
 def _check_lengths(cols: Mapping[str, np.ndarray], path: str, lineno: int) -> None:
-    if len({len(arr) for arr in cols.values()}) <= 1:
+    if len(set(map(len, cols.values()))) <= 1:
         return
     lengths = {name: len(arr) for name, arr in cols.items()}
     common = max(set(lengths.values()), key=list(lengths.values()).count)

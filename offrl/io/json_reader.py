@@ -11,7 +11,8 @@
   as a warning on the ``"offrl"`` logger naming file and line. A file without a single
   valid record, or an epoch that yields no rows, is a DataFormatError (never an endless
   loop). Any other format problem is a DataFormatError at once.
-* Memory: files are read line by line; only the current record is held.
+* Memory: files are read 1 MiB at a time (see :func:`~offrl.io.sources.open_source`);
+  only that read and the current record are held.
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ def resolve_sources(
 
 
 def open_source(uri: str, storage_options: Mapping[str, Any] | None = None) -> Iterator[bytes]:
-    """Yield the raw lines (with their ``\\n``) of one file, streaming: one line in memory.
+    """Yield the raw lines (with their ``\\n``) of one file, streaming (bounded memory).
 
     The file is closed when the iterator is exhausted or closed.
     """
@@ -121,9 +121,35 @@ def open_source(uri: str, storage_options: Mapping[str, Any] | None = None) -> I
 
             handle: Any = fsspec.open(uri, "rb", **(storage_options or {})).open()
         else:
-            # 1 MiB buffer: a ~20 KB line takes one read call instead of three.
-            handle = open(_local_path(uri), "rb", buffering=1 << 20)  # noqa: SIM115
+            # _lines reads 1 MiB at a time itself: no second buffer in between.
+            handle = open(_local_path(uri), "rb", buffering=0)  # noqa: SIM115
     except OSError as e:
         raise OffrlRuntimeError(f"cannot open input file {uri!r}: {e}") from None
     with handle:
-        yield from handle
+        yield from _lines(handle)
+
+
+def _lines(handle: Any, size: int = 1 << 20) -> Iterator[bytes]:
+    """The lines (with their ``\\n``) of a binary file, found with memchr in big reads.
+
+    Iterating a file calls readline, which tests byte by byte (~4.5 instructions a byte,
+    ~80 k per 20 KB experience line); memchr is far cheaper. Memory: one read plus the
+    pieces of one unfinished line.
+    """
+    head: list[bytes] = []  # pieces of a line that started in an earlier read
+    while chunk := handle.read(size):
+        pos = 0
+        nl = chunk.find(b"\n")
+        if head and nl >= 0:
+            head.append(chunk[: nl + 1])
+            yield b"".join(head)
+            head, pos = [], nl + 1
+            nl = chunk.find(b"\n", pos)
+        while nl >= 0:
+            yield chunk[pos : nl + 1]
+            pos = nl + 1
+            nl = chunk.find(b"\n", pos)
+        if pos < len(chunk):
+            head.append(chunk[pos:])
+    if head:
+        yield b"".join(head)
