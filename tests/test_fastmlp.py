@@ -101,3 +101,24 @@ def test_adam_matches_torch_over_several_steps_and_restores() -> None:
         theirs.grad = torch.from_numpy(g.copy())
         opt.step()
     np.testing.assert_allclose(mine, theirs.detach().numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_set_cpu_threads_limits_numpy_blas_too() -> None:
+    from threadpoolctl import threadpool_info
+
+    from offrl.algos.base import set_cpu_threads
+
+    set_cpu_threads(1)
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas, "numpy should load a BLAS library"
+    assert all(pool["num_threads"] == 1 for pool in blas)
+    assert torch.get_num_threads() == 1
+
+
+def test_tanh_in_place_matches_numpy_tanh() -> None:
+    from offrl.algos.fastmlp import tanh_
+
+    z = np.linspace(-20, 20, 4001, dtype=np.float32)
+    expected = np.tanh(z)
+    tanh_(z)
+    np.testing.assert_allclose(z, expected, rtol=0, atol=3e-7)
