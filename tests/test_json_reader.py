@@ -200,3 +200,25 @@ def test_large_file_streams_with_bounded_reads(tmp_path: Path) -> None:
     reader.next()
     assert reader.metrics()["bytes_read"] == len(one)
     reader.close()
+
+
+def test_a_new_file_cut_off_in_its_first_record_is_skipped_not_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # kill -9 right after rotation: the new file holds half of one line and nothing else
+    sizes = make_dataset(tmp_path, n_files=2, records_per_file=2)
+    whole = line(sample_batch_record(cartpole_columns(5, eps_id=999, seed=9)))
+    (tmp_path / "part-9.json").write_bytes(whole[: len(whole) // 2])
+    reader = JsonReader(str(tmp_path), seed=0)
+    with caplog.at_level(logging.WARNING, logger="offrl"):
+        seen = Counter(eps_of(reader.next()) for _ in range(len(sizes)))
+    assert seen == Counter(dict.fromkeys(sizes, 1))
+    assert reader.metrics()["num_corrupt_lines_skipped"] == 1
+    assert "part-9.json:1" in caplog.text
+
+
+def test_a_file_of_one_complete_corrupt_line_is_still_an_error(tmp_path: Path) -> None:
+    whole = line(sample_batch_record(cartpole_columns(5, eps_id=1, seed=1)))
+    (tmp_path / "bad.json").write_bytes(whole[: len(whole) // 2] + b"\n")  # newline: not a cut
+    with pytest.raises(DataFormatError, match="no valid JSON record in the file"):
+        JsonReader(str(tmp_path)).next()

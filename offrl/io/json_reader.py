@@ -153,6 +153,7 @@ class JsonReader:
 
     def _read_file(self, path: str, stride: int, offset: int) -> Iterator[SampleBatch]:
         records = assigned = valid = corrupt = 0
+        cut_off = False  # the last corrupt line had no newline: a write cut off by a crash
         for lineno, line in enumerate(open_source(path, self._storage_options), 1):
             self._bytes += len(line)
             if line.isspace():  # blank line; O(1) for a normal line
@@ -165,6 +166,7 @@ class JsonReader:
                 batch = self._decoder.decode(line, path=path, lineno=lineno)
             except CorruptLineError as e:
                 corrupt += 1
+                cut_off = not line.endswith(b"\n")
                 self._on_corrupt(e, corrupt)
                 continue
             valid += 1
@@ -176,7 +178,9 @@ class JsonReader:
             yield batch
         if records == 0:
             raise DataFormatError(path, None, "file is empty: it holds no JSON line")
-        if assigned and not valid:
+        # A crash during a new file's first record leaves one partial line and nothing
+        # else (FORMAT.md: readers skip it); any other all-corrupt file is an error.
+        if assigned and not valid and not (corrupt == 1 and cut_off):
             raise DataFormatError(
                 path, None, f"no valid JSON record in the file ({corrupt} corrupt lines)"
             )
