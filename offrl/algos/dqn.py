@@ -23,7 +23,7 @@ from offrl import batch as sb
 from offrl.algos.base import as_tensor, discrete_n, obs_dim, set_cpu_threads
 from offrl.algos.configs import DQNConfig, scheduled_lr
 from offrl.algos.configs import check_dqn_config as check_config
-from offrl.algos.fastmlp import Adam, adam_state_from_torch, clip_grad_norm, flatten_parameters
+from offrl.algos.fastmlp import Adam, clip_grad_norm, flatten_parameters
 from offrl.algos.qnet import FastQ, QNetwork, fast_q, huber, huber_grad, td_targets
 from offrl.algos.replay import PrioritizedReplayBuffer, ReplayBuffer
 from offrl.batch import SampleBatch
@@ -131,7 +131,6 @@ class DQN:
         self.target.requires_grad_(False)
         # Parameter lists cached once: .parameters() walks the module tree on every call.
         self._params: list[torch.Tensor] = list(self.online.parameters())
-        self._target_params: list[torch.Tensor] = list(self.target.parameters())
         self.lr = lr_at(config, 0)
         # The numpy fast path (~6x cheaper updates at CartPole sizes) when every layer is
         # supported; otherwise autograd and torch's Adam. Both compute the same update.
@@ -368,7 +367,7 @@ class DQN:
 
     def _optimizer_state(self) -> dict[str, Any]:
         if self.fast is not None:
-            return {"numpy_adam": self.adam.get_state(), "lr": self.lr}
+            return {**self.adam.checkpoint(), "lr": self.lr}
         return self.optimizer.state_dict()
 
     def _load_optimizer_state(self, state: dict[str, Any]) -> None:
@@ -376,9 +375,7 @@ class DQN:
         if self.fast is None:
             self.optimizer.load_state_dict(state)
             return
-        adam = state["numpy_adam"] if "numpy_adam" in state else adam_state_from_torch(state)
-        if adam:
-            self.adam.set_state(adam)
+        self.adam.restore(state)
         self.lr = float(state.get("lr", self.lr))
 
     def set_state(self, state: dict[str, Any]) -> None:

@@ -187,6 +187,17 @@ class Adam:
         self.exp_avg[:] = state["exp_avg"].numpy()
         self.exp_avg_sq[:] = state["exp_avg_sq"].numpy()
 
+    def checkpoint(self) -> dict[str, Any]:
+        """This optimizer's entry in a learner checkpoint."""
+        return {"numpy_adam": self.get_state()}
+
+    def restore(self, entry: dict[str, Any]) -> None:
+        """Restore a checkpoint's optimizer entry: :meth:`checkpoint`'s, or a
+        ``torch.optim.Adam`` state dict over the same parameters (older checkpoints)."""
+        state = entry["numpy_adam"] if "numpy_adam" in entry else adam_state_from_torch(entry)
+        if state:  # a torch Adam that never stepped has no moments yet
+            self.set_state(state)
+
 
 def adam_state_from_torch(state: dict[str, Any]) -> dict[str, Any]:
     """A ``torch.optim.Adam`` state dict as :class:`Adam` state (parameter order kept)."""

@@ -22,7 +22,6 @@ from offrl.algos.configs import PGConfig, scheduled_lr
 from offrl.algos.fastmlp import (
     Adam,
     MLPPlan,
-    adam_state_from_torch,
     backward,
     clip_grad_norm,
     flatten_parameters,
@@ -354,9 +353,7 @@ class PG:
         """Networks, optimizer, update counter and exploration RNG state (weights_only-safe)."""
         return {
             "model": self.model.state_dict(),
-            "optimizer": (
-                {"numpy_adam": self.adam.get_state()} if self.fast else self.optimizer.state_dict()
-            ),
+            "optimizer": (self.adam.checkpoint() if self.fast else self.optimizer.state_dict()),
             "rng": self.rng.bit_generator.state,
             "num_grad_updates": self.num_grad_updates,
         }
@@ -368,9 +365,7 @@ class PG:
         if not self.fast:
             self.optimizer.load_state_dict(opt)
         else:
-            adam = opt["numpy_adam"] if "numpy_adam" in opt else adam_state_from_torch(opt)
-            if adam:
-                self.adam.set_state(adam)
+            self.adam.restore(opt)
         self.rng.bit_generator.state = state["rng"]
         self.num_grad_updates = int(state["num_grad_updates"])
 
