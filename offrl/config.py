@@ -120,6 +120,22 @@ def suggest(word: str, candidates: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def check_lr_schedule(schedule: list | None) -> None:
+    """ConfigError unless ``schedule`` is None or [[timestep, lr], ...] with rising timesteps."""
+    if schedule is None:
+        return
+    ok = all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) for v in p)
+        for p in schedule
+    )
+    times = [p[0] for p in schedule] if ok else []
+    if not ok or not times or times != sorted(times):
+        raise ConfigError(
+            f"config key 'lr_schedule': invalid value {schedule}; "
+            "allowed: a list of [timestep, lr] pairs with increasing timesteps"
+        )
+
+
 @dataclass
 class CommonConfig:
     """Keys every algorithm understands (PRODUCT.md, "Config keys")."""
@@ -139,6 +155,12 @@ class CommonConfig:
     )
     gamma: float = opt(0.99, "discount factor", types=(float,), ge=0.0, le=1.0)
     lr: float = opt(4e-4, "learning rate", types=(float,), gt=0.0)
+    lr_schedule: list | None = opt(
+        None,
+        "piecewise-linear [[timestep, lr], ...] replacing lr; "
+        "a late decay steadies the final policy",
+        types=(list, type(None)),
+    )
     train_batch_size: int = opt(200, "rows per learner update", types=(int,), ge=1)
     seed: int | None = opt(
         None, "seed for envs, exploration and network init (--seed)", types=(int, type(None)), ge=0
@@ -216,6 +238,7 @@ class CommonConfig:
 
     def validate(self) -> None:
         """Checks beyond one value's type and range; algorithm configs extend it (ConfigError)."""
+        check_lr_schedule(self.lr_schedule)
         for name in self.input_evaluation:
             if name not in ESTIMATOR_NAMES:
                 raise ConfigError(

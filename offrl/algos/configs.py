@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from offrl.config import CommonConfig, opt
+from offrl.config import CommonConfig, check_lr_schedule, opt
 from offrl.errors import ConfigError
 
 
@@ -74,16 +74,6 @@ class PGConfig(CommonConfig):
         types=(int, type(None)),
         ge=1,
     )
-    lr_schedule: list | None = opt(
-        None,
-        "piecewise-linear [[timestep, lr], ...] replacing lr; "
-        "a late decay steadies the final policy",
-        types=(list, type(None)),
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        check_lr_schedule(self.lr_schedule)
 
 
 @dataclass
@@ -159,12 +149,6 @@ class DQNConfig(CommonConfig):
         gt=0.0,
     )
     adam_epsilon: float = opt(1e-8, "Adam epsilon", types=(float,), gt=0.0)
-    lr_schedule: list | None = opt(
-        None,
-        "piecewise-linear [[timestep, lr], ...] replacing lr; "
-        "a late decay steadies the final policy",
-        types=(list, type(None)),
-    )
     training_intensity: float | None = opt(
         None,
         "replayed / sampled rows (null: one update of train_batch_size per "
@@ -191,22 +175,6 @@ def check_dqn_config(config: DQNConfig) -> None:
             "allowed: a list of positive integers"
         )
     check_lr_schedule(config.lr_schedule)
-
-
-def check_lr_schedule(schedule: list | None) -> None:
-    """ConfigError unless ``schedule`` is None or [[timestep, lr], ...] with rising timesteps."""
-    if schedule is None:
-        return
-    ok = all(
-        isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) for v in p)
-        for p in schedule
-    )
-    times = [p[0] for p in schedule] if ok else []
-    if not ok or not times or times != sorted(times):
-        raise ConfigError(
-            f"config key 'lr_schedule': invalid value {schedule}; "
-            "allowed: a list of [timestep, lr] pairs with increasing timesteps"
-        )
 
 
 def scheduled_lr(lr: float, schedule: list | None, t: int) -> float:
