@@ -4,7 +4,10 @@ Writes files of ~100-row records shaped like RLlib 2.x CartPole output (obs/new_
 compressed as whole-column ``BCJNG`` strings with RLlib's pickle codec or offrl's
 npy codec, or everything as plain lists), then times one epoch of
 
-* ``JsonReader``: :class:`offrl.io.json_reader.JsonReader` (simdjson fast path);
+* ``JsonReader``: :class:`offrl.io.json_reader.JsonReader`, every column (the compiled
+  line decoder ``offrl/io/_linedec.c`` when it was built, else the simdjson path);
+* ``JR columns``: ``JsonReader(columns=TRAINING_COLUMNS)``, reading only what offline
+  DQN trains on (the other columns are checked to be JSON, not decoded);
 * ``reference``: :func:`offrl.io.decode.decode_record` on every line (orjson path);
 * ``naive``: what RLlib's JsonReader does (stdlib ``json.loads``; base64, LZ4 and an
   unpickle or ``np.load`` per compressed column; ``np.asarray`` per column). It uses
@@ -35,10 +38,12 @@ from pathlib import Path
 import lz4.frame
 import numpy as np
 
+from offrl.algos.base import set_cpu_threads
 from offrl.batch import SampleBatch
 from offrl.io.codecs import encode_column, restricted_loads
 from offrl.io.decode import decode_record
 from offrl.io.json_reader import JsonReader
+from offrl.io.native import NATIVE
 
 ROWS_PER_LINE = 100
 
@@ -119,7 +124,21 @@ def offrl_read(path: Path) -> int:
     return sum(b.count for b in JsonReader(str(path)).iter_epoch())
 
 
-READERS = {"JsonReader": offrl_read, "reference": reference_read, "naive": naive_read}
+# What offline DQN reads (input_config.columns); eps_id and t are always read too.
+TRAINING_COLUMNS = ["obs", "new_obs", "actions", "rewards", "terminateds", "truncateds"]
+
+
+def offrl_read_columns(path: Path) -> int:
+    """One epoch with JsonReader, training columns only."""
+    return sum(b.count for b in JsonReader(str(path), columns=TRAINING_COLUMNS).iter_epoch())
+
+
+READERS = {
+    "JsonReader": offrl_read,
+    "JR columns": offrl_read_columns,
+    "reference": reference_read,
+    "naive": naive_read,
+}
 
 
 def best_times(path: Path, rounds: int) -> dict[str, tuple[float, float]]:
@@ -174,6 +193,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="round-robin rounds (best kept)")
     ap.add_argument("--big-mb", type=int, default=0, help="also stream a file of ~this many MB")
     args = ap.parse_args()
+    # As `offrl train` does (num_threads): an idle multi-threaded BLAS pool otherwise
+    # spins on the second core, which shares a physical core with this one here.
+    set_cpu_threads(1)
+    print(f"compiled line decoder: {'yes' if NATIVE else 'no (simdjson path)'}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, codec in (("rllib-pickle", "rllib"), ("offrl-npy", "offrl"), ("plain", None)):
             path = Path(tmp) / f"{name}.json"

@@ -98,6 +98,14 @@ class SampleBatch:
             raise ValueError(f"SampleBatch columns have different lengths: {lengths}")
         self._cols = cols
 
+    @classmethod
+    def from_checked(cls, columns: dict[str, np.ndarray]) -> SampleBatch:
+        """A batch holding ``columns`` as they are: numpy arrays of equal length (the
+        caller has checked; readers use this to skip the constructor's checks)."""
+        batch = cls.__new__(cls)
+        batch._cols = columns
+        return batch
+
     # -- mapping protocol -------------------------------------------------
     def __getitem__(self, name: str) -> np.ndarray:
         return self._cols[name]

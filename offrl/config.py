@@ -191,7 +191,10 @@ class CommonConfig:
         types=(str, list, dict),
     )
     input_config: dict = opt(
-        {}, "keyword arguments for a 'module:Class' input reader", types=(dict,)
+        {},
+        "keyword arguments for a 'module:Class' input reader; for files: storage_options "
+        "(fsspec) and columns (read only these columns)",
+        types=(dict,),
     )
     input_evaluation: list = opt(
         [], "off-policy estimators: simulation, is, wis, dm, dr", types=(list,)
@@ -239,6 +242,10 @@ class CommonConfig:
     def validate(self) -> None:
         """Checks beyond one value's type and range; algorithm configs extend it (ConfigError)."""
         check_lr_schedule(self.lr_schedule)
+        from offrl.io.input import check_file_input_config, reads_files
+
+        if reads_files(self.input):  # before any run directory exists
+            check_file_input_config(self.input_config)
         for name in self.input_evaluation:
             if name not in ESTIMATOR_NAMES:
                 raise ConfigError(

@@ -257,6 +257,13 @@ CASES = [
     Case("two-policies", dqn_input(), 1, ["ma.json", "p1"], data=two_policies),
     Case("unknown-record-type", dqn_input(), 1, ["type.json", "EpisodeBatch"], data=unknown_type),
     Case(
+        "input-columns-not-a-list",
+        dqn_input(input_config={"columns": "obs"}),
+        2,
+        ["input_config.columns", "'obs'"],
+        data=good_data,
+    ),
+    Case(
         "pg-offline-without-postprocess",
         [
             "train",
@@ -336,6 +343,18 @@ def test_truncated_last_line_is_skipped_and_counted(tmp_path: Path) -> None:
     result = json.loads(proc.stdout)
     assert result["num_corrupt_lines_skipped"] == 1
     assert "cut.json:3" in proc.stderr  # the warning names file and line
+
+
+def test_projected_columns_train_offline_dqn(tmp_path: Path) -> None:
+    data = good_data(tmp_path)
+    columns = ["obs", "new_obs", "actions", "rewards", "terminateds", "truncateds"]
+    args = [a.replace("{data}", data) for a in dqn_input("-q", input_config={"columns": columns})]
+    proc = run_cli(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["training_iteration"] == 1
+    assert result["rows_read"] > 0 and result["num_corrupt_lines_skipped"] == 0
+    assert "Traceback" not in proc.stderr
 
 
 def test_catalogue_has_at_least_30_cases() -> None:

@@ -6,13 +6,15 @@ import base64
 import io
 import os
 import pickle
+import struct
 from pathlib import Path
 
 import lz4.frame
 import numpy as np
 import pytest
-from rllib_variants import b64_lz4, rllib_column, rllib_pickle_payload
+from rllib_variants import b64_lz4, line, rllib_column, rllib_pickle_payload, sample_batch_record
 
+from offrl.errors import DataFormatError
 from offrl.io import codecs
 from offrl.io.codecs import (
     CodecError,
@@ -24,6 +26,8 @@ from offrl.io.codecs import (
     npy_bytes,
     restricted_loads,
 )
+from offrl.io.decode import decode_record
+from offrl.io.fastjson import RecordDecoder
 
 OBS = np.array([[0.5, -1.25, 2.0, 0.0], [1.0, 2.0, 3.0, 4.0], [-0.5, 0.25, 0.125, 8.0]], np.float32)
 
@@ -207,3 +211,92 @@ def test_decode_column_whole_per_row_and_plain() -> None:
     assert decode_column("left") == "left"  # a plain string is not compressed
     assert decode_column([1, 2]) == [1, 2]
     assert not is_compressed("bcjng") and not is_compressed(b"BCJNG")
+
+
+# -- damaged pickles ----------------------------------------------------------------------
+
+_HUGE = struct.pack("<Q", 2**62)
+# Pickles whose one opcode claims an impossible length: unpickled as they are, they raise
+# MemoryError or OverflowError (or UnpicklingError), not a clean "corrupt" error.
+DAMAGED = {
+    "BINBYTES8": b"\x80\x04\x8e" + _HUGE + b"abc.",
+    "BYTEARRAY8": b"\x80\x05\x96" + _HUGE + b"abc.",
+    "BINUNICODE8": b"\x80\x04\x8d" + _HUGE + b"abc.",
+    "FRAME": b"\x80\x04\x95" + _HUGE + b"N.",
+    "BINBYTES8-max": b"\x80\x04\x8e" + struct.pack("<Q", 2**63 - 1) + b"abc.",
+    "FRAME-2**64-1": b"\x80\x04\x95" + struct.pack("<Q", 2**64 - 1) + b"N.",
+}
+
+
+def test_damaged_pickles_really_break_the_plain_unpickler() -> None:
+    # What decode_payload must turn into CodecError (so the cases below test something).
+    with pytest.raises(MemoryError):
+        restricted_loads(DAMAGED["BINBYTES8"])
+    with pytest.raises(MemoryError):
+        restricted_loads(DAMAGED["BYTEARRAY8"])
+    with pytest.raises(OverflowError):
+        restricted_loads(DAMAGED["BINBYTES8-max"])
+    with pytest.raises(OverflowError):
+        restricted_loads(DAMAGED["FRAME-2**64-1"])
+
+
+@pytest.mark.parametrize("payload", list(DAMAGED.values()), ids=list(DAMAGED))
+def test_damaged_pickle_lengths_are_codec_errors(payload: bytes) -> None:
+    for p in (payload, bytearray(payload)):
+        with pytest.raises(CodecError, match="corrupt pickle payload"):
+            decode_payload(p)
+    with pytest.raises(CodecError, match="corrupt pickle payload"):
+        decode_string(b64_lz4(payload))
+    cols = {"obs": b64_lz4(payload), "actions": [0], "rewards": [0.0], "dones": [True]}
+    text = line(sample_batch_record(cols))
+    with pytest.raises(DataFormatError, match=r"f\.json:4: column 'obs': corrupt pickle") as e:
+        decode_record(text, path="f.json", lineno=4)
+    assert type(e.value) is DataFormatError  # not a CorruptLineError: the line is JSON
+    with pytest.raises(DataFormatError, match=r"f\.json:4: column 'obs': corrupt pickle"):
+        RecordDecoder().decode(text, path="f.json", lineno=4)  # the fast paths agree
+
+
+@pytest.mark.parametrize(
+    "error", [MemoryError, OverflowError, IndexError, KeyError, RecursionError]
+)
+def test_errors_of_the_unpickler_become_codec_errors(
+    monkeypatch: pytest.MonkeyPatch, error: type[BaseException]
+) -> None:
+    def broken(data: bytes) -> None:
+        raise error("damaged")
+
+    monkeypatch.setattr(codecs, "restricted_loads", broken)
+    with pytest.raises(CodecError, match="corrupt pickle payload in compressed column"):
+        decode_payload(pickle.dumps(OBS, protocol=2))  # not the fast path: unpickled
+
+
+def test_unpickler_gets_a_bytes_copy_of_a_bytearray_payload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[type] = []
+
+    def spy(data: bytes | bytearray) -> object:
+        seen.append(type(data))
+        return restricted_loads(data)
+
+    monkeypatch.setattr(codecs, "restricted_loads", spy)
+    payload = bytearray(pickle.dumps(OBS, protocol=2))
+    assert same(decode_payload(payload), OBS)
+    damaged = bytearray(DAMAGED["BINBYTES8"])
+    with pytest.raises(CodecError):
+        decode_payload(damaged)
+    assert seen == [bytes, bytes]
+    damaged.extend(b"!")  # no buffer of it left exported: still resizable
+    payload.extend(b"!")
+
+
+def test_damaged_pickle_runs_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "pwned.txt"
+    evil = pickle.dumps(_WritesFile(str(target)), protocol=2)
+    # The huge length first: unpickling stops there, before the global.
+    with pytest.raises(CodecError, match="corrupt pickle payload"):
+        decode_payload(b"\x80\x02\x8e" + _HUGE + evil[2:])
+    # The global first: refused before the damaged length is reached.
+    with pytest.raises(CodecError, match=r"refused to unpickle (io|builtins)\.open"):
+        decode_payload(evil[:-1] + b"\x8e" + _HUGE + b"abc.")
+    assert not target.exists() and not os.listdir(tmp_path)

@@ -22,12 +22,15 @@ from rllib_variants import (
 )
 
 from offrl.errors import DataFormatError
+from offrl.io import fastjson
 from offrl.io.codecs import encode_column
 from offrl.io.decode import (
     NEW_OBS_VALID,
     CorruptLineError,
     decode_record,
+    finish_columns,
 )
+from offrl.io.fastjson import RecordDecoder
 
 OBS = np.array([[0.5, -1.25, 2.0, 0.0], [1.0, 2.0, 3.0, 4.0], [-0.5, 0.25, 0.125, 8.0]], np.float32)
 
@@ -333,3 +336,47 @@ def test_b64_wrapper_with_double_quotes_not_needed_for_plain() -> None:
 def test_object_where_a_list_belongs_is_named() -> None:
     with pytest.raises(DataFormatError, match=r"column 'infos' must be a list.*\{'a': 1\}"):
         decode(sample_batch_record(three_rows(infos={"a": 1})))
+
+
+@pytest.mark.parametrize("name", ["eps_id", "t"])
+@pytest.mark.parametrize(
+    "value",
+    [[[11], [11], [11]], [[0, 1], [1, 2], [2, 3]], "compressed"],
+    ids=["rows-of-one", "rows-of-two", "compressed"],
+)
+def test_2d_ids_without_new_obs_name_the_column_and_shape(name: str, value: object) -> None:
+    if value == "compressed":
+        value = encode_column(np.arange(6, dtype=np.int64).reshape(3, 2), "rllib")
+    shape = (3, 1) if value == [[11], [11], [11]] else (3, 2)
+    message = re.escape(
+        f"f.json:3: column '{name}' must hold one value per row, found shape {shape}"
+    )
+    record = sample_batch_record(three_rows(new_obs=None, **{name: value}))
+    with pytest.raises(DataFormatError, match=message):
+        decode(record)
+    for native in (True, False):  # the fast decoders finish columns the same way
+        decoder = RecordDecoder()
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(fastjson, "NATIVE", native)
+            with pytest.raises(DataFormatError, match=message):
+                decoder.decode(line(record), path="f.json", lineno=3)
+
+
+def test_finish_columns_checks_id_shapes_only_when_rebuilding_new_obs() -> None:
+    cols = {
+        "obs": OBS.copy(),
+        "actions": np.array([0, 1, 1]),
+        "rewards": np.zeros(3, np.float32),
+        "dones": np.array([False, False, True]),
+        "eps_id": np.array([[1], [1], [1]]),
+    }
+    with pytest.raises(DataFormatError, match=r"column 'eps_id' .* shape \(3, 1\)"):
+        finish_columns(dict(cols), "f.json", 3)
+    cols["eps_id"] = np.array([1, 1, 1])
+    cols["t"] = np.zeros((3, 1), np.int64)
+    with pytest.raises(DataFormatError, match=r"column 't' .* shape \(3, 1\)"):
+        finish_columns(dict(cols), "f.json", 3)
+    del cols["t"]
+    b = finish_columns(dict(cols), "f.json", 3)  # 1-D ids: rebuilt as before
+    assert b[NEW_OBS_VALID].tolist() == [True, True, True]
+    np.testing.assert_array_equal(b["new_obs"][:2], OBS[1:])

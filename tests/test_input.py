@@ -13,6 +13,7 @@ from offrl.config import CommonConfig
 from offrl.errors import ConfigError, OffrlRuntimeError
 from offrl.io.input import InputReader, is_class_spec, make_input_reader
 from offrl.io.json_reader import JsonReader
+from offrl.io.native import ALWAYS_READ
 
 USER_MODULE = """
 import numpy as np
@@ -93,3 +94,39 @@ def test_is_class_spec(tmp_path: Path) -> None:
     assert not is_class_spec("s3://bucket/x")
     assert not is_class_spec("/data/x.json")
     assert not is_class_spec("data/*.json")
+
+
+# -- input_config.columns -------------------------------------------------------------
+
+
+def test_input_config_columns_reach_the_json_reader(tmp_path: Path) -> None:
+    cols = cartpole_columns(3)
+    cols["action_prob"] = [0.5, 0.5, 0.5]
+    write_jsonl(tmp_path / "a.json", [sample_batch_record(cols)])
+
+    def columns_read(input_config: dict[str, object]) -> set[str]:
+        config = CommonConfig(input_config=input_config)
+        return set(make_input_reader(str(tmp_path), config=config, seed=0).next().keys())
+
+    everything = columns_read({})
+    assert {"infos", "action_prob"} <= everything
+    assert columns_read({"columns": None}) == everything
+    projected = columns_read({"columns": ["action_prob", "no_such_column"]})
+    assert projected == (everything & ALWAYS_READ) | {"action_prob"}
+    assert columns_read({"columns": []}) == everything & ALWAYS_READ
+    assert "infos" not in projected
+
+
+@pytest.mark.parametrize(
+    "columns",
+    ["obs", ["obs", 3], {"obs": True}, 5, [["obs"]], ("obs", "actions"), [None]],
+    ids=repr,
+)
+def test_input_config_columns_not_a_list_of_names_is_a_config_error(
+    tmp_path: Path, columns: object
+) -> None:
+    write_jsonl(tmp_path / "a.json", [sample_batch_record(cartpole_columns(2))])
+    config = CommonConfig(input_config={"columns": columns})
+    with pytest.raises(ConfigError, match=r"input_config\.columns") as e:
+        make_input_reader(str(tmp_path), config=config, seed=0)
+    assert repr(columns) in str(e.value)

@@ -5,15 +5,27 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import numpy as np
 import pytest
-from rllib_variants import cartpole_columns, line, sample_batch_record, write_jsonl
+from rllib_variants import (
+    cartpole_columns,
+    line,
+    multi_agent_record,
+    rllib_column,
+    sample_batch_record,
+    write_jsonl,
+)
 
+from offrl.batch import SampleBatch
 from offrl.errors import DataFormatError
+from offrl.io import fastjson, native
 from offrl.io.codecs import encode_column
 from offrl.io.json_reader import JsonReader, plan_shard
+from offrl.io.native import ALWAYS_READ
+from tests.shared_data import RLLIB_FIXTURE
 
 
 def make_dataset(root: Path, n_files: int = 4, records_per_file: int = 3) -> dict[int, int]:
@@ -222,3 +234,205 @@ def test_a_file_of_one_complete_corrupt_line_is_still_an_error(tmp_path: Path) -
     (tmp_path / "bad.json").write_bytes(whole[: len(whole) // 2] + b"\n")  # newline: not a cut
     with pytest.raises(DataFormatError, match="no valid JSON record in the file"):
         JsonReader(str(tmp_path)).next()
+
+
+# -- column projection ----------------------------------------------------------------
+
+# How a line can be decoded: the compiled decoder, simdjson, or only the reference path.
+DECODE_PATHS = ["native", "simdjson", "reference"]
+PROJECTIONS = [
+    ["obs"],
+    ["weights", "no_such_column"],
+    ["infos", "action_prob", "q_values"],
+    [],
+]
+
+
+def _wide_columns(n: int, eps: int) -> dict[str, Any]:
+    """cartpole_columns plus the columns RLlib adds, which a projection skips."""
+    cols = cartpole_columns(n, eps_id=eps, seed=eps)
+    rng = np.random.default_rng(eps + 1000)
+    cols["action_prob"] = rng.uniform(size=n).round(4).tolist()
+    cols["q_values"] = rng.normal(size=(n, 2)).round(4).tolist()
+    cols["weights"] = [1.0] * n
+    cols["agent_index"] = [0] * n
+    return cols
+
+
+def _compress(cols: dict[str, Any], codec: str) -> dict[str, Any]:
+    out = dict(cols)
+    out["obs"] = encode_column(np.asarray(cols["obs"], np.float32), codec)  # type: ignore[arg-type]
+    out["new_obs"] = encode_column(np.asarray(cols["new_obs"], np.float32), codec)  # type: ignore[arg-type]
+    out["q_values"] = encode_column(np.asarray(cols["q_values"], np.float32), codec)  # type: ignore[arg-type]
+    out["actions"] = encode_column(np.asarray(cols["actions"], np.int64), codec)  # type: ignore[arg-type]
+    return out
+
+
+def _wide_dataset(root: Path, transform: Any = None) -> str:
+    for f in range(3):
+        recs = []
+        for r in range(3):
+            cols = _wide_columns(2 + (f + r) % 4, f * 100 + r)
+            recs.append(transform(cols) if transform else sample_batch_record(cols))
+        write_jsonl(root / f"part-{f}.json", recs)
+    return str(root)
+
+
+def _fallback_only_dataset(root: Path) -> str:
+    """Lines only the Python paths decode (NaN/Infinity tokens, b'...'-wrapped columns)."""
+    a = _wide_columns(4, 1)
+    a["action_prob"][1] = float("nan")  # in a column a projection skips
+    b = _wide_columns(3, 2)
+    b["rewards"][0] = float("nan")  # in a column every read keeps
+    b["q_values"][2][1] = float("inf")
+    c = _wide_columns(5, 3)
+    c["obs"] = rllib_column(np.asarray(c["obs"], np.float32), wrap=True)
+    c["q_values"] = rllib_column(np.asarray(c["q_values"], np.float32), wrap=True)
+    d = _wide_columns(2, 4)  # a common line between them
+    write_jsonl(root / "fallback.json", [sample_batch_record(x) for x in (a, b, d, c)])
+    assert b"NaN" in (root / "fallback.json").read_bytes()
+    return str(root)
+
+
+def _without(cols: dict[str, Any], name: str) -> dict[str, Any]:
+    del cols[name]
+    return cols
+
+
+def _no_new_obs(cols: dict[str, Any]) -> dict[str, Any]:
+    del cols["new_obs"]
+    cols["dones"] = [False] * len(cols["dones"])  # the last row of each record is invalid
+    return sample_batch_record(cols)
+
+
+def _rllib_fixture(root: Path) -> str:
+    if not RLLIB_FIXTURE.exists():
+        pytest.skip(f"RLlib fixture not found at {RLLIB_FIXTURE}")
+    return str(RLLIB_FIXTURE)
+
+
+DATASETS: dict[str, Any] = {
+    "plain": _wide_dataset,
+    "rllib-codec": lambda d: _wide_dataset(d, lambda c: sample_batch_record(_compress(c, "rllib"))),
+    "offrl-codec": lambda d: _wide_dataset(d, lambda c: sample_batch_record(_compress(c, "offrl"))),
+    "multi-agent": lambda d: _wide_dataset(d, multi_agent_record),
+    "no-infos": lambda d: _wide_dataset(d, lambda c: sample_batch_record(_without(c, "infos"))),
+    "no-new-obs": lambda d: _wide_dataset(d, _no_new_obs),
+    "fallback-only-lines": _fallback_only_dataset,
+    "rllib-fixture": _rllib_fixture,
+}
+
+
+def _paths() -> list[str]:
+    return [p for p in DECODE_PATHS if p != "native" or native._linedec is not None]
+
+
+def read_with(
+    monkeypatch: pytest.MonkeyPatch, spec: str, columns: list[str] | None, path: str
+) -> tuple[list[SampleBatch], dict[str, Any]]:
+    """Two seeded epochs (same seed: same order) decoded the given way."""
+    with monkeypatch.context() as m:
+        m.setattr(fastjson, "NATIVE", path == "native")
+        if path == "reference":
+            m.setattr(fastjson, "simdjson", None)  # the decoder gets no simdjson parser
+        reader = JsonReader(spec, seed=11, columns=columns)
+        per_epoch = sum(1 for _ in reader.iter_epoch())
+        batches = [reader.next() for _ in range(2 * per_epoch)]
+    return batches, reader.metrics()
+
+
+def assert_same_column(got: np.ndarray, want: np.ndarray, name: str) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape, name
+    if got.dtype == object:
+        assert got.tolist() == want.tolist(), name
+    else:
+        assert np.array_equal(got, want, equal_nan=got.dtype.kind == "f"), name
+
+
+def assert_projection_of(
+    proj: list[SampleBatch], full: list[SampleBatch], columns: list[str]
+) -> None:
+    assert len(proj) == len(full)
+    keep = set(columns) | ALWAYS_READ
+    for p, f in zip(proj, full, strict=True):
+        assert set(p.keys()) == {k for k in f if k in keep}
+        assert p.count == f.count
+        for name in p:
+            assert_same_column(p[name], f[name], name)
+
+
+@pytest.mark.parametrize("columns", PROJECTIONS, ids=lambda c: "+".join(c) or "none")
+@pytest.mark.parametrize("dataset", list(DATASETS))
+def test_projection_reads_the_requested_and_always_read_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dataset: str, columns: list[str]
+) -> None:
+    spec = DATASETS[dataset](tmp_path)
+    # Ground truth: every column, decoded by the reference path only.
+    full, full_metrics = read_with(monkeypatch, spec, None, "reference")
+    assert any(k not in ALWAYS_READ for k in full[0])  # something to skip
+    for path in _paths():
+        all_cols, _ = read_with(monkeypatch, spec, None, path)
+        assert_projection_of(all_cols, full, list(full[0].keys()))  # paths agree unprojected
+        proj, metrics = read_with(monkeypatch, spec, columns, path)
+        assert_projection_of(proj, full, columns)
+        assert "no_such_column" not in proj[0]
+        assert metrics == full_metrics, path
+
+
+def test_projection_keeps_requested_extra_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = _wide_dataset(tmp_path, lambda c: sample_batch_record(_compress(c, "rllib")))
+    for path in _paths():
+        batches, _ = read_with(monkeypatch, spec, ["q_values", "infos"], path)
+        b = batches[0]
+        assert {"q_values", "infos"} <= set(b.keys()), path
+        assert not {"action_prob", "weights", "agent_index"} & set(b.keys()), path
+        assert b["q_values"].dtype == np.float32 and b["q_values"].shape == (b.count, 2)
+
+
+def test_projection_still_skips_and_counts_corrupt_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = [line(sample_batch_record(_wide_columns(3, i))) for i in range(3)]
+    path = tmp_path / "crashed.json"
+    path.write_bytes(good[0] + b"\x00\x13garbage here\n" + good[1] + good[2][:200])
+    for decode_path in _paths():
+        with monkeypatch.context() as m:
+            m.setattr(fastjson, "NATIVE", decode_path == "native")
+            reader = JsonReader(str(path), columns=["obs"])
+            with caplog.at_level(logging.WARNING, logger="offrl"):
+                got = [eps_of(b) for b in reader.iter_epoch()]
+        assert got == [0, 1], decode_path
+        assert reader.metrics()["num_corrupt_lines_skipped"] == 2, decode_path
+        assert reader.metrics()["rows_read"] == 6
+        assert f"{path}:2" in caplog.text and f"{path}:4" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("column", "bad"),
+    [
+        ("q_values", b"[[1.0, 2.0], [3.0,]]"),  # trailing comma
+        ("weights", b"[1.0, tru, 1.0]"),
+        ("action_prob", b"[0.5, 0.5 0.5]"),  # missing comma
+        ("infos", b'[{}, {"a" 1}, {}]'),
+        ("agent_index", b"[0, 0, 01]"),  # leading zero: not JSON
+    ],
+)
+def test_skipped_column_that_is_not_json_makes_the_line_corrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, column: str, bad: bytes
+) -> None:
+    cols = _wide_columns(3, 5)
+    cols[column] = "PLACEHOLDER"
+    broken = line(sample_batch_record(cols)).replace(b'"PLACEHOLDER"', bad)
+    good = line(sample_batch_record(_wide_columns(2, 6)))
+    path = tmp_path / "bad-skipped.json"
+    path.write_bytes(good + broken + good)
+    for decode_path in _paths():
+        with monkeypatch.context() as m:
+            m.setattr(fastjson, "NATIVE", decode_path == "native")
+            reader = JsonReader(str(path), columns=["obs"])
+            got = [eps_of(b) for b in reader.iter_epoch()]
+        assert got == [6, 6], decode_path
+        assert reader.metrics()["num_corrupt_lines_skipped"] == 1, decode_path
+        assert reader.metrics()["rows_read"] == 4

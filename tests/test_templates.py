@@ -6,14 +6,20 @@ import io
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 from rllib_variants import b64_lz4, rllib_column, rllib_pickle_payload
 
 from offrl.io import templates
-from offrl.io.codecs import CodecError, decode_payload, encode_column, npy_bytes
+from offrl.io.codecs import (
+    CodecError,
+    decode_payload,
+    decompress_string,
+    encode_column,
+    npy_bytes,
+)
 from offrl.io.templates import PayloadTemplates
 
 rng = np.random.default_rng(0)
@@ -184,3 +190,145 @@ def test_data_start_needs_one_unambiguous_bytes_argument() -> None:
     single = pickle.dumps(OBS, protocol=5)
     start = templates._pickle_data_start(bytearray(single), OBS.nbytes)
     assert start is not None and single[start : start + OBS.nbytes] == OBS.tobytes()
+
+
+# -- the compiled match (offrl/io/_linedec.c) ---------------------------------------------
+
+try:
+    from offrl.io import _linedec  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - only where the extension was not built
+    _linedec = None
+
+needs_linedec = pytest.mark.skipif(_linedec is None, reason="offrl.io._linedec not built")
+
+LAYOUTS = [
+    rng.normal(size=(7, 4)).astype(np.float32),
+    np.arange(-5, 6, dtype=np.int64) * 2**40 + 3,
+    np.arange(60, dtype=np.uint8).reshape(3, 4, 5),
+    np.array([True, False, False, True, True]),
+    np.arange(6, dtype=">f4"),
+]
+
+
+def _other_data(arr: np.ndarray) -> np.ndarray:
+    """Same dtype and shape, other values: the same payload layout."""
+    return ~arr if arr.dtype == bool else (np.flip(arr) * 3).astype(arr.dtype)
+
+
+def _learned(arr: np.ndarray, codec: str) -> tuple[PayloadTemplates, bytearray]:
+    """Templates that learned ``arr``'s layout, and a payload of that layout (other data)."""
+    t = PayloadTemplates()
+    t.decode_string(encode_column(arr, codec))  # type: ignore[arg-type]
+    assert learned(t) == 1
+    other = encode_column(_other_data(arr), codec)  # type: ignore[arg-type]
+    return t, cast(bytearray, decompress_string(other, writable=True))
+
+
+def assert_identical(a: np.ndarray, b: np.ndarray) -> None:
+    assert same(a, b)
+    for flag in ("writeable", "c_contiguous", "aligned"):
+        assert getattr(a.flags, flag) and getattr(b.flags, flag), flag
+
+
+@needs_linedec
+@pytest.mark.parametrize("codec", ["rllib", "offrl"])
+@pytest.mark.parametrize("arr", LAYOUTS, ids=lambda a: f"{a.dtype}{a.shape}")
+def test_compiled_match_gives_the_python_match_arrays(arr: np.ndarray, codec: str) -> None:
+    t, payload = _learned(arr, codec)
+    found = t._by_length[len(payload)]
+    compiled = _linedec.match(payload, found)
+    python = templates._match_py(bytearray(payload), found)
+    assert compiled is not None and python is not None
+    assert_identical(compiled, python)
+    assert same(compiled, _other_data(arr))
+    assert not np.shares_memory(compiled, np.frombuffer(payload, np.uint8))  # a copy
+    assert same(compiled, decode_payload(bytes(payload)))  # and what the reference reads
+
+
+class _CountingMatchPy:
+    """templates._match_py, counting its calls."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._match_py = templates._match_py
+
+    def __call__(self, payload: bytearray, found: list) -> Any:
+        self.n += 1
+        return self._match_py(payload, found)
+
+
+def _no_reference(payload: Any) -> np.ndarray:
+    raise AssertionError("a learned layout went to the reference decoder")
+
+
+@pytest.mark.parametrize("codec", ["rllib", "offrl"])
+@pytest.mark.parametrize("arr", LAYOUTS, ids=lambda a: f"{a.dtype}{a.shape}")
+def test_decode_payload_same_with_and_without_the_compiled_match(
+    monkeypatch: pytest.MonkeyPatch, arr: np.ndarray, codec: str
+) -> None:
+    outputs = []
+    for compiled in (True, False) if _linedec is not None else (False,):
+        t, payload = _learned(arr, codec)
+        python = _CountingMatchPy()
+        with monkeypatch.context() as m:
+            m.setattr(templates, "_match", _linedec.match if compiled else None)
+            m.setattr(templates, "_match_py", python)
+            m.setattr(templates, "decode_payload", _no_reference)
+            outputs.append(t.decode_payload(payload))
+        assert python.n == (0 if compiled else 1)  # the compiled match when it is there
+    for out in outputs:
+        assert_identical(out, outputs[0])
+        assert same(out, _other_data(arr))
+
+
+@needs_linedec
+@pytest.mark.parametrize("codec", ["rllib", "offrl"])
+def test_compiled_match_refuses_other_heads_tails_and_lengths(codec: str) -> None:
+    t, payload = _learned(LAYOUTS[0], codec)
+    found = t._by_length[len(payload)]
+    head, tail = found[0][0], found[0][1]
+    assert _linedec.match(payload, found) is not None
+    in_head = [0, len(head) // 2, len(head) - 1]
+    in_tail = [len(payload) - len(tail), len(payload) - 1] if tail else []  # npy: no tail
+    assert bool(in_tail) == (codec == "rllib")
+    for pos in in_head + in_tail:
+        changed = bytearray(payload)
+        changed[pos] ^= 0x01
+        assert _linedec.match(changed, found) is None, pos
+        assert templates._match_py(changed, found) is None, pos
+    for other_length in (payload + b"\x00", payload[:-1], payload[1:], b"\x00" + payload):
+        assert _linedec.match(other_length, found) is None
+    assert _linedec.match(payload, []) is None
+    # The first template that matches wins, wherever it is in the list.
+    wrong = (b"X" + head[1:], tail, *found[0][2:])
+    assert same(_linedec.match(payload, [wrong, *found]), _other_data(LAYOUTS[0]))
+
+
+@needs_linedec
+def test_compiled_match_rejects_malformed_templates() -> None:
+    f4 = np.dtype(np.float32)
+    payload = b"HEAD" + np.arange(4, dtype=np.float32).tobytes() + b"TAIL"
+    good = (b"HEAD", b"TAIL", f4, (2, 2), 4)
+    assert same(_linedec.match(payload, [good]), np.arange(4, dtype=np.float32).reshape(2, 2))
+    malformed = [
+        good[:4],  # too short
+        (*good, 0),  # too long
+        list(good),  # not a tuple
+        ("HEAD", b"TAIL", f4, (2, 2), 4),  # head not bytes
+        (bytearray(b"HEAD"), b"TAIL", f4, (2, 2), 4),
+        (b"HEAD", None, f4, (2, 2), 4),  # tail not bytes
+        (b"HEAD", b"TAIL", np.float32, (2, 2), 4),  # a type, not a dtype
+        (b"HEAD", b"TAIL", f4, [2, 2], 4),  # shape not a tuple
+        (b"HEAD", b"TAIL", f4, (2, 2), 4.0),  # count not an int
+        (b"HEAD", b"TAIL", f4, (5,), 4),  # count inconsistent with the shape
+        (b"HEAD", b"TAIL", f4, (2, 3), 4),
+        (b"HEAD", b"TAIL", f4, (-2, -2), 4),
+        (b"HEAD", b"TAIL", f4, (4,), -1),  # negative count
+    ]
+    for template in malformed:
+        with pytest.raises(TypeError):
+            _linedec.match(payload, [template])
+    with pytest.raises(TypeError):
+        _linedec.match(payload, (good,))  # templates not a list
+    with pytest.raises(TypeError):
+        _linedec.match("HEAD....TAIL", [good])  # payload not bytes-like

@@ -218,6 +218,21 @@ def _fast_pickle(payload: bytes | bytearray) -> np.ndarray | None:
 # -- decoding ---------------------------------------------------------------------------
 
 
+# What unpickling damaged bytes raises (a huge length field: MemoryError/OverflowError).
+_CORRUPT_PICKLE = (
+    pickle.UnpicklingError,
+    EOFError,
+    AttributeError,
+    TypeError,
+    ValueError,
+    IndexError,
+    KeyError,
+    MemoryError,
+    OverflowError,
+    RecursionError,
+)
+
+
 def decode_payload(payload: bytes | bytearray) -> np.ndarray:
     """Decode a decompressed column payload: npy, numpy pickle (restricted), or refuse."""
     if payload.startswith(NPY_MAGIC):
@@ -226,18 +241,20 @@ def decode_payload(payload: bytes | bytearray) -> np.ndarray:
             return arr
         try:
             return np.load(io.BytesIO(payload), allow_pickle=False)
-        except (ValueError, EOFError) as e:  # truncated data, bad header, object arrays
+        except (ValueError, EOFError, MemoryError, OverflowError) as e:  # truncated, bad header
             raise CodecError(f"corrupt npy payload in compressed column: {e}") from None
     if payload[:1] == b"\x80":  # PROTO opcode: a pickle of protocol >= 2
         arr = _fast_pickle(payload)
         if arr is not None:
             return arr
         try:
-            value = restricted_loads(payload)
+            # bytes: a corrupt pickle must not leave a view of a bytearray payload behind
+            value = restricted_loads(bytes(payload))
         except CodecError:
             raise
-        except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as e:
-            raise CodecError(f"corrupt pickle payload in compressed column: {e}") from None
+        except _CORRUPT_PICKLE as e:
+            why = str(e) or type(e).__name__  # str(MemoryError()) is empty
+            raise CodecError(f"corrupt pickle payload in compressed column: {why}") from None
         if not isinstance(value, np.ndarray):
             value = np.asarray(value)
         return value

@@ -207,7 +207,7 @@ def decode_value(name: str, value: Any, path: str, lineno: int) -> np.ndarray:
             value = np.stack([decode_string(v) for v in value])
     except CodecError as e:
         raise DataFormatError(path, lineno, f"column {name!r}: {e}") from None
-    if not isinstance(value, (list, np.ndarray)):
+    if not isinstance(value, (list, np.ndarray)) or getattr(value, "ndim", 1) == 0:
         raise DataFormatError(
             path, lineno, f"column {name!r} must be a list of per-step values, found {value!r:.60}"
         )
@@ -273,17 +273,27 @@ def rebuild_new_obs(cols: dict[str, np.ndarray]) -> None:
 
 
 def finish_columns(cols: dict[str, np.ndarray], path: str, lineno: int) -> SampleBatch:
-    """Check and normalise decoded columns into a SampleBatch (see module docstring)."""
-    missing = [c for c in (sb.OBS, sb.ACTIONS, sb.REWARDS) if c not in cols]
-    if missing:
+    """Check and normalise decoded columns into a SampleBatch (see module docstring).
+
+    Every value of ``cols`` must be a numpy array (decode_value's results).
+    """
+    if not (sb.OBS in cols and sb.ACTIONS in cols and sb.REWARDS in cols):
+        missing = [c for c in (sb.OBS, sb.ACTIONS, sb.REWARDS) if c not in cols]
         raise DataFormatError(
             path, lineno, f"missing required column(s) {missing}; found {sorted(cols)}"
         )
     _check_lengths(cols, path, lineno)
     _normalise_dones(cols, path, lineno)
     if sb.NEW_OBS not in cols:
+        for name in (sb.EPS_ID, sb.T):  # rebuild_new_obs compares them row by row
+            if name in cols and cols[name].ndim != 1:
+                raise DataFormatError(
+                    path,
+                    lineno,
+                    f"column {name!r} must hold one value per row, found shape {cols[name].shape}",
+                )
         rebuild_new_obs(cols)
-    return SampleBatch(cols)
+    return SampleBatch.from_checked(cols)  # every column an array, lengths checked
 
 
 def is_column(name: str, value: Any) -> bool:

@@ -37,7 +37,7 @@ Python-side items left.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -49,11 +49,14 @@ from offrl.io.decode import (
     FLOAT_COLUMNS,
     ID_COLUMNS,
     OBS_COLUMNS,
+    columns_of,
     convert_column,
-    decode_record,
+    decode_columns,
     decode_value,
     finish_columns,
+    parse_line,
 )
+from offrl.io.native import ALWAYS_READ, NATIVE, native_columns, native_kinds
 from offrl.io.templates import PayloadTemplates
 
 try:  # optional accelerator; without it every line takes the reference path
@@ -240,21 +243,43 @@ class RecordDecoder:
     Results equal :func:`~offrl.io.decode.decode_record` on every line, errors included.
     Compressed columns go through one :class:`~offrl.io.templates.PayloadTemplates`, so a
     file's repeated payload layouts are unpickled (restricted) once, then read directly.
+
+    ``columns``: read only these columns (plus :data:`ALWAYS_READ`); the others are
+    checked to be JSON but not decoded (the compiled decoder skips them), so errors
+    inside them may go unnoticed. None (the default) reads every column.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, columns: Collection[str] | None = None) -> None:
+        if isinstance(columns, str):
+            raise TypeError(f"columns must be a collection of names, not the string {columns!r}")
         self._parser = simdjson.Parser() if simdjson is not None else None
         self._templates = PayloadTemplates()
+        self._keep = None if columns is None else frozenset(columns) | ALWAYS_READ
+        self._kinds = native_kinds(self._keep)
 
     def decode(self, line: bytes, *, path: str, lineno: int) -> SampleBatch:
         """Parse and decode one JSON line (see :func:`offrl.io.decode.decode_record`)."""
+        if NATIVE and type(line) is bytes:
+            cols = native_columns(line, self._templates, *self._kinds)
+            if cols is not None:
+                return finish_columns(cols, path, lineno)
         cols = self._fast(line) if self._parser is not None else None
-        if cols is None:
-            return decode_record(line, path=path, lineno=lineno)
+        if cols is None:  # the reference path
+            raw = columns_of(parse_line(line, path=path, lineno=lineno), path, lineno)
+            return decode_columns(self._project(raw), path=path, lineno=lineno)
+        cols = self._project(cols)
         for name, value in cols.items():
             if type(value) is not np.ndarray:
                 cols[name] = decode_value(name, value, path, lineno)
         return finish_columns(cols, path, lineno)
+
+    def _project(self, cols: Mapping[str, Any]) -> dict[str, Any]:
+        """Only the columns to read, before anything is decoded: the other columns are
+        never checked on any path (the compiled decoder skips them)."""
+        keep = self._keep
+        if keep is None or keep.issuperset(cols):
+            return cols  # type: ignore[return-value]
+        return {name: value for name, value in cols.items() if name in keep}
 
     def _fast(self, line: bytes) -> dict[str, Any] | None:
         try:
@@ -263,4 +288,7 @@ class RecordDecoder:
             # simdjson refuses to reuse a parser while a proxy of the last document is
             # alive (e.g. held by a traceback); a fresh parser is cheap.
             self._parser = simdjson.Parser()
+        try:
             return _extract(self._parser, line, self._templates)
+        except RuntimeError:  # e.g. BIGINT_ERROR (an int below -2**63): reference path
+            return None

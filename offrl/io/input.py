@@ -4,8 +4,9 @@
 a list of them (a :class:`~offrl.io.json_reader.JsonReader`), or ``"module:Class"``
 naming a user's reader, built as ``Class(**input_config)``. For path inputs,
 ``input_config`` may hold ``storage_options`` (fsspec options, e.g. an S3
-``endpoint_url``). ``"sampler"`` and ``{source: probability}`` mixes are the
-trainer's business: passing them here is a programming error (ValueError).
+``endpoint_url``) and ``columns`` (read only those columns of JSON files).
+``"sampler"`` and ``{source: probability}`` mixes are the trainer's business:
+passing them here is a programming error (ValueError).
 """
 
 from __future__ import annotations
@@ -52,6 +53,29 @@ def load_class_reader(spec: str, input_config: dict[str, Any]) -> InputReader:
     return reader
 
 
+def check_file_input_config(input_config: dict[str, Any]) -> None:
+    """``input_config`` for file inputs: ``storage_options`` an object, ``columns`` names."""
+    storage_options = input_config.get("storage_options") or {}
+    if not isinstance(storage_options, dict):
+        raise ConfigError(
+            f"input_config.storage_options must be an object, got {storage_options!r}"
+        )
+    columns = input_config.get("columns")
+    if columns is not None and (
+        not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
+    ):
+        raise ConfigError(f"input_config.columns must be a list of column names, got {columns!r}")
+
+
+def reads_files(spec: Any) -> bool:
+    """True if the ``input`` value names at least one offline file source."""
+    if isinstance(spec, dict):
+        return any(reads_files(source) for source in spec)
+    if isinstance(spec, list):
+        return True
+    return isinstance(spec, str) and spec != "sampler" and not is_class_spec(spec)
+
+
 def make_input_reader(
     spec: str | list[str],
     *,
@@ -72,15 +96,14 @@ def make_input_reader(
 
     if is_parquet(spec):
         return ParquetReader(spec, seed=seed, worker_index=worker_index, num_workers=num_workers)
+    check_file_input_config(config.input_config)
     storage_options = config.input_config.get("storage_options") or {}
-    if not isinstance(storage_options, dict):
-        raise ConfigError(
-            f"input_config.storage_options must be an object, got {storage_options!r}"
-        )
+    columns = config.input_config.get("columns")
     return JsonReader(
         spec,
         seed=seed,
         worker_index=worker_index,
         num_workers=num_workers,
         storage_options=storage_options,
+        columns=columns,
     )

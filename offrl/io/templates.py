@@ -28,6 +28,11 @@ import numpy as np
 
 from offrl.io.codecs import NPY_MAGIC, CodecError, decode_payload, decompress_string
 
+try:  # the compiled template match (offrl/io/_linedec.c), when it was built
+    from offrl.io._linedec import match as _match  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - exercised only where the build was skipped
+    _match = None
+
 # Opcodes whose argument is raw bytes, and the size of their length prefix.
 _BYTES_OPCODES = {"SHORT_BINBYTES": 1, "BINBYTES": 4, "BINBYTES8": 8, "BYTEARRAY8": 8}
 _FLIP = bytes(range(255, -1, -1))  # maps every byte to another one (b -> 255 - b)
@@ -75,6 +80,16 @@ def _data_start(payload: bytearray, arr: np.ndarray) -> int | None:
     return start
 
 
+def _match_py(payload: bytearray, templates: list[_Template]) -> np.ndarray | None:
+    """The data of the first template whose head and tail match; None if none does."""
+    for head, tail, dtype, shape, count in templates:
+        if payload.startswith(head) and payload.endswith(tail):
+            arr = np.frombuffer(payload, dtype, count, len(head)).reshape(shape)
+            # Pickled data sits at an odd offset: copy into aligned memory.
+            return arr if arr.flags.aligned else arr.copy()
+    return None
+
+
 class PayloadTemplates:
     """Decodes compressed columns like :func:`offrl.io.codecs.decode_string`, learning layouts.
 
@@ -94,11 +109,11 @@ class PayloadTemplates:
 
     def decode_payload(self, payload: bytearray) -> np.ndarray:
         """A template's np.frombuffer when one matches, else the reference decoder (then learn)."""
-        for head, tail, dtype, shape, count in self._by_length.get(len(payload), ()):
-            if payload.startswith(head) and payload.endswith(tail):
-                arr = np.frombuffer(payload, dtype, count, len(head)).reshape(shape)
-                # Pickled data sits at an odd offset: copy into aligned memory.
-                return arr if arr.flags.aligned else arr.copy()
+        found = self._by_length.get(len(payload))
+        if found:
+            matched = (_match or _match_py)(payload, found)
+            if matched is not None:
+                return matched  # type: ignore[no-any-return]
         arr = decode_payload(payload)
         if self._attempts_left > 0:
             self._attempts_left -= 1

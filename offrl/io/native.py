@@ -1,0 +1,109 @@
+"""The compiled line decoder (``offrl/io/_linedec.c``), when it was built.
+
+:func:`native_columns` decodes the common shape of an experience line in C: numeric
+and flag columns straight into arrays of the reference dtypes, ``infos`` of empty
+dicts, and compressed columns as far as their LZ4 frame (base64 decoded in C; LZ4,
+the payload template and the dtype rules here). It returns None for every line it
+cannot prove it decodes exactly like :func:`offrl.io.decode.decode_record`; the
+caller then takes the slower paths, which also word the errors.
+
+The extension is optional: ``pip install`` builds it where a C compiler is present
+and installs offrl without it otherwise (``NATIVE`` is then False and every line
+takes the Python paths). ``OFFRL_NO_NATIVE=1`` switches it off at run time.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import lz4.frame
+import numpy as np
+
+from offrl import batch as sb
+from offrl.batch import INFOS
+from offrl.io.codecs import CodecError
+from offrl.io.decode import (
+    ACTION_COLUMNS,
+    BOOL_COLUMNS,
+    FLOAT_COLUMNS,
+    ID_COLUMNS,
+    NEW_OBS_VALID,
+    OBS_COLUMNS,
+    convert_column,
+)
+from offrl.io.templates import PayloadTemplates
+
+try:
+    from offrl.io import _linedec  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - exercised only where the build was skipped
+    _linedec = None
+
+NATIVE = _linedec is not None and os.environ.get("OFFRL_NO_NATIVE", "") in ("", "0")
+
+# Column name -> how the C decoder converts it (the reference converters' rules).
+_KINDS: dict[str, int] = (
+    {
+        **dict.fromkeys(OBS_COLUMNS | FLOAT_COLUMNS, _linedec.KIND_FLOAT),
+        **dict.fromkeys(ID_COLUMNS, _linedec.KIND_ID),
+        **dict.fromkeys(BOOL_COLUMNS, _linedec.KIND_BOOL),
+        **dict.fromkeys(ACTION_COLUMNS, _linedec.KIND_ACTION),
+        INFOS: _linedec.KIND_INFOS,
+    }
+    if _linedec is not None
+    else {}
+)
+# Read whatever columns a reader is asked for: a batch needs these to be normalised
+# (dones/terminateds/truncateds) and to rebuild a missing new_obs (eps_id, t).
+ALWAYS_READ = frozenset(
+    {sb.OBS, sb.NEW_OBS, sb.ACTIONS, sb.REWARDS, sb.EPS_ID, sb.T, NEW_OBS_VALID} | BOOL_COLUMNS
+)
+_REQUIRED = frozenset({sb.OBS, sb.ACTIONS, sb.REWARDS})
+_F32 = np.dtype(np.float32)
+_FRAME_ERRORS = (CodecError, RuntimeError, ValueError, TypeError, OverflowError)
+
+
+def native_kinds(keep: frozenset[str] | None) -> tuple[dict[str, int], int]:
+    """(kinds, kind of other columns) for :func:`native_columns`: all, or only ``keep``."""
+    if _linedec is None:
+        return {}, 0
+    if keep is None:
+        return _KINDS, _linedec.KIND_GENERIC
+    kinds = {name: _KINDS.get(name, _linedec.KIND_GENERIC) for name in keep}
+    return kinds, _linedec.KIND_SKIP
+
+
+def native_columns(
+    line: bytes,
+    templates: PayloadTemplates,
+    kinds: dict[str, int] | None = None,
+    default_kind: int = 0,
+) -> dict[str, Any] | None:
+    """The line's columns as final arrays, or None: decode it another way.
+
+    Only records with obs, actions, rewards and columns of one length are returned;
+    ``dones`` is added (terminateds | truncateds) when the record has both and no dones.
+
+    ``kinds`` and ``default_kind`` come from :func:`native_kinds` (default: every
+    column); ``line`` must be bytes.
+    """
+    cols = _linedec.decode(line, _KINDS if kinds is None else kinds, default_kind)
+    if cols is None:
+        return None
+    for name, value in cols.items():
+        if type(value) is bytes:  # the LZ4 frame of a compressed column
+            try:
+                arr = templates.decode_payload(lz4.frame.decompress(value, return_bytearray=True))
+                if arr.ndim == 0:
+                    return None  # not per-step values: the reference path words it
+                cols[name] = (
+                    arr if arr.dtype == _F32 and name in OBS_COLUMNS else convert_column(name, arr)
+                )
+            except _FRAME_ERRORS:
+                return None  # the reference path repeats the work and words the error
+    # Records that break the format (a required column missing, columns of different
+    # lengths) go to the reference path, which words the error without the dones the
+    # C decoder may have added.
+    if not (cols.keys() >= _REQUIRED and len(set(map(len, cols.values()))) == 1):
+        return None
+    return cols
