@@ -37,8 +37,8 @@ from pathlib import Path
 
 import lz4.frame
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from offrl.algos.base import set_cpu_threads
 from offrl.batch import SampleBatch
 from offrl.io.codecs import encode_column, restricted_loads
 from offrl.io.decode import decode_record
@@ -195,7 +195,8 @@ def main() -> None:
     args = ap.parse_args()
     # As `offrl train` does (num_threads): an idle multi-threaded BLAS pool otherwise
     # spins on the second core, which shares a physical core with this one here.
-    set_cpu_threads(1)
+    # (threadpoolctl directly: importing torch would inflate the RSS figures.)
+    threadpool_limits(limits=1, user_api="blas")
     print(f"compiled line decoder: {'yes' if NATIVE else 'no (simdjson path)'}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, codec in (("rllib-pickle", "rllib"), ("offrl-npy", "offrl"), ("plain", None)):

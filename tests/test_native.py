@@ -998,3 +998,63 @@ def test_decode_requires_bytes(wrap: Callable[[bytes], Any]) -> None:
 def test_decode_requires_a_kinds_dict() -> None:
     with pytest.raises(TypeError):
         _linedec.decode(small_line(3), list(KINDS.items()))
+
+
+# -- 9: a line as a span of a larger read -------------------------------------------------
+
+
+def _three_lines() -> tuple[bytes, list[tuple[int, int]]]:
+    rng = np.random.default_rng(3)
+    lines = [
+        (json.dumps(cartpole_record(rng, 5, codec)) + "\n").encode()
+        for codec in ("rllib", None, "offrl")
+    ]
+    buf = b"".join(lines)
+    bounds, pos = [], 0
+    for line in lines:
+        bounds.append((pos, pos + len(line)))
+        pos += len(line)
+    return buf, bounds
+
+
+def test_span_decodes_like_the_sliced_line() -> None:
+    """decode(buf, ..., start, stop) reads buf[start:stop] in place, as if sliced."""
+    buf, bounds = _three_lines()
+    for start, stop in bounds:
+        whole = _linedec.decode(buf[start:stop], native._KINDS)
+        span = _linedec.decode(buf, native._KINDS, _linedec.KIND_GENERIC, start, stop)
+        assert whole is not None and span is not None
+        assert list(span) == list(whole)
+        for name in whole:
+            assert type(span[name]) is type(whole[name])
+            if isinstance(whole[name], np.ndarray) and whole[name].dtype != object:
+                assert (
+                    np.array_equal(span[name], whole[name])
+                    and span[name].dtype == whole[name].dtype
+                )
+            elif not isinstance(whole[name], np.ndarray):
+                assert span[name] == whole[name]
+
+
+def test_span_that_does_not_end_with_its_record_is_declined() -> None:
+    """A span cut inside a record, or holding two records, is never read past its end."""
+    buf, bounds = _three_lines()
+    (s0, e0), (s1, e1) = bounds[0], bounds[1]
+    assert _linedec.decode(buf, native._KINDS, 0, s0, e0 - 20) is None  # cut short
+    assert _linedec.decode(buf, native._KINDS, 0, s0, e1) is None  # two records
+    assert _linedec.decode(buf, native._KINDS, 0, s1 + 1, e1) is None  # not at a record start
+    for start, stop in ((-1, 5), (5, 4), (0, len(buf) + 1)):
+        with pytest.raises(ValueError, match="start <= stop"):
+            _linedec.decode(buf, native._KINDS, 0, start, stop)
+
+
+def test_record_decoder_span_equals_decode() -> None:
+    """RecordDecoder.decode_span gives decode's batch, native or not (a NaN line)."""
+    buf, bounds = _three_lines()
+    nan_line = sample_line(3, rewards="[NaN, 1.0, 2.0]")
+    buf2 = buf + nan_line
+    bounds2 = [*bounds, (len(buf), len(buf2))]
+    for start, stop in bounds2:
+        got = RecordDecoder().decode_span(buf2, start, stop, path=PATH, lineno=LINENO)
+        want = RecordDecoder().decode(buf2[start:stop], path=PATH, lineno=LINENO)
+        assert_outcomes_equal(got, want, buf2[start:stop], same_message=True)

@@ -10,7 +10,7 @@ import fsspec
 import pytest
 
 from offrl.errors import OffrlRuntimeError
-from offrl.io.sources import _lines, open_source, resolve_sources
+from offrl.io.sources import _spans, open_source, open_source_spans, resolve_sources
 
 
 @pytest.fixture
@@ -100,13 +100,35 @@ def test_open_source_streams_lines_local_and_uri(
     assert lines == [b'{"type": "SampleBatch"}\n', b"second\n"]
 
 
+def _lines(handle: io.BytesIO, size: int) -> list[bytes]:
+    return [buf[start:stop] for buf, start, stop in _spans(handle, size)]
+
+
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 64])
 def test_lines_across_read_boundaries(size: int) -> None:
     text = b"one\n\ntwo-longer-than-a-read\nx\n" + b"y" * 20 + b"\nlast-no-newline"
-    assert list(_lines(io.BytesIO(text), size)) == text.splitlines(keepends=True)
-    assert list(_lines(io.BytesIO(text + b"\n"), size)) == (text + b"\n").splitlines(True)
-    assert list(_lines(io.BytesIO(b""), size)) == []
-    assert list(_lines(io.BytesIO(b"\n\n"), size)) == [b"\n", b"\n"]
+    assert _lines(io.BytesIO(text), size) == text.splitlines(keepends=True)
+    assert _lines(io.BytesIO(text + b"\n"), size) == (text + b"\n").splitlines(True)
+    assert _lines(io.BytesIO(b""), size) == []
+    assert _lines(io.BytesIO(b"\n\n"), size) == [b"\n", b"\n"]
+
+
+@pytest.mark.parametrize("size", [1, 4, 64])
+def test_spans_are_slices_of_bytes_reads(size: int) -> None:
+    """Every span is (bytes, start, stop) inside one read (or a joined line), in order."""
+    text = b"ab\ncd\n" + b"e" * 10 + b"\nf"
+    spans = list(_spans(io.BytesIO(text), size))
+    for buf, start, stop in spans:
+        assert type(buf) is bytes and 0 <= start < stop <= len(buf)
+    assert b"".join(buf[start:stop] for buf, start, stop in spans) == text
+
+
+def test_open_source_spans_give_open_source_lines(tree: Path) -> None:
+    (tree / "two.json").write_bytes(b"one\ntwo\nthree-no-newline")
+    spans = open_source_spans(str(tree / "two.json"))
+    assert [buf[start:stop] for buf, start, stop in spans] == list(
+        open_source(str(tree / "two.json"))
+    )
 
 
 def test_lines_keep_carriage_returns_like_readline(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 /*
  * offrl.io._linedec: a compiled decoder for the common shape of experience lines.
  *
- * decode(line: bytes, kinds: dict[str, int], default_kind: int = KIND_GENERIC)
- *     -> dict | None
+ * decode(line: bytes, kinds: dict[str, int], default_kind: int = KIND_GENERIC,
+ *        start: int = 0, stop: int = len(line)) -> dict | None
  *
  * Parses one JSON line holding a SampleBatch record (or a MultiAgentBatch whose only
  * policy is "default_policy") and returns {column: value} in the line's key order:
@@ -869,12 +869,22 @@ static int add_dones(PyObject *cols) {
 static PyObject *decode(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *line, *kinds;
     int default_kind = KIND_GENERIC;
-    if (!PyArg_ParseTuple(args, "O!O!|i:decode", &PyBytes_Type, &line, &PyDict_Type, &kinds,
-                          &default_kind))
+    Py_ssize_t start = 0, stop = -1;
+    if (!PyArg_ParseTuple(args, "O!O!|inn:decode", &PyBytes_Type, &line, &PyDict_Type, &kinds,
+                          &default_kind, &start, &stop))
         return NULL;
-    /* A bytes object's text ends with a NUL byte, which the parser relies on. */
+    Py_ssize_t size = PyBytes_GET_SIZE(line);
+    if (stop < 0) stop = size;
+    if (start < 0 || start > stop || stop > size) {
+        PyErr_SetString(PyExc_ValueError, "decode: need 0 <= start <= stop <= len(line)");
+        return NULL;
+    }
+    /* A bytes object's text ends with a NUL byte, which the parser relies on. The
+       line may be a span [start, stop) of a larger buffer (a read of many lines):
+       the bytes after stop are then more text, which a valid line never reaches (it
+       must end exactly at stop) and every loop stops at the final NUL. */
     const char *text = PyBytes_AS_STRING(line);
-    Cursor c = {text, text + PyBytes_GET_SIZE(line)};
+    Cursor c = {text + start, text + stop};
     Ctx x = {kinds, {NULL, 0, 0}, NULL, 0, 0, default_kind};
     PyObject *top = PyDict_New(), *nested = NULL, *result = NULL;
     int r = -1;
@@ -884,7 +894,7 @@ static PyObject *decode(PyObject *Py_UNUSED(self), PyObject *args) {
     if (c.p >= c.end || *c.p != '{') goto done;
     r = parse_object(&c, &x, top, &nested, 1);
     if (r <= 0) goto done;
-    skip_ws(&c);
+    while (c.p < c.end && is_ws(*c.p)) c.p++;
     if (c.p != c.end || !x.type) { r = 0; goto done; }
     if (x.type_len == 11 && memcmp(x.type, "SampleBatch", 11) == 0) {
         if (nested || x.other_values) { r = 0; goto done; }

@@ -1,8 +1,9 @@
 """Decode one JSON line of an experience file into a :class:`SampleBatch` (FORMAT.md).
 
 This module is the reference path (:func:`decode_record`): what a line means.
-:mod:`offrl.io.fastjson` decodes the common lines faster and defers to this
-path for everything else, so both always give the same result.
+The compiled decoder (:mod:`offrl.io.native`, ``_linedec.c``) and :mod:`offrl.io.fastjson`
+decode the common lines faster and defer to this path for everything else, so all
+of them always give the same result (tests/test_native.py, tests/test_fastjson.py).
 
 Lines are parsed with orjson. orjson rejects the non-standard ``NaN`` /
 ``Infinity`` / ``-Infinity`` tokens that Python's ``json`` writes, so only lines

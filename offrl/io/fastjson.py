@@ -1,5 +1,8 @@
 """Fast decoding of experience lines with pysimdjson (optional), exactly like the reference.
 
+:class:`RecordDecoder` (what readers use) tries the compiled decoder first
+(:mod:`offrl.io.native`), then the simdjson path below, then the reference path.
+
 simdjson parses a line into a tape in C; every numeric column is then copied out
 as one buffer (``as_buffer``) without a Python float per number. The fast path
 only accepts what it can prove it decodes exactly as :func:`offrl.io.decode.decode_record`
@@ -263,6 +266,10 @@ class RecordDecoder:
             cols = native_columns(line, self._templates, *self._kinds)
             if cols is not None:
                 return finish_columns(cols, path, lineno)
+        return self._decode_python(line, path, lineno)
+
+    def _decode_python(self, line: bytes, path: str, lineno: int) -> SampleBatch:
+        """The simdjson path, else the reference path; projected before decoding."""
         cols = self._fast(line) if self._parser is not None else None
         if cols is None:  # the reference path
             raw = columns_of(parse_line(line, path=path, lineno=lineno), path, lineno)
@@ -272,6 +279,18 @@ class RecordDecoder:
             if type(value) is not np.ndarray:
                 cols[name] = decode_value(name, value, path, lineno)
         return finish_columns(cols, path, lineno)
+
+    def decode_span(
+        self, buf: bytes, start: int, stop: int, *, path: str, lineno: int
+    ) -> SampleBatch:
+        """:meth:`decode` of the line ``buf[start:stop]``, copied only if the Python paths
+        need it (the compiled decoder reads it in place)."""
+        if NATIVE and type(buf) is bytes:
+            cols = native_columns(buf, self._templates, *self._kinds, start, stop)
+            if cols is not None:
+                return finish_columns(cols, path, lineno)
+        line = buf if start == 0 and stop == len(buf) else buf[start:stop]
+        return self._decode_python(line, path, lineno)
 
     def _project(self, cols: Mapping[str, Any]) -> dict[str, Any]:
         """Only the columns to read, before anything is decoded: the other columns are

@@ -14,7 +14,7 @@
 * Columns: ``columns`` reads only those columns (plus the ones every batch needs:
   ``offrl.io.native.ALWAYS_READ``); the others are skipped unconverted, which is
   several times cheaper for wide records. None (the default) reads every column.
-* Memory: files are read 1 MiB at a time (see :func:`~offrl.io.sources.open_source`);
+* Memory: files are read 1 MiB at a time (see :func:`~offrl.io.sources.open_source_spans`);
   only that read and the current record are held.
 """
 
@@ -30,13 +30,15 @@ from offrl.batch import SampleBatch
 from offrl.errors import DataFormatError
 from offrl.io.decode import NEW_OBS_VALID, CorruptLineError
 from offrl.io.fastjson import RecordDecoder
-from offrl.io.sources import open_source, resolve_sources
+from offrl.io.sources import open_source_spans, resolve_sources
 
 log = logging.getLogger("offrl")
 
 # A shard entry: (file, stride, offset): read the records whose index % stride == offset.
 ShardEntry = tuple[str, int, int]
 _MAX_CORRUPT_WARNINGS_PER_FILE = 5
+_WHITESPACE = frozenset(b" \t\r\n\x0b\x0c")  # what bytes.isspace() counts
+_NEWLINE = ord("\n")
 
 
 def plan_shard(files: list[str], worker_index: int, num_workers: int) -> list[ShardEntry]:
@@ -158,19 +160,22 @@ class JsonReader:
     def _read_file(self, path: str, stride: int, offset: int) -> Iterator[SampleBatch]:
         records = assigned = valid = corrupt = 0
         cut_off = False  # the last corrupt line had no newline: a write cut off by a crash
-        for lineno, line in enumerate(open_source(path, self._storage_options), 1):
-            self._bytes += len(line)
-            if line.isspace():  # blank line; O(1) for a normal line
+        decode = self._decoder.decode_span
+        for lineno, (buf, start, stop) in enumerate(
+            open_source_spans(path, self._storage_options), 1
+        ):
+            self._bytes += stop - start
+            if buf[start] in _WHITESPACE and buf[start:stop].isspace():  # blank line
                 continue
             records += 1
             if (records - 1) % stride != offset:
                 continue
             assigned += 1
             try:
-                batch = self._decoder.decode(line, path=path, lineno=lineno)
+                batch = decode(buf, start, stop, path=path, lineno=lineno)
             except CorruptLineError as e:
                 corrupt += 1
-                cut_off = not line.endswith(b"\n")
+                cut_off = buf[stop - 1] != _NEWLINE
                 self._on_corrupt(e, corrupt)
                 continue
             valid += 1

@@ -78,6 +78,8 @@ def native_columns(
     templates: PayloadTemplates,
     kinds: dict[str, int] | None = None,
     default_kind: int = 0,
+    start: int = 0,
+    stop: int = -1,
 ) -> dict[str, Any] | None:
     """The line's columns as final arrays, or None: decode it another way.
 
@@ -85,9 +87,10 @@ def native_columns(
     ``dones`` is added (terminateds | truncateds) when the record has both and no dones.
 
     ``kinds`` and ``default_kind`` come from :func:`native_kinds` (default: every
-    column); ``line`` must be bytes.
+    column); ``line`` must be bytes; ``start``/``stop`` select a line inside it (the
+    default: all of it).
     """
-    cols = _linedec.decode(line, _KINDS if kinds is None else kinds, default_kind)
+    cols = _linedec.decode(line, _KINDS if kinds is None else kinds, default_kind, start, stop)
     if cols is None:
         return None
     for name, value in cols.items():
