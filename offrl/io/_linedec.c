@@ -97,6 +97,24 @@ static inline void skip_ws(Cursor *c) {
     while (is_ws(*c->p)) c->p++;
 }
 
+/* After an array element: 1 past a ',' and the whitespace after it, 0 at the ']'
+   that ends the array (*pp on it), -1 at anything else. */
+static inline __attribute__((always_inline)) int next_element(const char **pp) {
+    const char *p = *pp;
+    if (*p != ',') /* "1, 2": test the comma first, the common case */
+        while (is_ws(*p)) p++;
+    int more = (*p == ',');
+    if (more) {
+        p++;
+        if (*p == ' ') p++;
+        while (is_ws(*p)) p++;
+    } else if (*p != ']') {
+        return -1;
+    }
+    *pp = p;
+    return more;
+}
+
 #ifdef HAVE_SWAR
 static inline uint64_t load8(const char *p) {
     uint64_t v;
@@ -385,19 +403,9 @@ parse_array_as(Cursor *c, Scratch *s, const int kind, Py_ssize_t *n, Py_ssize_t 
             }
         }
         len++;
-        if (*p == ',') {
-            p++;
-            if (*p == ' ') p++;
-            while (is_ws(*p)) p++;
-            continue;
-        }
-        while (is_ws(*p)) p++;
-        if (*p == ',') {
-            p++;
-            while (is_ws(*p)) p++;
-            continue;
-        }
-        if (*p != ']') return 0;
+        int more = next_element(&p);
+        if (more < 0) return 0;
+        if (more) continue;
         p++;
         if (!nested) break;
         /* end of a row */
@@ -624,19 +632,9 @@ static int skip_array(Cursor *c, int depth) {
             if (!skip_value(c, depth + 1)) return 0;
             p = c->p;
         }
-        if (*p == ',') {
-            p++;
-            if (*p == ' ') p++;
-            while (is_ws(*p)) p++;
-            continue;
-        }
-        while (is_ws(*p)) p++;
-        if (*p == ',') {
-            p++;
-            while (is_ws(*p)) p++;
-            continue;
-        }
-        if (*p != ']') return 0;
+        int more = next_element(&p);
+        if (more < 0) return 0;
+        if (more) continue;
         c->p = p + 1;
         return 1;
     }
