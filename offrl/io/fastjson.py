@@ -262,11 +262,7 @@ class RecordDecoder:
 
     def decode(self, line: bytes, *, path: str, lineno: int) -> SampleBatch:
         """Parse and decode one JSON line (see :func:`offrl.io.decode.decode_record`)."""
-        if NATIVE and type(line) is bytes:
-            cols = native_columns(line, self._templates, *self._kinds)
-            if cols is not None:
-                return finish_columns(cols, path, lineno)
-        return self._decode_python(line, path, lineno)
+        return self.decode_span(line, 0, len(line), path=path, lineno=lineno)
 
     def _decode_python(self, line: bytes, path: str, lineno: int) -> SampleBatch:
         """The simdjson path, else the reference path; projected before decoding."""
