@@ -9,6 +9,7 @@ offrl's restricted unpickler.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import pickle
 import struct
@@ -111,3 +112,25 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"".join(line(r) for r in records))
     return path
+
+
+def npy_column(arr: np.ndarray) -> str:
+    """``arr`` in offrl's npy codec exactly as given: a 0-d array stays 0-d.
+
+    (``encode_column(arr, "offrl")`` writes ``np.ascontiguousarray(arr)``, which is at
+    least 1-D, so it cannot write a 0-d payload.)
+    """
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return b64_lz4(buf.getvalue())
+
+
+def zero_d_columns() -> dict[str, str]:
+    """Compressed columns whose payload is a 0-d array (a scalar, not per-step values)."""
+    return {
+        "pickle-float32": rllib_column(np.array(1.0, np.float32)),
+        "pickle-bool": rllib_column(np.array(True)),
+        "pickle-protocol-2-float64": rllib_column(np.array(2.5), protocol=2),
+        "npy-float32": npy_column(np.array(1.0, np.float32)),
+        "npy-int64": npy_column(np.array(3, np.int64)),
+    }

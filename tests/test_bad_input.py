@@ -20,6 +20,7 @@ import lz4.frame
 import pytest
 
 from tests.clitools import run_offrl
+from tests.rllib_variants import zero_d_columns
 from tests.shared_data import RLLIB_FIXTURE
 
 FIXTURE = RLLIB_FIXTURE
@@ -103,6 +104,19 @@ def malicious_pickle(d: Path) -> str:
     rec = fixture_records()[0]
     rec["obs"] = b64_lz4(pickle.dumps(Evil(), protocol=2))
     return write_lines(d / "evil.json", [rec])
+
+
+def zero_d_obs(d: Path) -> str:
+    """A compressed obs column whose payload is a scalar (0-d), not per-step values."""
+    rec = fixture_records()[0]
+    rec["obs"] = zero_d_columns()["pickle-float32"]
+    return write_lines(d / "zerod.json", [fixture_records()[1], rec])
+
+
+def zero_d_extra_column(d: Path) -> str:
+    rec = fixture_records()[0]
+    rec["q_values"] = zero_d_columns()["npy-float32"]
+    return write_lines(d / "zerod-npy.json", [rec])
 
 
 def truncated_last_line(d: Path) -> str:
@@ -254,6 +268,20 @@ CASES = [
     Case("nan-rewards", dqn_input(), 1, ["rewards", "nan.json:1", "non-finite"], data=nan_rewards),
     Case("pyarrow-era-column", dqn_input(), 1, ["pyarrow", "pyarrow.json"], data=pyarrow_era),
     Case("malicious-pickle", dqn_input(), 1, ["evil.json", "refused"], data=malicious_pickle),
+    Case(
+        "zero-d-compressed-obs",
+        dqn_input(),
+        1,
+        ["zerod.json:2", "column 'obs' must be a list of per-step values"],
+        data=zero_d_obs,
+    ),
+    Case(
+        "zero-d-compressed-column",
+        dqn_input(),
+        1,
+        ["zerod-npy.json:1", "column 'q_values' must be a list of per-step values"],
+        data=zero_d_extra_column,
+    ),
     Case("two-policies", dqn_input(), 1, ["ma.json", "p1"], data=two_policies),
     Case("unknown-record-type", dqn_input(), 1, ["type.json", "EpisodeBatch"], data=unknown_type),
     Case(
@@ -261,6 +289,13 @@ CASES = [
         dqn_input(input_config={"columns": "obs"}),
         2,
         ["input_config.columns", "'obs'"],
+        data=good_data,
+    ),
+    Case(
+        "input-storage-options-not-an-object",
+        dqn_input(input_config={"storage_options": "anon"}),
+        2,
+        ["input_config.storage_options", "'anon'"],
         data=good_data,
     ),
     Case(

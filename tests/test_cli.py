@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from rllib_variants import cartpole_columns, sample_batch_record, write_jsonl
 
 from offrl import __version__
 from offrl.cli import main
@@ -274,3 +275,53 @@ def test_signal_stops_cleanly_with_checkpoint(tmp_path: Path, sig: int, code: in
         assert text.endswith("\n")
         for line in text.splitlines():
             json.loads(line)
+
+
+def _dqn_on_file(tmp_path: Path, mix: bool, input_config: dict) -> tuple[list[str], Path]:
+    """``offrl train`` args of a one-iteration offline DQN run, and its results dir."""
+    data = write_jsonl(tmp_path / "data" / "a.json", [sample_batch_record(cartpole_columns(3))])
+    source: object = {"sampler": 0.5, str(data): 0.5} if mix else str(data)
+    config = {"input": source, "input_config": input_config, "learning_starts": 1}
+    results = tmp_path / "results"
+    args = ["train", "--run", "DQN", "--env", "CartPole-v1", "--local-dir", str(results)]
+    return [*args, "--config", json.dumps(config), "--stop", '{"training_iteration": 1}'], results
+
+
+@pytest.mark.parametrize(
+    ("input_config", "needle"),
+    [
+        ({"columns": "obs"}, "input_config.columns must be a list of column names, got 'obs'"),
+        ({"columns": ["obs", 1]}, "input_config.columns"),
+        ({"storage_options": "anon"}, "input_config.storage_options must be an object"),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("mix", [False, True], ids=["file", "mix-with-sampler"])
+def test_file_input_config_of_the_wrong_type_exits_2_before_a_run_directory(
+    tmp_path: Path, input_config: dict, needle: str, mix: bool
+) -> None:
+    args, results = _dqn_on_file(tmp_path, mix, input_config)
+    code, out, err = invoke(*args)
+    assert code == 2, err
+    assert needle in err
+    assert out == "" and "Traceback" not in err
+    assert not results.exists()  # rejected before any run directory is made
+
+
+@pytest.mark.parametrize("mix", [False, True], ids=["file", "mix-with-sampler"])
+def test_file_input_config_of_the_right_types_trains(tmp_path: Path, mix: bool) -> None:
+    # The runs above, with the options given correctly: they get past the check and train.
+    args, results = _dqn_on_file(tmp_path, mix, {"columns": ["obs"], "storage_options": {}})
+    code, out, err = invoke(*args, "-q")
+    assert code == 0, err
+    assert json.loads(out)["training_iteration"] == 1
+    assert (results / "default").is_dir()
+
+
+def test_class_input_config_is_not_checked_as_a_file_readers(tmp_path: Path) -> None:
+    config = {"input": "no_such_module_xyz:Reader", "input_config": {"columns": "anything"}}
+    base = ["train", "--run", "DQN", "--env", "CartPole-v1", "--local-dir", str(tmp_path)]
+    code, _, err = invoke(*base, "--config", json.dumps(config))
+    assert code == 2
+    assert "no_such_module_xyz" in err  # the class is what fails, not its keyword arguments
+    assert "input_config.columns" not in err

@@ -300,3 +300,32 @@ def test_damaged_pickle_runs_nothing(tmp_path: Path) -> None:
     with pytest.raises(CodecError, match=r"refused to unpickle (io|builtins)\.open"):
         decode_payload(evil[:-1] + b"\x8e" + _HUGE + b"abc.")
     assert not target.exists() and not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["BINBYTES8", "BYTEARRAY8"])
+def test_damaged_pickle_memory_error_is_named_in_the_message(name: str) -> None:
+    # str(MemoryError()) is empty: the message must still say what went wrong.
+    with pytest.raises(CodecError) as e:
+        decode_payload(DAMAGED[name])
+    assert str(e.value) == "corrupt pickle payload in compressed column: MemoryError"
+    cols = {"obs": b64_lz4(DAMAGED[name]), "actions": [0], "rewards": [0.0], "dones": [True]}
+    with pytest.raises(DataFormatError) as e2:
+        RecordDecoder().decode(line(sample_batch_record(cols)), path="f.json", lineno=4)
+    assert (
+        e2.value.reason == "column 'obs': corrupt pickle payload in compressed column: MemoryError"
+    )
+
+
+@pytest.mark.parametrize("error", [MemoryError, OverflowError, KeyError, IndexError, EOFError])
+def test_unpickler_errors_without_a_message_are_named(
+    monkeypatch: pytest.MonkeyPatch, error: type[BaseException]
+) -> None:
+    def broken(data: bytes) -> None:
+        raise error
+
+    monkeypatch.setattr(codecs, "restricted_loads", broken)
+    with pytest.raises(CodecError) as e:
+        decode_payload(pickle.dumps(OBS, protocol=2))
+    prefix, _, why = str(e.value).partition(": ")
+    assert prefix == "corrupt pickle payload in compressed column"
+    assert why == error.__name__

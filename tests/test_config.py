@@ -319,3 +319,57 @@ def test_compress_columns_unknown_column_is_named_with_suggestion() -> None:
 
 def test_compress_columns_non_string_is_rejected() -> None:
     assert "unknown column 1" in _error(CommonConfig, {"output_compress_columns": [1]})
+
+
+# -- input_config of file inputs ----------------------------------------------------------
+
+FILE_INPUTS = [
+    "/data/x.json",
+    "s3://bucket/prefix/*.json",
+    ["/data/a.json"],
+    {"sampler": 0.5, "/data/x.json": 0.5},
+]
+NOT_FILE_INPUTS = ["sampler", "pkg.mod:Reader", {"sampler": 0.5, "pkg.mod:Reader": 0.5}]
+BAD_FILE_INPUT_CONFIGS = [
+    ({"columns": "obs"}, "input_config.columns", "'obs'"),
+    ({"columns": ["obs", 3]}, "input_config.columns", "['obs', 3]"),
+    ({"columns": {"obs": True}}, "input_config.columns", "{'obs': True}"),
+    ({"storage_options": "anon"}, "input_config.storage_options", "'anon'"),
+    ({"storage_options": [1]}, "input_config.storage_options", "[1]"),
+]
+
+
+@pytest.mark.parametrize("cls", [CommonConfig, PGConfig, DQNConfig])
+@pytest.mark.parametrize("spec", FILE_INPUTS, ids=repr)
+@pytest.mark.parametrize(("input_config", "key", "shown"), BAD_FILE_INPUT_CONFIGS, ids=repr)
+def test_file_input_config_of_the_wrong_type_is_rejected(
+    cls: type[CommonConfig], spec: Any, input_config: dict, key: str, shown: str
+) -> None:
+    message = _error(cls, {"input": spec, "input_config": input_config})
+    assert f"{key} must be" in message and shown in message
+
+
+@pytest.mark.parametrize("spec", NOT_FILE_INPUTS, ids=repr)
+@pytest.mark.parametrize(("input_config", "key", "shown"), BAD_FILE_INPUT_CONFIGS, ids=repr)
+def test_input_config_of_other_inputs_is_not_checked_as_a_file_readers(
+    spec: Any, input_config: dict, key: str, shown: str
+) -> None:
+    # A "module:Class" reader is built as Class(**input_config): any columns= it takes.
+    cfg = from_dict(CommonConfig, {"input": spec, "input_config": input_config})
+    assert cfg.input_config == input_config
+
+
+@pytest.mark.parametrize("spec", FILE_INPUTS, ids=repr)
+def test_file_input_config_of_the_right_types_is_kept(spec: Any) -> None:
+    input_config = {"columns": ["obs", "q_values"], "storage_options": {"anon": True}}
+    cfg = from_dict(CommonConfig, {"input": spec, "input_config": input_config})
+    assert cfg.input_config == input_config
+    for nulls in ({"columns": None}, {"storage_options": None}, {}):
+        assert from_dict(CommonConfig, {"input": spec, "input_config": nulls}).input_config == nulls
+
+
+def test_validate_checks_the_file_input_config_of_a_config_built_directly() -> None:
+    cfg = CommonConfig(input="/data/x.json", input_config={"columns": "obs"})
+    with pytest.raises(ConfigError, match=r"input_config\.columns must be a list"):
+        cfg.validate()
+    CommonConfig(input="pkg.mod:Reader", input_config={"columns": "obs"}).validate()

@@ -19,6 +19,7 @@ from rllib_variants import (
     rllib_column,
     rllib_rows,
     sample_batch_record,
+    zero_d_columns,
 )
 
 from offrl.errors import DataFormatError
@@ -28,6 +29,7 @@ from offrl.io.decode import (
     NEW_OBS_VALID,
     CorruptLineError,
     decode_record,
+    decode_value,
     finish_columns,
 )
 from offrl.io.fastjson import RecordDecoder
@@ -380,3 +382,38 @@ def test_finish_columns_checks_id_shapes_only_when_rebuilding_new_obs() -> None:
     b = finish_columns(dict(cols), "f.json", 3)  # 1-D ids: rebuilt as before
     assert b[NEW_OBS_VALID].tolist() == [True, True, True]
     np.testing.assert_array_equal(b["new_obs"][:2], OBS[1:])
+
+
+# -- 0-d compressed columns ------------------------------------------------------------
+
+ZERO_D = zero_d_columns()
+
+
+@pytest.mark.parametrize("payload", list(ZERO_D))
+@pytest.mark.parametrize("name", ["x", "obs", "rewards", "actions", "eps_id", "dones", "infos"])
+def test_decode_value_of_a_0d_compressed_column_is_a_format_error(name: str, payload: str) -> None:
+    with pytest.raises(DataFormatError) as e:
+        decode_value(name, ZERO_D[payload], "f.json", 3)
+    assert type(e.value) is DataFormatError  # not a TypeError from len(), not corrupt
+    assert (e.value.path, e.value.line) == ("f.json", 3)
+    assert e.value.reason.startswith(f"column {name!r} must be a list of per-step values")
+
+
+@pytest.mark.parametrize("payload", list(ZERO_D))
+@pytest.mark.parametrize("name", ["x", "obs", "new_obs", "rewards"])
+def test_record_with_a_0d_compressed_column_names_file_line_and_column(
+    name: str, payload: str
+) -> None:
+    record = sample_batch_record(three_rows(**{name: ZERO_D[payload]}))
+    message = rf"^f\.json:3: column '{name}' must be a list of per-step values"
+    with pytest.raises(DataFormatError, match=message):
+        decode(record)
+    with pytest.raises(DataFormatError, match=message):
+        decode(multi_agent_record(three_rows(**{name: ZERO_D[payload]})))
+
+
+def test_0d_value_of_a_per_row_compressed_column_stacks_into_a_column() -> None:
+    # Per row, 0-d payloads are one value per step: stacked, they are a 1-D column.
+    rows = [ZERO_D["npy-float32"]] * 3
+    b = decode(sample_batch_record(three_rows(rewards=rows)))
+    assert b["rewards"].dtype == np.float32 and b["rewards"].tolist() == [1.0, 1.0, 1.0]

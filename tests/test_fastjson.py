@@ -16,15 +16,18 @@ from rllib_variants import (
     rllib_rows,
     sample_batch_record,
     write_jsonl,
+    zero_d_columns,
 )
 
 from offrl.batch import SampleBatch
 from offrl.errors import DataFormatError
-from offrl.io import codecs
+from offrl.io import codecs, fastjson, native
 from offrl.io.codecs import encode_column
-from offrl.io.decode import decode_record
+from offrl.io.decode import CorruptLineError, decode_record
 from offrl.io.fastjson import RecordDecoder, _extract
 from offrl.io.json_reader import JsonReader
+from offrl.io.native import ALWAYS_READ
+from offrl.io.templates import PayloadTemplates
 from tests.shared_data import RLLIB_FIXTURE
 
 simdjson = pytest.importorskip("simdjson")
@@ -253,6 +256,11 @@ VARIANTS: dict[str, bytes] = {
     "compressed-wrong-length": line(sample_batch_record(cartpole(obs=rllib_column(OBS[:2])))),
     "plain-string-column": line(sample_batch_record(cartpole(obs="not compressed"))),
     "pyarrow-era": line(sample_batch_record(cartpole(obs="BCJNGAAAA"))),
+    **{
+        f"compressed-0d-{name}-{payload}": line(sample_batch_record(cartpole(**{name: text})))
+        for payload, text in zero_d_columns().items()
+        for name in ("obs", "rewards", "agent_index", "action_dist_inputs")
+    },
 }
 
 
@@ -369,3 +377,223 @@ def test_rllib_fixture_compressed_reads_like_plain(tmp_path: Path) -> None:
             for k in a:
                 assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
                 assert a[k].tolist() == b[k].tolist(), k
+
+
+# -- the three decode paths: compiled, simdjson, reference ---------------------------------
+
+# The compiled decoder where it was built (test_native.py fails where it should have been).
+DECODE_PATHS = [p for p in ("native", "simdjson", "reference") if p != "native" or native._linedec]
+
+
+def on_path(path: str, text: bytes, columns: list[str] | None = None) -> SampleBatch | str:
+    """RecordDecoder(columns)'s outcome when ``path`` is the first decoder it tries.
+
+    "native": the compiled decoder first (then the others, as readers do); "simdjson":
+    no compiled decoder; "reference": neither (decode_record's own code only).
+    """
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(fastjson, "NATIVE", path == "native")
+        if path == "reference":
+            m.setattr(fastjson, "simdjson", None)  # the decoder gets no simdjson parser
+        return outcome(RecordDecoder(columns).decode, text)
+
+
+def assert_same_batch(got: SampleBatch | str, want: SampleBatch | str) -> None:
+    """Same error text, or the same columns in the same order with equal dtypes and values."""
+    if isinstance(got, str) or isinstance(want, str):
+        assert got == want
+        return
+    assert list(got.keys()) == list(want.keys())
+    for k in want:
+        a, b = got[k], want[k]
+        assert (a.dtype, a.shape) == (b.dtype, b.shape), k
+        if a.dtype == object:
+            assert a.tolist() == b.tolist(), k
+        else:
+            assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), k
+
+
+def projected(batch: SampleBatch | str, columns: list[str]) -> SampleBatch | str:
+    """What a projection onto ``columns`` keeps of a full batch."""
+    if isinstance(batch, str):
+        return batch
+    keep = set(columns) | ALWAYS_READ
+    return SampleBatch.from_checked({k: v for k, v in batch.items() if k in keep})
+
+
+ZERO_D = zero_d_columns()
+
+
+@pytest.mark.parametrize("path", DECODE_PATHS)
+@pytest.mark.parametrize("payload", list(ZERO_D))
+@pytest.mark.parametrize("name", ["x", "obs", "new_obs", "rewards", "actions", "eps_id", "dones"])
+def test_0d_compressed_column_is_the_reference_error_on_every_path(
+    path: str, payload: str, name: str
+) -> None:
+    text = line(sample_batch_record(cartpole(**{name: ZERO_D[payload]})))
+    want = f"DataFormatError: f.json:7: column {name!r} must be a list of per-step values"
+    got = on_path(path, text)
+    assert isinstance(got, str) and got.startswith(want), got
+    assert got == outcome(decode_record, text)
+
+
+def test_0d_compressed_column_after_its_layout_is_learned() -> None:
+    """One decoder: a 0-d layout it has already seen (a template) is still an error."""
+    dec = RecordDecoder()
+    text = line(sample_batch_record(cartpole(q_values=ZERO_D["pickle-float32"])))
+    for lineno in (1, 2, 3):
+        with pytest.raises(DataFormatError, match="column 'q_values' must be a list") as e:
+            dec.decode(text, path="f.json", lineno=lineno)
+        assert e.value.line == lineno
+
+
+# A column a projection leaves out, broken in ways that are errors when it is read.
+def _broken(n: int) -> dict[str, tuple[str, Any]]:
+    return {
+        "shorter": ("action_prob", [0.25] * (n - 1)),
+        "longer-2d": ("action_dist_inputs", [[0.5, -0.25]] * (n + 2)),
+        "corrupt-compressed": ("action_dist_inputs", "BCJNGgarbage"),
+        "corrupt-lz4": ("action_prob", rllib_column(OBS)[:40] + "AAAA"),
+        "compressed-wrong-length": ("q_values", rllib_column(np.zeros((n + 1, 2), np.float32))),
+        "compressed-0d": ("q_values", ZERO_D["pickle-float32"]),
+        "float-agent-index": ("agent_index", [0.5] * n),
+        "float-unroll-id": ("unroll_id", [1.0, 2.5] + [3.0] * (n - 2)),
+        "ragged": ("action_dist_inputs", [[1.0, 2.0], [3.0]] + [[4.0, 5.0, 6.0]] * (n - 2)),
+        "hidden-nesting": ("action_prob", [0.25, [0.5]] + [0.75] * (n - 2)),
+        "plain-string": ("action_prob", "not compressed"),
+        "number": ("action_prob", 0.5),
+        "object": ("q_values", {"a": 1}),
+        "bool": ("q_values", True),
+        "strings-in-floats": ("action_logp", ["a"] * n),
+        "agent-index-beyond-uint64": ("agent_index", [2**64 + 1] + [0] * (n - 1)),
+    }
+
+
+BROKEN = _broken(3)
+
+
+@pytest.mark.parametrize("kind", ["sample-batch", "multi-agent"])
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_skipped_column_never_raises_and_paths_agree(case: str, kind: str) -> None:
+    name, value = BROKEN[case]
+    record = sample_batch_record if kind == "sample-batch" else multi_agent_record
+    text = line(record(cartpole(**{name: value})))
+    intact = decode_record(line(record(cartpole())), path="f.json", lineno=7)
+    full = outcome(decode_record, text)
+    assert isinstance(full, str) and full.startswith("DataFormatError: f.json:7: ")
+    for columns in (["obs"], ["q_values", "infos"] if name != "q_values" else ["infos"], []):
+        want = projected(intact, columns)
+        for path in DECODE_PATHS:
+            assert_same_batch(on_path(path, text, columns), want)
+    # The same column read (requested, or every column) is the reference's error.
+    for columns in ([name], None, [name, "obs"]):
+        for path in DECODE_PATHS:
+            assert on_path(path, text, columns) == full, (path, columns)
+
+
+# Which of them each fast decoder takes itself (projecting before it decodes); it leaves
+# the others to the next path, which projects the same way.
+_SIMDJSON_DECLINES = {"hidden-nesting", "number", "object", "bool", "agent-index-beyond-uint64"}
+_NATIVE_DECLINES = {"plain-string", "number", "object", "bool"}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_skipped_column_is_skipped_by_the_fast_decoders_themselves(case: str) -> None:
+    name, value = BROKEN[case]
+    text = line(sample_batch_record(cartpole(**{name: value})))
+    assert takes_fast_path(text) == (case not in _SIMDJSON_DECLINES)
+    if native._linedec is not None:
+        keep = native.native_kinds(frozenset({"obs"}) | ALWAYS_READ)
+        cols = native.native_columns(text, PayloadTemplates(), *keep)
+        assert (cols is not None) == (case not in _NATIVE_DECLINES)
+        assert cols is None or name not in cols
+
+
+def _replace(text: bytes, old: bytes, new: bytes) -> bytes:
+    assert text.count(old) == 1, old
+    return text.replace(old, new)
+
+
+_PROB = b'"action_prob": [0.25, 0.25, 0.25]'
+_BASE = line(sample_batch_record(cartpole()))
+# Lines whose trouble is JSON itself, inside a column a projection leaves out (or not).
+NOT_PLAIN_JSON: dict[str, bytes] = {
+    "truncated": _BASE[:-40],
+    "truncated-in-skipped": _BASE[: _BASE.index(_PROB) + 20],
+    "missing-comma-in-skipped": _replace(_BASE, _PROB, b'"action_prob": [0.25, 0.25 0.25]'),
+    "trailing-comma-in-skipped": _replace(_BASE, _PROB, b'"action_prob": [0.25, 0.25, 0.25,]'),
+    "bad-utf8-in-skipped": _replace(_BASE, _PROB, b'"action_prob": "\xff\xfe"'),
+    "bare-word-in-skipped": _replace(_BASE, _PROB, b'"action_prob": [0.25, nan, 0.25]'),
+    "nan-in-skipped": _replace(_BASE, _PROB, b'"action_prob": [NaN, Infinity, -Infinity]'),
+    "nan-in-requested": _replace(_BASE, b'"rewards": [1.0, 1.0, 1.0]', b'"rewards": [NaN, 1, 2]'),
+    "nan-in-skipped-2d": _replace(
+        _BASE, b'"action_dist_inputs": [[0.5, -0.25]', b'"action_dist_inputs": [[NaN, -0.25]'
+    ),
+    "int-beyond-64-bits-in-skipped": _replace(
+        _BASE, _PROB, b'"action_prob": [123456789012345678901234567890, 1, 2]'
+    ),
+    "duplicate-skipped-key": _replace(
+        _BASE, _PROB, b'"action_prob": [1], "action_prob": [0.25, 0.25, 0.25]'
+    ),
+    "escape-in-skipped-string": _replace(_BASE, _PROB, b'"action_prob": "\\u005b"'),
+}
+
+
+@pytest.mark.parametrize("columns", [["obs"], ["action_prob"], None], ids=str)
+@pytest.mark.parametrize("name", list(NOT_PLAIN_JSON))
+def test_lines_that_are_not_plain_json_agree_on_every_path(
+    name: str, columns: list[str] | None
+) -> None:
+    text = NOT_PLAIN_JSON[name]
+    want = on_path("reference", text, columns)
+    if columns is None:
+        assert_same_batch(want, outcome(decode_record, text))
+    elif not isinstance(want, str):
+        assert set(want.keys()) <= set(columns) | ALWAYS_READ
+    for path in DECODE_PATHS:
+        assert_same_batch(on_path(path, text, columns), want)
+
+
+def test_what_the_reference_makes_of_lines_that_are_not_plain_json() -> None:
+    """The outcomes the agreement above is about: corrupt, or NaN read as a float."""
+    corrupt = [
+        "truncated",
+        "truncated-in-skipped",
+        "missing-comma-in-skipped",
+        "trailing-comma-in-skipped",
+        "bad-utf8-in-skipped",
+        "bare-word-in-skipped",
+    ]
+    for name in corrupt:
+        with pytest.raises(CorruptLineError, match=r"^f\.json:7: not a valid JSON line"):
+            decode_record(NOT_PLAIN_JSON[name], path="f.json", lineno=7)
+        got = on_path("reference", NOT_PLAIN_JSON[name], ["obs"])  # projected: still corrupt
+        assert isinstance(got, str) and got.startswith("CorruptLineError: f.json:7: "), name
+    for name in ("nan-in-skipped", "nan-in-skipped-2d", "escape-in-skipped-string"):
+        got = on_path("reference", NOT_PLAIN_JSON[name], ["obs"])
+        assert isinstance(got, SampleBatch) and got.count == 3, name
+    b = decode_record(NOT_PLAIN_JSON["nan-in-skipped"], path="f.json", lineno=7)
+    assert np.isnan(b["action_prob"][0]) and b["action_prob"][1:].tolist() == [np.inf, -np.inf]
+    b = decode_record(NOT_PLAIN_JSON["nan-in-requested"], path="f.json", lineno=7)
+    assert np.isnan(b["rewards"][0]) and b["rewards"].dtype == np.float32
+    b = decode_record(NOT_PLAIN_JSON["duplicate-skipped-key"], path="f.json", lineno=7)
+    assert b["action_prob"].tolist() == [0.25] * 3  # the last one wins
+    with pytest.raises(DataFormatError, match="'action_prob' is a string that is not"):
+        decode_record(NOT_PLAIN_JSON["escape-in-skipped-string"], path="f.json", lineno=7)
+    b = decode_record(NOT_PLAIN_JSON["int-beyond-64-bits-in-skipped"], path="f.json", lineno=7)
+    assert b["action_prob"].dtype == np.float32
+
+
+# -- the columns argument ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("columns", ["obs", "", "obs,actions"])
+def test_columns_as_one_string_is_a_type_error(columns: str) -> None:
+    with pytest.raises(TypeError, match="collection of names"):
+        RecordDecoder(columns)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("columns", [["obs"], ("obs",), {"obs"}, frozenset({"obs"}), [], None])
+def test_columns_as_a_collection_of_names_is_accepted(columns: Any) -> None:
+    b = RecordDecoder(columns).decode(_BASE, path="f.json", lineno=1)
+    assert "obs" in b and ("action_prob" in b) == (columns is None)

@@ -11,7 +11,13 @@ from rllib_variants import cartpole_columns, sample_batch_record, write_jsonl
 
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError, OffrlRuntimeError
-from offrl.io.input import InputReader, is_class_spec, make_input_reader
+from offrl.io.input import (
+    InputReader,
+    check_file_input_config,
+    is_class_spec,
+    make_input_reader,
+    reads_files,
+)
 from offrl.io.json_reader import JsonReader
 from offrl.io.native import ALWAYS_READ
 
@@ -31,6 +37,13 @@ class ConstantReader:
 class NoNext:
     def __init__(self):
         pass
+
+class Echo:
+    def __init__(self, columns, storage_options):
+        self.columns, self.storage_options = columns, storage_options
+
+    def next(self):
+        raise NotImplementedError
 """
 
 
@@ -130,3 +143,103 @@ def test_input_config_columns_not_a_list_of_names_is_a_config_error(
     with pytest.raises(ConfigError, match=r"input_config\.columns") as e:
         make_input_reader(str(tmp_path), config=config, seed=0)
     assert repr(columns) in str(e.value)
+
+
+# -- which inputs read files, and their input_config ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "/data/x.json",
+        "data/*.json",
+        "s3://bucket/prefix",
+        "memory://x/a.json",
+        "relative_dir",
+        ["/data/a.json", "/data/b.json"],
+        ["pkg.mod:Reader"],  # a list is always files (make_input_reader builds a JsonReader)
+        [],
+        {"sampler": 0.5, "/data/x.json": 0.5},
+        {"pkg.mod:Reader": 0.5, "s3://bucket/x": 0.5},
+        {"/data/x.json": 1.0},
+    ],
+    ids=repr,
+)
+def test_reads_files_for_paths_lists_and_mixes_with_a_path(spec: object) -> None:
+    assert reads_files(spec)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "sampler",
+        "pkg.mod:Reader",
+        "my_readers_for_test:ConstantReader",
+        {"sampler": 1.0},
+        {"sampler": 0.5, "pkg.mod:Reader": 0.5},
+        {},
+        None,
+        3,
+    ],
+    ids=repr,
+)
+def test_reads_files_is_false_for_the_sampler_and_class_specs(spec: object) -> None:
+    assert not reads_files(spec)
+
+
+def test_reads_files_for_an_existing_path_that_looks_like_a_class_spec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert not reads_files("mod:Reader")
+    (tmp_path / "mod:Reader").write_text("")
+    assert reads_files("mod:Reader")  # an existing path is a path (is_class_spec)
+
+
+@pytest.mark.parametrize(
+    "input_config",
+    [
+        {},
+        {"columns": None, "storage_options": None},
+        {"columns": [], "storage_options": {}},
+        {"columns": ["obs", "q_values"], "storage_options": {"anon": True}},
+        {"other_key": object()},  # not checked here
+    ],
+    ids=repr,
+)
+def test_check_file_input_config_accepts_names_and_an_object(
+    input_config: dict[str, object],
+) -> None:
+    check_file_input_config(input_config)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("columns", "obs"),
+        ("columns", ["obs", 3]),
+        ("columns", ("obs",)),
+        ("columns", {"obs": True}),
+        ("columns", 5),
+        ("columns", [["obs"]]),
+        ("storage_options", "anon"),
+        ("storage_options", ["anon", True]),
+        ("storage_options", 5),
+        ("storage_options", True),
+    ],
+    ids=repr,
+)
+def test_check_file_input_config_rejects_wrong_types(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=rf"input_config\.{key} must be") as e:
+        check_file_input_config({key: value})
+    assert repr(value) in str(e.value)
+    assert e.value.exit_code == 2
+
+
+def test_class_spec_reader_gets_any_columns_and_storage_options(user_module: str) -> None:
+    """A user's reader is not a file reader: its keyword arguments are its own business."""
+    input_config = {"columns": "anything", "storage_options": 5}
+    config = CommonConfig(input=f"{user_module}:Echo", input_config=input_config)
+    config.validate()  # not checked as a file input's
+    reader = make_input_reader(config.input, config=config, seed=0)
+    assert (reader.columns, reader.storage_options) == ("anything", 5)  # type: ignore[attr-defined]

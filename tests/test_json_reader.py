@@ -17,6 +17,7 @@ from rllib_variants import (
     rllib_column,
     sample_batch_record,
     write_jsonl,
+    zero_d_columns,
 )
 
 from offrl.batch import SampleBatch
@@ -436,3 +437,52 @@ def test_skipped_column_that_is_not_json_makes_the_line_corrupt(
         assert got == [6, 6], decode_path
         assert reader.metrics()["num_corrupt_lines_skipped"] == 1, decode_path
         assert reader.metrics()["rows_read"] == 4
+
+
+# Columns a projection onto ["obs"] leaves out, broken in ways that are errors when read.
+BROKEN_SKIPPED: dict[str, tuple[str, Any]] = {
+    "different-length": ("action_prob", [0.5]),
+    "corrupt-compressed": ("q_values", "BCJNGgarbage"),
+    "float-agent-index": ("agent_index", [0.5, 1.5, 2.5]),
+    "ragged": ("q_values", [[1.0, 2.0], [3.0], [4.0, 5.0, 6.0]]),
+    "compressed-0d": ("q_values", zero_d_columns()["pickle-float32"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_SKIPPED))
+def test_broken_skipped_column_reads_alike_on_every_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    name, value = BROKEN_SKIPPED[case]
+    intact = [_wide_columns(3, eps) for eps in range(4)]
+    broken = [dict(c) for c in intact]
+    broken[2][name] = value  # the third record of one file
+    for i in (0, 3):
+        broken[i]["q_values"] = encode_column(np.asarray(broken[i]["q_values"], np.float32))
+    good = str(write_jsonl(tmp_path / "good" / "a.json", map(sample_batch_record, intact)))
+    bad = str(write_jsonl(tmp_path / "bad" / "a.json", map(sample_batch_record, broken)))
+    for path in _paths():
+        want, want_metrics = read_with(monkeypatch, good, ["obs"], "reference")
+        got, metrics = read_with(monkeypatch, bad, ["obs"], path)
+        assert_projection_of(got, want, ["obs"])
+        del metrics["bytes_read"], want_metrics["bytes_read"]  # the files differ
+        assert metrics == want_metrics, path
+    errors = set()
+    for path in _paths():
+        for columns in (None, [name]):
+            with pytest.raises(DataFormatError) as e:
+                read_with(monkeypatch, bad, columns, path)
+            assert type(e.value) is DataFormatError, (path, columns)
+            assert (e.value.path, e.value.line) == (bad, 3), (path, columns)
+            assert repr(name) in e.value.reason, (path, columns)
+            errors.add(str(e.value))
+    assert len(errors) == 1  # worded alike, whichever path and projection read it
+
+
+@pytest.mark.parametrize("columns", ["obs", "", "obs,actions"])
+def test_columns_as_one_string_is_a_type_error(tmp_path: Path, columns: str) -> None:
+    path = write_jsonl(tmp_path / "a.json", [sample_batch_record(cartpole_columns(2))])
+    with pytest.raises(TypeError, match="collection of names"):
+        JsonReader(str(path), columns=columns)  # type: ignore[arg-type]
+    reader = JsonReader(str(path), columns=(columns,))  # a tuple holding the string is fine
+    assert reader.next().count == 2

@@ -26,11 +26,13 @@ import pytest
 
 from benchmarks.bench_reader import cartpole_record
 from offrl.batch import SampleBatch
+from offrl.errors import DataFormatError
 from offrl.io import native
 from offrl.io.codecs import encode_column
 from offrl.io.decode import decode_record, finish_columns
 from offrl.io.fastjson import RecordDecoder
 from offrl.io.templates import PayloadTemplates
+from tests.rllib_variants import zero_d_columns
 from tests.shared_data import RLLIB_FIXTURE
 
 
@@ -1058,3 +1060,35 @@ def test_record_decoder_span_equals_decode() -> None:
         got = RecordDecoder().decode_span(buf2, start, stop, path=PATH, lineno=LINENO)
         want = RecordDecoder().decode(buf2[start:stop], path=PATH, lineno=LINENO)
         assert_outcomes_equal(got, want, buf2[start:stop], same_message=True)
+
+
+# -- 10: compressed columns whose payload is a 0-d array ------------------------------------
+
+ZERO_D = zero_d_columns()
+
+
+@pytest.mark.parametrize("payload", list(ZERO_D))
+@pytest.mark.parametrize("name", ["obs", "new_obs", "rewards", "actions", "dones", "q_values"])
+def test_0d_compressed_column_is_declined(name: str, payload: str) -> None:
+    """Not per-step values: native leaves the line to the paths that word the error."""
+    line = sample_line(3, **{name: json.dumps(ZERO_D[payload])})
+    want = reference(line)
+    assert type(want) is DataFormatError, want
+    assert f"column {name!r} must be a list of per-step values" in str(want)
+    templates = PayloadTemplates()
+    for _ in range(2):  # also once the payload's layout is a learned template
+        assert native.native_columns(line, templates) is None
+        requested = native.native_kinds(frozenset({name}) | native.ALWAYS_READ)
+        assert native.native_columns(line, templates, *requested) is None
+        assert via_native(line, templates) is None
+
+
+@pytest.mark.parametrize("payload", list(ZERO_D))
+def test_0d_compressed_column_left_out_by_a_projection_is_never_read(payload: str) -> None:
+    line = sample_line(3, q_values=json.dumps(ZERO_D[payload]))
+    skipped = native.native_kinds(frozenset({"obs"}) | native.ALWAYS_READ)
+    cols = native.native_columns(line, PayloadTemplates(), *skipped)
+    assert cols is not None and "q_values" not in cols
+    assert_outcomes_equal(
+        finish_columns(cols, PATH, LINENO), reference(sample_line(3)), line, same_message=True
+    )

@@ -332,3 +332,30 @@ def test_compiled_match_rejects_malformed_templates() -> None:
         _linedec.match(payload, (good,))  # templates not a list
     with pytest.raises(TypeError):
         _linedec.match("HEAD....TAIL", [good])  # payload not bytes-like
+
+
+@needs_linedec
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        np.dtype("O"),
+        np.dtype([("a", "f4"), ("b", "O")]),
+        np.dtype([("a", "i8"), ("nested", [("x", "f4"), ("o", "O")])]),
+    ],
+    ids=str,
+)
+def test_compiled_match_refuses_a_dtype_holding_python_objects(dtype: np.dtype) -> None:
+    """Bytes copied into an object array would be taken for pointers: never build one."""
+    assert dtype.hasobject
+    data = bytes(2 * dtype.itemsize)  # the template fits the payload exactly
+    payload = b"HEAD" + data + b"TAIL"
+    objects = (b"HEAD", b"TAIL", dtype, (2,), 2)
+    with pytest.raises(TypeError, match="match: templates must be"):
+        _linedec.match(payload, [objects])
+    # Also behind a template that does not match this payload.
+    other = (b"XXXX", b"TAIL", np.dtype(np.uint8), (len(data),), len(data))
+    with pytest.raises(TypeError, match="match: templates must be"):
+        _linedec.match(payload, [other, objects])
+    # The same bytes as plain numbers are read.
+    plain = (b"HEAD", b"TAIL", np.dtype(np.uint8), (len(data),), len(data))
+    assert same(_linedec.match(payload, [plain]), np.zeros(len(data), np.uint8))

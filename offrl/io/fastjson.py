@@ -183,6 +183,8 @@ def _compressed(name: str, text: str, templates: PayloadTemplates | None) -> Any
         return text
     try:
         arr = templates.decode_string(text)
+        if arr.ndim == 0:
+            return text  # not per-step values: decode_value words the error
         if arr.dtype == _F32 and name in OBS_COLUMNS:
             return arr  # what convert_column returns for it, without the calls
         return convert_column(name, arr)

@@ -55,8 +55,8 @@ def load_class_reader(spec: str, input_config: dict[str, Any]) -> InputReader:
 
 def check_file_input_config(input_config: dict[str, Any]) -> None:
     """``input_config`` for file inputs: ``storage_options`` an object, ``columns`` names."""
-    storage_options = input_config.get("storage_options") or {}
-    if not isinstance(storage_options, dict):
+    storage_options = input_config.get("storage_options")
+    if storage_options is not None and not isinstance(storage_options, dict):
         raise ConfigError(
             f"input_config.storage_options must be an object, got {storage_options!r}"
         )
