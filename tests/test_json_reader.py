@@ -401,6 +401,8 @@ def test_projection_still_skips_and_counts_corrupt_lines(
     for decode_path in _paths():
         with monkeypatch.context() as m:
             m.setattr(fastjson, "NATIVE", decode_path == "native")
+            if decode_path == "reference":
+                m.setattr(fastjson, "simdjson", None)  # the decoder gets no simdjson parser
             reader = JsonReader(str(path), columns=["obs"])
             with caplog.at_level(logging.WARNING, logger="offrl"):
                 got = [eps_of(b) for b in reader.iter_epoch()]
@@ -432,6 +434,8 @@ def test_skipped_column_that_is_not_json_makes_the_line_corrupt(
     for decode_path in _paths():
         with monkeypatch.context() as m:
             m.setattr(fastjson, "NATIVE", decode_path == "native")
+            if decode_path == "reference":
+                m.setattr(fastjson, "simdjson", None)  # the decoder gets no simdjson parser
             reader = JsonReader(str(path), columns=["obs"])
             got = [eps_of(b) for b in reader.iter_epoch()]
         assert got == [6, 6], decode_path
