@@ -21,13 +21,14 @@ from rllib_variants import (
 
 from offrl.batch import SampleBatch
 from offrl.errors import DataFormatError
-from offrl.io import codecs, fastjson, native
+from offrl.io import codecs, native
 from offrl.io.codecs import encode_column
 from offrl.io.decode import CorruptLineError, decode_record
 from offrl.io.fastjson import RecordDecoder, _extract
 from offrl.io.json_reader import JsonReader
 from offrl.io.native import ALWAYS_READ
 from offrl.io.templates import PayloadTemplates
+from tests.decode_paths import DECODE_PATHS, first_decoder
 from tests.shared_data import RLLIB_FIXTURE
 
 simdjson = pytest.importorskip("simdjson")
@@ -381,9 +382,6 @@ def test_rllib_fixture_compressed_reads_like_plain(tmp_path: Path) -> None:
 
 # -- the three decode paths: compiled, simdjson, reference ---------------------------------
 
-# The compiled decoder where it was built (test_native.py fails where it should have been).
-DECODE_PATHS = [p for p in ("native", "simdjson", "reference") if p != "native" or native._linedec]
-
 
 def on_path(path: str, text: bytes, columns: list[str] | None = None) -> SampleBatch | str:
     """RecordDecoder(columns)'s outcome when ``path`` is the first decoder it tries.
@@ -391,10 +389,7 @@ def on_path(path: str, text: bytes, columns: list[str] | None = None) -> SampleB
     "native": the compiled decoder first (then the others, as readers do); "simdjson":
     no compiled decoder; "reference": neither (decode_record's own code only).
     """
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(fastjson, "NATIVE", path == "native")
-        if path == "reference":
-            m.setattr(fastjson, "simdjson", None)  # the decoder gets no simdjson parser
+    with first_decoder(path):
         return outcome(RecordDecoder(columns).decode, text)
 
 

@@ -22,10 +22,10 @@ from rllib_variants import (
 
 from offrl.batch import SampleBatch
 from offrl.errors import DataFormatError
-from offrl.io import fastjson, native
 from offrl.io.codecs import encode_column
 from offrl.io.json_reader import JsonReader, plan_shard
 from offrl.io.native import ALWAYS_READ
+from tests.decode_paths import DECODE_PATHS, first_decoder
 from tests.shared_data import RLLIB_FIXTURE
 
 
@@ -239,8 +239,6 @@ def test_a_file_of_one_complete_corrupt_line_is_still_an_error(tmp_path: Path) -
 
 # -- column projection ----------------------------------------------------------------
 
-# How a line can be decoded: the compiled decoder, simdjson, or only the reference path.
-DECODE_PATHS = ["native", "simdjson", "reference"]
 PROJECTIONS = [
     ["obs"],
     ["weights", "no_such_column"],
@@ -324,18 +322,11 @@ DATASETS: dict[str, Any] = {
 }
 
 
-def _paths() -> list[str]:
-    return [p for p in DECODE_PATHS if p != "native" or native._linedec is not None]
-
-
 def read_with(
-    monkeypatch: pytest.MonkeyPatch, spec: str, columns: list[str] | None, path: str
+    spec: str, columns: list[str] | None, path: str
 ) -> tuple[list[SampleBatch], dict[str, Any]]:
     """Two seeded epochs (same seed: same order) decoded the given way."""
-    with monkeypatch.context() as m:
-        m.setattr(fastjson, "NATIVE", path == "native")
-        if path == "reference":
-            m.setattr(fastjson, "simdjson", None)  # the decoder gets no simdjson parser
+    with first_decoder(path):
         reader = JsonReader(spec, seed=11, columns=columns)
         per_epoch = sum(1 for _ in reader.iter_epoch())
         batches = [reader.next() for _ in range(2 * per_epoch)]
@@ -365,27 +356,25 @@ def assert_projection_of(
 @pytest.mark.parametrize("columns", PROJECTIONS, ids=lambda c: "+".join(c) or "none")
 @pytest.mark.parametrize("dataset", list(DATASETS))
 def test_projection_reads_the_requested_and_always_read_columns(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dataset: str, columns: list[str]
+    tmp_path: Path, dataset: str, columns: list[str]
 ) -> None:
     spec = DATASETS[dataset](tmp_path)
     # Ground truth: every column, decoded by the reference path only.
-    full, full_metrics = read_with(monkeypatch, spec, None, "reference")
+    full, full_metrics = read_with(spec, None, "reference")
     assert any(k not in ALWAYS_READ for k in full[0])  # something to skip
-    for path in _paths():
-        all_cols, _ = read_with(monkeypatch, spec, None, path)
+    for path in DECODE_PATHS:
+        all_cols, _ = read_with(spec, None, path)
         assert_projection_of(all_cols, full, list(full[0].keys()))  # paths agree unprojected
-        proj, metrics = read_with(monkeypatch, spec, columns, path)
+        proj, metrics = read_with(spec, columns, path)
         assert_projection_of(proj, full, columns)
         assert "no_such_column" not in proj[0]
         assert metrics == full_metrics, path
 
 
-def test_projection_keeps_requested_extra_columns(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_projection_keeps_requested_extra_columns(tmp_path: Path) -> None:
     spec = _wide_dataset(tmp_path, lambda c: sample_batch_record(_compress(c, "rllib")))
-    for path in _paths():
-        batches, _ = read_with(monkeypatch, spec, ["q_values", "infos"], path)
+    for path in DECODE_PATHS:
+        batches, _ = read_with(spec, ["q_values", "infos"], path)
         b = batches[0]
         assert {"q_values", "infos"} <= set(b.keys()), path
         assert not {"action_prob", "weights", "agent_index"} & set(b.keys()), path
@@ -393,16 +382,13 @@ def test_projection_keeps_requested_extra_columns(
 
 
 def test_projection_still_skips_and_counts_corrupt_lines(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     good = [line(sample_batch_record(_wide_columns(3, i))) for i in range(3)]
     path = tmp_path / "crashed.json"
     path.write_bytes(good[0] + b"\x00\x13garbage here\n" + good[1] + good[2][:200])
-    for decode_path in _paths():
-        with monkeypatch.context() as m:
-            m.setattr(fastjson, "NATIVE", decode_path == "native")
-            if decode_path == "reference":
-                m.setattr(fastjson, "simdjson", None)  # the decoder gets no simdjson parser
+    for decode_path in DECODE_PATHS:
+        with first_decoder(decode_path):
             reader = JsonReader(str(path), columns=["obs"])
             with caplog.at_level(logging.WARNING, logger="offrl"):
                 got = [eps_of(b) for b in reader.iter_epoch()]
@@ -423,7 +409,7 @@ def test_projection_still_skips_and_counts_corrupt_lines(
     ],
 )
 def test_skipped_column_that_is_not_json_makes_the_line_corrupt(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, column: str, bad: bytes
+    tmp_path: Path, column: str, bad: bytes
 ) -> None:
     cols = _wide_columns(3, 5)
     cols[column] = "PLACEHOLDER"
@@ -431,11 +417,8 @@ def test_skipped_column_that_is_not_json_makes_the_line_corrupt(
     good = line(sample_batch_record(_wide_columns(2, 6)))
     path = tmp_path / "bad-skipped.json"
     path.write_bytes(good + broken + good)
-    for decode_path in _paths():
-        with monkeypatch.context() as m:
-            m.setattr(fastjson, "NATIVE", decode_path == "native")
-            if decode_path == "reference":
-                m.setattr(fastjson, "simdjson", None)  # the decoder gets no simdjson parser
+    for decode_path in DECODE_PATHS:
+        with first_decoder(decode_path):
             reader = JsonReader(str(path), columns=["obs"])
             got = [eps_of(b) for b in reader.iter_epoch()]
         assert got == [6, 6], decode_path
@@ -454,9 +437,7 @@ BROKEN_SKIPPED: dict[str, tuple[str, Any]] = {
 
 
 @pytest.mark.parametrize("case", list(BROKEN_SKIPPED))
-def test_broken_skipped_column_reads_alike_on_every_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
-) -> None:
+def test_broken_skipped_column_reads_alike_on_every_path(tmp_path: Path, case: str) -> None:
     name, value = BROKEN_SKIPPED[case]
     intact = [_wide_columns(3, eps) for eps in range(4)]
     broken = [dict(c) for c in intact]
@@ -465,17 +446,17 @@ def test_broken_skipped_column_reads_alike_on_every_path(
         broken[i]["q_values"] = encode_column(np.asarray(broken[i]["q_values"], np.float32))
     good = str(write_jsonl(tmp_path / "good" / "a.json", map(sample_batch_record, intact)))
     bad = str(write_jsonl(tmp_path / "bad" / "a.json", map(sample_batch_record, broken)))
-    for path in _paths():
-        want, want_metrics = read_with(monkeypatch, good, ["obs"], "reference")
-        got, metrics = read_with(monkeypatch, bad, ["obs"], path)
+    for path in DECODE_PATHS:
+        want, want_metrics = read_with(good, ["obs"], "reference")
+        got, metrics = read_with(bad, ["obs"], path)
         assert_projection_of(got, want, ["obs"])
         del metrics["bytes_read"], want_metrics["bytes_read"]  # the files differ
         assert metrics == want_metrics, path
     errors = set()
-    for path in _paths():
+    for path in DECODE_PATHS:
         for columns in (None, [name]):
             with pytest.raises(DataFormatError) as e:
-                read_with(monkeypatch, bad, columns, path)
+                read_with(bad, columns, path)
             assert type(e.value) is DataFormatError, (path, columns)
             assert (e.value.path, e.value.line) == (bad, 3), (path, columns)
             assert repr(name) in e.value.reason, (path, columns)
