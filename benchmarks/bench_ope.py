@@ -7,7 +7,9 @@ mean discounted return of many simulated episodes. Episodes are capped at
 ``--max-len`` steps (truncated). Each repeat records a fresh dataset (own seed),
 cuts it into fixed-size fragments (so episodes are split across batches) and runs
 is, wis, dm, dr. Prints bias, RMSE, mean relative error, share within 10 % and
-95 % CI coverage per estimator and target, then the timing figures.
+95 % CI coverage and mean width per estimator and target (and, for is/wis, the mean
+``missing_mass``: the share of the target's probability the data does not show), then
+the timing figures.
 
     python benchmarks/bench_ope.py              # full run (a few minutes on 2 cores)
     python benchmarks/bench_ope.py --repeats 3  # quick look
@@ -119,18 +121,20 @@ def accuracy(args: argparse.Namespace) -> None:
             for name, out in run_estimators(batches, pol, args.gamma, r, args.fqe_iters).items():
                 low = out.get("v_target_ci_low", np.nan)
                 high = out.get("v_target_ci_high", np.nan)
-                est.setdefault((name, label), []).append((out["v_target"], low, high))
+                mass = out.get("missing_mass", np.nan)
+                est.setdefault((name, label), []).append((out["v_target"], low, high, mass))
     print(f"behaviour value (mean over datasets): {np.mean(v_behaviour):.3f}")
     header = f"{'estimator':9} {'target':9} {'truth':>7} {'mean':>7} {'bias':>7} {'RMSE':>7} "
-    print(header + f"{'rel.err':>8} {'<=10%':>6} {'CI cover':>8}")
+    print(header + f"{'rel.err':>8} {'<=10%':>6} {'CI cover':>8} {'CI width':>8} {'missing':>7}")
     for (name, label), rows in est.items():
         arr = np.array(rows)
         err = arr[:, 0] - truth[label]
         rel = np.abs(err) / abs(truth[label])
         cover = np.mean((arr[:, 1] <= truth[label]) & (truth[label] <= arr[:, 2]))
+        width, mass = np.mean(arr[:, 2] - arr[:, 1]), np.mean(arr[:, 3])
         print(f"{name:9} {label:9} {truth[label]:7.3f} {arr[:, 0].mean():7.3f} {err.mean():7.3f} "
               f"{np.sqrt(np.mean(err**2)):7.3f} {rel.mean():8.1%} {np.mean(rel <= 0.1):6.0%} "
-              f"{cover:8.0%}")  # fmt: skip
+              f"{cover:8.0%} {width:8.2f} {mass:7.2f}")  # fmt: skip
 
 
 def timing(args: argparse.Namespace) -> None:

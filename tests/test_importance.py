@@ -15,6 +15,8 @@ from offrl.estimators.importance import (
     ImportanceSampling,
     WeightedImportanceSampling,
     cumulative_ratios,
+    missing_mass,
+    reward_range,
 )
 from offrl.estimators.stats import Z95
 from tests.shared_data import RLLIB_FIXTURE
@@ -92,6 +94,101 @@ def test_wis_two_episodes_by_hand() -> None:
     assert out["v_target"] == pytest.approx(1.8874795, abs=1e-7)
     assert out["v_target_std_err"] == pytest.approx(WIS_SE, abs=1e-7)
     assert out["v_behavior"] == pytest.approx(V_BEHAVIOR)
+
+
+def test_well_covered_data_has_no_missing_mass() -> None:
+    # w_t = 1.3, 1.95, 1.7625 (above): every step shows at least the target's mass
+    for cls in (ImportanceSampling, WeightedImportanceSampling):
+        out = run(cls(gamma=GAMMA, seed=0), [two_episodes()])
+        assert out["missing_mass"] == 0.0
+        se = out["v_target_std_err"]
+        assert out["v_target_ci_low"] == pytest.approx(out["v_target"] - Z95 * se)
+        assert out["v_target_ci_high"] == pytest.approx(out["v_target"] + Z95 * se)
+
+
+def sparse_episodes() -> SampleBatch:
+    """Episode C (eps 1): states 2,0, actions 0,1, rewards 1,1, b = .5,.8, terminated.
+    Episode D (eps 2): state 4, action 1, reward 2, b = .8, terminated."""
+    return SampleBatch(
+        obs=np.array([[2], [0], [4]], dtype=np.float32),
+        actions=np.array([0, 1, 1]),
+        rewards=np.array([1.0, 1.0, 2.0]),
+        dones=np.array([False, True, True]),
+        eps_id=np.array([1, 1, 2]),
+        t=np.array([0, 1, 0]),
+        action_prob=np.array([0.5, 0.8, 0.8]),
+    )
+
+
+# pi(logged): C 0.5, 0.2 -> rho = 1.0, 0.25;  D 0.4 -> rho = 0.5 (padded: 0.5, 0.5)
+#   w_t = 0.75, 0.375 -> missing mass m_t = 0.25, 0.625;  A_t = mean(rho r)_t = 1.0, 0.125
+#   reward range: logged 1..2, and 0 (D ended first) -> [0, 2]
+#   shown + m [0, 2]:  t0 [1.0, 1.5],  t1 [0.125, 1.375]
+#   -> discounted bounds 1.0 + .5*.125 = 1.0625 and 1.5 + .5*1.375 = 2.1875
+#   missing_mass = (0.25 + .5*.625) / 1.5 = 0.375
+# WIS: V_t = 4/3, 1/3 -> V = 1.5;  psi_C = -4/9 + .5*4/9 = -2/9, psi_D = +2/9 -> se = 2/9
+# IS: per episode C = 1 + .5*.25 = 1.125, D = 1.0 -> V = 1.0625, se = 0.0625
+@pytest.mark.parametrize(
+    ("cls", "value", "se"),
+    [(WeightedImportanceSampling, 1.5, 2 / 9), (ImportanceSampling, 1.0625, 0.0625)],
+)
+def test_interval_is_widened_by_the_missing_mass_by_hand(
+    cls: type, value: float, se: float
+) -> None:
+    out = run(cls(gamma=GAMMA, seed=0), [sparse_episodes()])
+    assert out["v_target"] == pytest.approx(value)
+    assert out["v_target_std_err"] == pytest.approx(se)
+    assert out["missing_mass"] == pytest.approx(0.375)
+    assert out["v_target_ci_low"] == pytest.approx(1.0625 - Z95 * se)
+    assert out["v_target_ci_high"] == pytest.approx(2.1875 + Z95 * se)
+
+
+def test_missing_mass_and_reward_range_by_hand() -> None:
+    den = np.array([[1.0, 0.25], [0.5, 0.5], [3.0, 3.0]])
+    assert np.array_equal(missing_mass(den), [0.0, 0.0])  # w = 1.5, 1.25: nothing missing
+    assert np.allclose(missing_mass(den[:2]), [0.25, 0.625])
+    assert reward_range([np.array([1.0, 3.0]), np.array([2.0, 2.0])]) == (1.0, 3.0)
+    assert reward_range([np.array([1.0, 3.0]), np.array([2.0])]) == (0.0, 3.0)  # absorbing 0
+    assert reward_range([np.array([-2.0]), np.array([-1.0, -1.0])]) == (-2.0, 0.0)
+
+
+def chain_data(n: int, horizon: int, seed: int) -> SampleBatch:
+    """A chain of ``horizon`` steps: action 1 earns 1 until action 0 is taken once, then
+    every reward is 0. The behaviour picks each action with 0.5; the target always
+    picks 1 (true value with gamma 1: ``horizon``)."""
+    rng = np.random.default_rng(seed)
+    cols: dict[str, list] = {k: [] for k in ("actions", "rewards", "dones", "eps_id", "t")}
+    for ep in range(n):
+        fallen = False
+        for t in range(horizon):
+            a = int(rng.random() < 0.5)
+            fallen |= a == 0
+            values = (a, 0.0 if fallen else 1.0, t == horizon - 1, ep, t)
+            for k, v in zip(cols, values, strict=True):
+                cols[k].append(v)
+    rows = len(cols["actions"])
+    return SampleBatch({**cols, "obs": np.zeros((rows, 1), np.float32),
+                        "action_prob": np.full(rows, 0.5)})  # fmt: skip
+
+
+def always_on(obs: np.ndarray) -> np.ndarray:
+    return np.tile([0.0, 1.0], (len(obs), 1))
+
+
+@pytest.mark.parametrize("cls", [ImportanceSampling, WeightedImportanceSampling])
+def test_interval_covers_a_target_the_data_barely_shows(cls: type) -> None:
+    # 100 episodes of a 30-step chain: the target's path survives the behaviour's coin
+    # flips with probability 2^-t, so beyond ~7 steps no episode shows it. The estimate
+    # falls far short of the truth (30) and the sampling interval alone misses it; the
+    # missing mass (~3/4 of the target's probability) widens the interval to cover it.
+    est = cls(gamma=1.0, seed=0)
+    est.process(chain_data(100, 30, seed=3), always_on)
+    out = est.estimate()
+    assert out["v_target"] < 10
+    se = out["v_target_std_err"]
+    assert out["v_target"] + Z95 * se < 30  # the unwidened interval would miss
+    assert out["missing_mass"] > 0.7
+    assert out["v_target_ci_low"] <= out["v_target"] <= 30 <= out["v_target_ci_high"]
 
 
 def test_wis_normalises_over_the_dataset_not_per_batch() -> None:

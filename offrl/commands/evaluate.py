@@ -23,6 +23,7 @@ TABLE_KEYS = (
     "v_target_ci_high",
     "num_episodes",
     "ess",
+    "missing_mass",
 )
 # One estimate() over the whole dataset: fit the FQE model fully (100 steps under-fit dm).
 FQE_STEPS = 600
