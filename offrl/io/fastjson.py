@@ -60,6 +60,7 @@ from offrl.io.decode import (
     parse_line,
 )
 from offrl.io.native import ALWAYS_READ, NATIVE, native_columns, native_kinds
+from offrl.io.sources import span_bytes
 from offrl.io.templates import PayloadTemplates
 
 try:  # optional accelerator; without it every line takes the reference path
@@ -287,8 +288,7 @@ class RecordDecoder:
             cols = native_columns(buf, self._templates, *self._kinds, start, stop)
             if cols is not None:
                 return finish_columns(cols, path, lineno)
-        line = buf if start == 0 and stop == len(buf) else buf[start:stop]
-        return self._decode_python(line, path, lineno)
+        return self._decode_python(span_bytes(buf, start, stop), path, lineno)
 
     def _project(self, cols: Mapping[str, Any]) -> dict[str, Any]:
         """Only the columns to read, before anything is decoded: the other columns are

@@ -115,6 +115,12 @@ def resolve_sources(
 Span = tuple[bytes, int, int]
 
 
+def span_bytes(buf: bytes, start: int, stop: int) -> bytes:
+    """The line ``buf[start:stop]`` of a :data:`Span`; ``buf`` itself (no copy) when it is
+    the whole buffer."""
+    return buf if start == 0 and stop == len(buf) else buf[start:stop]
+
+
 def _open(uri: str, storage_options: Mapping[str, Any] | None) -> Any:
     """A binary handle on ``uri`` (local path or fsspec URI); OffrlRuntimeError if impossible."""
     try:
@@ -129,13 +135,13 @@ def _open(uri: str, storage_options: Mapping[str, Any] | None) -> Any:
 
 
 def open_source(uri: str, storage_options: Mapping[str, Any] | None = None) -> Iterator[bytes]:
-    """Yield the raw lines (with their ``\n``) of one file, streaming (bounded memory).
+    """Yield the raw lines (with their ``\\n``) of one file, streaming (bounded memory).
 
     The file is closed when the iterator is exhausted or closed.
     """
     with _open(uri, storage_options) as handle:
         for buf, start, stop in _spans(handle):
-            yield buf if start == 0 and stop == len(buf) else buf[start:stop]
+            yield span_bytes(buf, start, stop)
 
 
 def open_source_spans(uri: str, storage_options: Mapping[str, Any] | None = None) -> Iterator[Span]:
@@ -145,7 +151,7 @@ def open_source_spans(uri: str, storage_options: Mapping[str, Any] | None = None
 
 
 def _spans(handle: Any, size: int = 1 << 20) -> Iterator[Span]:
-    """The lines (with their ``\n``) of a binary file, found with memchr in big reads.
+    """The lines (with their ``\\n``) of a binary file, found with memchr in big reads.
 
     Iterating a file calls readline, which tests byte by byte (~4.5 instructions a byte,
     ~80 k per 20 KB experience line); memchr is far cheaper, and a span copies nothing.
