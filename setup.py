@@ -12,6 +12,7 @@ setup(
         Extension(
             "offrl.io._linedec",
             sources=["offrl/io/_linedec.c"],
+            depends=["offrl/io/_lz4frame.h"],
             include_dirs=[np.get_include()],
             extra_compile_args=["-O2"],
             optional=True,

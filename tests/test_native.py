@@ -9,6 +9,7 @@ prove it decodes exactly must give None (the reader then takes the other paths).
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -1092,3 +1093,137 @@ def test_0d_compressed_column_left_out_by_a_projection_is_never_read(payload: st
     assert_outcomes_equal(
         finish_columns(cols, PATH, LINENO), reference(sample_line(3)), line, same_message=True
     )
+
+
+# -- 11: compressed observation columns built in C -------------------------------------------
+
+
+def _obs_line(obs: np.ndarray, codec: str = "rllib", **extra: str) -> bytes:
+    """A record whose obs is compressed with ``codec`` and whose other columns are lists."""
+    n = len(obs)
+    members = {
+        "type": '"SampleBatch"',
+        "obs": _packed(obs, codec),
+        "actions": json.dumps([j % 2 for j in range(n)]),
+        "rewards": json.dumps([1.0] * n),
+        "dones": json.dumps([False] * n),
+        **extra,
+    }
+    return ("{" + ", ".join(f'"{k}": {v}' for k, v in members.items()) + "}\n").encode()
+
+
+def _decode_columns(line: bytes, templates: PayloadTemplates) -> tuple[dict, bool] | None:
+    return _linedec.decode_columns(line, KINDS, 0, 0, len(line), templates.by_length)
+
+
+@pytest.mark.parametrize("codec", ["rllib", "offrl"])
+def test_compressed_obs_is_built_in_c_once_its_layout_is_learned(codec: str) -> None:
+    rng = np.random.default_rng(11)
+    templates = PayloadTemplates()
+    first = _obs_line(rng.normal(size=(5, 4)).astype(np.float32), codec)
+    cols, final = _decode_columns(first, templates)  # type: ignore[misc]
+    assert not final and type(cols["obs"]) is bytes  # no template yet: Python decodes
+    assert assert_same(first, templates)  # ... and learns the layout
+    for _ in range(3):
+        line = _obs_line(rng.normal(size=(5, 4)).astype(np.float32), codec)
+        cols, final = _decode_columns(line, templates)  # type: ignore[misc]
+        assert final and type(cols["obs"]) is np.ndarray and cols["obs"].dtype == np.float32
+        want = reference(line)
+        assert isinstance(want, SampleBatch)
+        assert cols["obs"].tobytes() == want["obs"].tobytes()
+        assert cols["obs"].flags.writeable and cols["obs"].flags.aligned
+        assert assert_same(line, templates)
+
+
+@pytest.mark.parametrize("dtype", [">f4", "<f8", "<i8"])
+def test_compressed_obs_of_another_dtype_is_left_to_python(dtype: str) -> None:
+    """Only native float32 is kept as it is; the Python path converts the rest."""
+    templates = PayloadTemplates()
+    for seed in range(3):
+        obs = np.random.default_rng(seed).normal(size=(4, 3)).astype(dtype)
+        line = _obs_line(obs, "rllib")
+        decoded = _decode_columns(line, templates)
+        assert decoded is not None and not decoded[1] and type(decoded[0]["obs"]) is bytes
+        assert assert_same(line, templates)
+        assert_reader_agrees(line)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"actions": "[0, 1, 0]"},  # 3 actions, 5 obs
+        {"weights": "[1.0, 2.0]"},  # an extra column of another length
+    ],
+)
+def test_final_columns_of_unequal_length_are_declined(extra: dict[str, str]) -> None:
+    templates = PayloadTemplates()
+    obs = np.zeros((5, 4), dtype=np.float32)
+    assert assert_same(_obs_line(obs), templates)  # learn the layout
+    line = _obs_line(obs, **extra)
+    assert _decode_columns(line, templates) is None
+    assert via_native(line, templates) is None
+    assert_reader_agrees(line)  # the reference path words the error
+
+
+def test_final_columns_missing_a_required_column_are_declined() -> None:
+    templates = PayloadTemplates()
+    obs = np.zeros((2, 4), dtype=np.float32)
+    assert assert_same(_obs_line(obs), templates)
+    line = _obs_line(obs).replace(b'"rewards"', b'"rewardz"')
+    assert _decode_columns(line, templates) is None
+    assert_reader_agrees(line)
+
+
+def test_b64decode_simd_agrees_with_the_scalar_loop() -> None:
+    rnd = random.Random(5)
+    for size in [*range(0, 80), 300, 1000]:
+        raw = rnd.randbytes(size)
+        text = base64.b64encode(raw)
+        want = raw if text else None
+        assert _linedec.b64decode(text) == _linedec.b64decode(text, False) == want
+    text = base64.b64encode(rnd.randbytes(75))  # 100 characters: SIMD blocks and a tail
+    for pos in range(len(text)):
+        for value in range(256):
+            changed = text[:pos] + bytes([value]) + text[pos + 1 :]
+            got = _linedec.b64decode(changed)
+            assert got == _linedec.b64decode(changed, False), (pos, value)
+            if got is not None:
+                assert got == base64.b64decode(changed, validate=True), (pos, value)
+            elif value in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/":
+                raise AssertionError(f"a base64 character refused at {pos}: {value}")
+
+
+def test_key_names_reused_by_position_stay_correct() -> None:
+    """Names are cached by their position in the line: other keys there must not match."""
+    columns = small_columns(4, seed=2)
+    names = list(columns)
+    rnd = random.Random(8)
+    templates = PayloadTemplates()
+    for _ in range(30):
+        rnd.shuffle(names)
+        renamed = {  # "xinfos" would be a generic column of objects: declined
+            ("x" + k if k != "infos" and rnd.random() < 0.2 else k): columns[k] for k in names
+        }
+        renamed.update({k: columns[k] for k in ("obs", "actions", "rewards", "terminateds")})
+        line = (json.dumps({"type": "SampleBatch", **renamed}) + "\n").encode()
+        assert assert_same(line, templates)
+
+
+def test_every_changed_character_of_a_compressed_obs_agrees() -> None:
+    """Changes inside the base64 text reach the LZ4 frame and the payload decoded in C."""
+    obs = np.random.default_rng(4).normal(size=(6, 4)).astype(np.float32)
+    line = _obs_line(obs)
+    templates = PayloadTemplates()
+    assert assert_same(line, templates)
+    text = _packed(obs, "rllib")[1:-1].encode()
+    start = line.index(text)
+    rnd = random.Random(3)
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    built = 0
+    for pos in range(start, start + len(text)):
+        for value in rnd.sample(alphabet, 3):
+            changed = line[:pos] + bytes([value]) + line[pos + 1 :]
+            decoded = _decode_columns(changed, templates)
+            built += decoded is not None and decoded[1]
+            assert_same(changed, templates)
+    assert built > 0  # changes inside the array's data keep the layout

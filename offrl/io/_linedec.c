@@ -18,6 +18,16 @@
  *   - a compressed column (a "BCJNG..." base64 string) as the bytes of its LZ4
  *     frame (base64-decoded here, decompressed and decoded by the caller).
  *
+ * decode_columns(line, kinds, default_kind, start, stop, templates)
+ *     -> (dict, final: bool) | None
+ *
+ * does the same, and also builds compressed KIND_OBS columns here: base64 (16
+ * characters at a time with SSSE3), the LZ4 frame (_lz4frame.h, which accepts only
+ * frames python-lz4 provably decodes alike) and a payload template learned by
+ * offrl.io.templates, into a native float32 array. ``final`` says that no column
+ * was left as an LZ4 frame and that obs, actions and rewards are present and every
+ * column has one length: the caller's checks, done here.
+ *
  * It returns None for anything it cannot prove it decodes exactly like the reference
  * path (offrl.io.decode.decode_record): other record types, escapes or non-ASCII
  * text in strings, NaN/Infinity tokens, nulls or objects inside arrays, ragged or
@@ -42,12 +52,20 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <tmmintrin.h>
+#define HAVE_B64_SSSE3 1 /* compiled for SSSE3, used where the CPU has it */
+static int cpu_ssse3;
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "_lz4frame.h"
+
 enum { KIND_GENERIC = 0, KIND_FLOAT = 1, KIND_ID = 2, KIND_BOOL = 3, KIND_ACTION = 4,
-       KIND_INFOS = 5, KIND_SKIP = 6 /* not read: only checked to be JSON */ };
+       KIND_INFOS = 5, KIND_SKIP = 6 /* not read: only checked to be JSON */,
+       KIND_OBS = 7 /* KIND_FLOAT, and a compressed float32 array is taken as it is */ };
 
 /* Modes of an array being parsed: what its scalars have been so far. */
 enum { M_NONE = 0, M_INT, M_FLOAT, M_BOOL };
@@ -437,7 +455,8 @@ parse_array_as(Cursor *c, Scratch *s, const int kind, Py_ssize_t *n, Py_ssize_t 
 static int parse_array(Cursor *c, Scratch *s, int kind, Py_ssize_t *n, Py_ssize_t *k,
                        int *mode) {
     switch (kind) {
-    case KIND_FLOAT: return parse_array_as(c, s, KIND_FLOAT, n, k, mode);
+    case KIND_FLOAT:
+    case KIND_OBS: return parse_array_as(c, s, KIND_FLOAT, n, k, mode);
     case KIND_ID: return parse_array_as(c, s, KIND_ID, n, k, mode);
     case KIND_BOOL: return parse_array_as(c, s, KIND_BOOL, n, k, mode);
     case KIND_ACTION: return parse_array_as(c, s, KIND_ACTION, n, k, mode);
@@ -551,18 +570,76 @@ static int parse_plain_string(Cursor *c, const char **s, Py_ssize_t *len) {
     return scan_string(c, s, len) && plain_ascii(*s, *len);
 }
 
-/* Canonical base64 (what b64decode(validate=True) also accepts) -> bytes; NULL: not that. */
-static PyObject *b64_bytes(const char *s, Py_ssize_t len) {
-    if (len < 4 || len % 4) return NULL;
+/* The size of canonical base64 text once decoded; -1 if its length cannot be that. */
+static Py_ssize_t b64_size(const char *s, Py_ssize_t len) {
+    if (len < 4 || len % 4) return -1;
     Py_ssize_t pad = (s[len - 1] == '=') + (s[len - 1] == '=' && s[len - 2] == '=');
-    Py_ssize_t outlen = len / 4 * 3 - pad;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, outlen);
-    if (!out) return NULL;
-    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    return len / 4 * 3 - pad;
+}
+
+#ifdef HAVE_B64_SSSE3
+/* (c - lo) <= span for each unsigned byte c: 0xFF where it holds. */
+__attribute__((target("ssse3"))) static inline __m128i in_range(__m128i c, char lo, char span) {
+    __m128i x = _mm_sub_epi8(c, _mm_set1_epi8(lo));
+    return _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(span)), x);
+}
+
+/*
+ * The first 16-character blocks of ``quartets`` full quartets at u into o, 16
+ * characters (12 bytes) at a time, stopping 6 quartets before the end so that the
+ * 16-byte stores stay inside the output. Returns the quartets done, -1 at a character
+ * outside the alphabet (the scalar loop's verdict too).
+ */
+__attribute__((target("ssse3"))) static Py_ssize_t b64_blocks(const unsigned char *u,
+                                                              Py_ssize_t quartets,
+                                                              unsigned char *o) {
+    const __m128i merge_pairs = _mm_set1_epi32(0x01400140); /* a * 64 + b per byte pair */
+    const __m128i merge_words = _mm_set1_epi32(0x00011000); /* ab * 4096 + cd per pair */
+    const __m128i order = _mm_setr_epi8(2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12, -1, -1, -1, -1);
+    Py_ssize_t q = 0;
+    for (; q + 6 <= quartets; q += 4, u += 16, o += 12) {
+        __m128i c = _mm_loadu_si128((const __m128i *)u);
+        __m128i upper = in_range(c, 'A', 25), lower = in_range(c, 'a', 25);
+        __m128i digit = in_range(c, '0', 9);
+        __m128i plus = _mm_cmpeq_epi8(c, _mm_set1_epi8('+'));
+        __m128i slash = _mm_cmpeq_epi8(c, _mm_set1_epi8('/'));
+        __m128i valid = _mm_or_si128(_mm_or_si128(upper, lower),
+                                     _mm_or_si128(digit, _mm_or_si128(plus, slash)));
+        if (_mm_movemask_epi8(valid) != 0xFFFF) return -1;
+        /* the 6-bit value: A-Z -65, a-z -71, 0-9 +4, '+' +19 (62), '/' +16 (63) */
+        __m128i shift = _mm_or_si128(
+            _mm_or_si128(_mm_and_si128(upper, _mm_set1_epi8(-65)),
+                         _mm_and_si128(lower, _mm_set1_epi8(-71))),
+            _mm_or_si128(_mm_and_si128(digit, _mm_set1_epi8(4)),
+                         _mm_or_si128(_mm_and_si128(plus, _mm_set1_epi8(19)),
+                                      _mm_and_si128(slash, _mm_set1_epi8(16)))));
+        __m128i v = _mm_add_epi8(c, shift);
+        __m128i w = _mm_madd_epi16(_mm_maddubs_epi16(v, merge_pairs), merge_words);
+        _mm_storeu_si128((__m128i *)o, _mm_shuffle_epi8(w, order));
+    }
+    return q;
+}
+#endif
+
+/* Canonical base64 (what b64decode(validate=True) also accepts) into o[0, b64_size);
+   0 if the text is not that. ``simd``: 16 characters at a time where the CPU can. */
+static int b64_decode(const char *s, Py_ssize_t len, unsigned char *o, int simd) {
+    Py_ssize_t pad = len / 4 * 3 - b64_size(s, len);
     const unsigned char *u = (const unsigned char *)s;
     Py_ssize_t full = (len - (pad ? 4 : 0)) / 4;
     uint32_t bad = 0;
-    for (Py_ssize_t q = 0; q < full; q++, u += 4, o += 3) {
+    Py_ssize_t q = 0;
+#ifdef HAVE_B64_SSSE3
+    if (simd && cpu_ssse3) {
+        q = b64_blocks(u, full, o);
+        if (q < 0) return 0;
+        u += 4 * q;
+        o += 3 * q;
+    }
+#else
+    (void)simd;
+#endif
+    for (; q < full; q++, u += 4, o += 3) {
         uint32_t v = B64Q[0][u[0]] | B64Q[1][u[1]] | B64Q[2][u[2]] | B64Q[3][u[3]];
         bad |= v;
         o[0] = (unsigned char)(v >> 16);
@@ -575,21 +652,54 @@ static PyObject *b64_bytes(const char *s, Py_ssize_t len) {
         o[0] = (unsigned char)(v >> 16);
         if (pad == 1) o[1] = (unsigned char)(v >> 8);
     }
-    if (bad >> 24) { /* a byte outside the alphabet ('=', '\\', non-ASCII, ...) */
-        Py_DECREF(out);
-        return NULL;
-    }
+    return !(bad >> 24); /* else a byte outside the alphabet ('=', '\\', non-ASCII, ...) */
+}
+
+/* Canonical base64 -> bytes; NULL with no error set: not that. */
+static PyObject *b64_bytes(const char *s, Py_ssize_t len) {
+    Py_ssize_t size = b64_size(s, len);
+    if (size < 0) return NULL;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (!out) return NULL;
+    if (!b64_decode(s, len, (unsigned char *)PyBytes_AS_STRING(out), 1)) Py_CLEAR(out);
     return out;
 }
 
 typedef struct {
     PyObject *kinds;     /* dict name -> kind */
+    PyObject *templates; /* dict payload length -> templates (see match), or NULL */
     Scratch scratch;
+    unsigned char *raw;  /* a compressed column's LZ4 frame (base64-decoded) */
+    Py_ssize_t raw_cap;
     const char *type;    /* value of "type", if a plain string */
     Py_ssize_t type_len;
     int other_values;    /* a value that is not a column (number, bool, other string) */
     int default_kind;    /* the kind of a column not in kinds: generic, or skip */
+    int nkeys;           /* keys read so far in the line (slots of the name cache) */
+    int frames;          /* compressed columns left to the caller as their LZ4 frame */
 } Ctx;
+
+/* The column names of the last lines, by their position in the line: files repeat the
+   same keys in the same order, so a name is made (and hashed) once, not once a line. */
+#define NAME_SLOTS 64
+static PyObject *NAME_CACHE[NAME_SLOTS];
+
+/* The key [key, key + len) (plain ASCII) as a str: a new reference, NULL on error. */
+static PyObject *key_name(Ctx *x, const char *key, Py_ssize_t len) {
+    int slot = x->nkeys++;
+    PyObject *name = slot < NAME_SLOTS ? NAME_CACHE[slot] : NULL;
+    if (name && PyUnicode_GET_LENGTH(name) == len &&
+        memcmp(PyUnicode_1BYTE_DATA(name), key, len) == 0) {
+        Py_INCREF(name);
+        return name;
+    }
+    name = PyUnicode_DecodeASCII(key, len, NULL);
+    if (name && slot < NAME_SLOTS) {
+        Py_INCREF(name);
+        Py_XSETREF(NAME_CACHE[slot], name);
+    }
+    return name;
+}
 
 /* Past a JSON number at p (strict grammar), not converted; NULL if not a number. */
 static inline __attribute__((always_inline)) const char *skip_num(const char *p,
@@ -693,6 +803,114 @@ static int skip_value(Cursor *c, int depth) {
     return 1;
 }
 
+/*
+ * The first template (head, tail, dtype, shape, count) of the list ``templates`` whose
+ * head and tail bytes equal those of data[0, len), as a new array holding a copy of the
+ * bytes between them; Py_None (a new reference) when none matches; NULL on error. See
+ * offrl.io.templates: a template is only ever learned where those bytes are the
+ * array's memory, copied and never interpreted.
+ */
+static PyObject *match_list(const char *data, Py_ssize_t len, PyObject *templates) {
+    if (!PyList_Check(templates)) goto bad;
+    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(templates); j++) {
+        PyObject *t = PyList_GET_ITEM(templates, j);
+        PyObject *head, *tail, *shape, *count;
+        PyArray_Descr *dtype;
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 5) goto bad;
+        head = PyTuple_GET_ITEM(t, 0);
+        tail = PyTuple_GET_ITEM(t, 1);
+        dtype = (PyArray_Descr *)PyTuple_GET_ITEM(t, 2);
+        shape = PyTuple_GET_ITEM(t, 3);
+        count = PyTuple_GET_ITEM(t, 4);
+        if (!PyBytes_Check(head) || !PyBytes_Check(tail) || !PyArray_DescrCheck(dtype) ||
+            !PyTuple_Check(shape) || PyTuple_GET_SIZE(shape) > NPY_MAXDIMS || !PyLong_Check(count))
+            goto bad;
+        if (PyDataType_REFCHK(dtype)) goto bad; /* bytes are never Python objects */
+        Py_ssize_t hl = PyBytes_GET_SIZE(head), tl = PyBytes_GET_SIZE(tail);
+        Py_ssize_t items = PyLong_AsSsize_t(count);
+        if (items < 0) goto bad;
+        Py_ssize_t nbytes = items * (Py_ssize_t)PyDataType_ELSIZE(dtype);
+        if (hl + tl + nbytes != len) continue;
+        if (memcmp(data, PyBytes_AS_STRING(head), hl) != 0 ||
+            memcmp(data + len - tl, PyBytes_AS_STRING(tail), tl) != 0)
+            continue;
+        npy_intp dims[NPY_MAXDIMS];
+        int nd = (int)PyTuple_GET_SIZE(shape);
+        npy_intp total = 1;
+        for (int d = 0; d < nd; d++) {
+            dims[d] = PyLong_AsSsize_t(PyTuple_GET_ITEM(shape, d));
+            if (dims[d] < 0) goto bad;
+            total *= dims[d];
+        }
+        if (total != items) goto bad;
+        Py_INCREF(dtype); /* PyArray_NewFromDescr steals it */
+        PyObject *arr = PyArray_NewFromDescr(&PyArray_Type, dtype, nd, dims, NULL, NULL, 0, NULL);
+        if (arr) memcpy(PyArray_DATA((PyArrayObject *)arr), data + hl, nbytes);
+        return arr;
+    }
+    Py_RETURN_NONE;
+bad:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "match: templates must be a list of (bytes, bytes, "
+                                         "dtype, shape, count) tuples of a consistent size");
+    return NULL;
+}
+
+/* The learned templates for payloads of len bytes (x->templates[len]): a borrowed list
+   reference, NULL with no error when there are none, NULL with an error set on error. */
+static PyObject *templates_for(Ctx *x, Py_ssize_t len) {
+    PyObject *key = PyLong_FromSsize_t(len);
+    if (!key) return NULL;
+    PyObject *found = PyDict_GetItemWithError(x->templates, key);
+    Py_DECREF(key);
+    return found;
+}
+
+/* A float32 array of one or more dimensions in native byte order: what
+   offrl.io.native keeps as it is for an observation column. */
+static int is_obs_array(PyObject *arr) {
+    PyArrayObject *a = (PyArrayObject *)arr;
+    return PyArray_NDIM(a) >= 1 && PyArray_TYPE(a) == NPY_FLOAT32 &&
+           PyArray_ISNBO(PyArray_DESCR(a)->byteorder);
+}
+
+/*
+ * A compressed observation column decoded here: base64, its LZ4 frame (_lz4frame.h),
+ * then a learned payload template, into a float32 array of one or more dimensions.
+ * 1 stored in ``out``, 0 not decodable here (the caller hands the frame to Python,
+ * which also learns new templates), -1 error.
+ */
+static int frame_column(Ctx *x, PyObject *out, PyObject *name, const char *s, Py_ssize_t len) {
+    Py_ssize_t size = b64_size(s, len);
+    if (size < 0) return 0;
+    if (size > x->raw_cap) {
+        unsigned char *raw = PyMem_Realloc(x->raw, size);
+        if (!raw) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        x->raw = raw;
+        x->raw_cap = size;
+    }
+    if (!b64_decode(s, len, x->raw, 1)) return 0;
+    uint8_t *payload;
+    size_t plen;
+    int r = lz4frame_decode(x->raw, (size_t)size, &payload, &plen);
+    if (r < 0) PyErr_NoMemory();
+    if (r <= 0) return r;
+    PyObject *found = templates_for(x, (Py_ssize_t)plen);
+    PyObject *arr = found ? match_list((const char *)payload, (Py_ssize_t)plen, found) : NULL;
+    PyMem_Free(payload);
+    if (!arr) return PyErr_Occurred() ? -1 : 0;
+    if (arr == Py_None || !is_obs_array(arr)) {
+        Py_DECREF(arr);
+        return 0;
+    }
+    r = PyDict_SetItem(out, name, arr);
+    Py_DECREF(arr);
+    return r < 0 ? -1 : 1;
+}
+
 static int kind_of(Ctx *x, PyObject *name) {
     PyObject *v = PyDict_GetItemWithError(x->kinds, name);
     if (!v) return PyErr_Occurred() ? -1 : x->default_kind;
@@ -724,6 +942,7 @@ static int parse_member(Cursor *c, Ctx *x, PyObject *out, PyObject *name, const 
         } else {
             Py_ssize_t n, k;
             int mode;
+            if (kind == KIND_OBS) kind = KIND_FLOAT;
             int r = parse_array(c, &x->scratch, kind, &n, &k, &mode);
             if (r <= 0) return r;
             arr = build_array(&x->scratch, n, k, kind, mode);
@@ -753,10 +972,15 @@ static int parse_member(Cursor *c, Ctx *x, PyObject *out, PyObject *name, const 
         int kind = kind_of(x, name);
         if (kind < 0) return -1;
         if (kind == KIND_SKIP) return 1;
+        if (x->templates && kind == KIND_OBS) {
+            int r = frame_column(x, out, name, s, len);
+            if (r != 0) return r;
+        }
         PyObject *frame = b64_bytes(s, len);
         if (!frame) return PyErr_Occurred() ? -1 : 0;
         int r = PyDict_SetItem(out, name, frame);
         Py_DECREF(frame);
+        x->frames++;
         return r < 0 ? -1 : 1;
     }
     if (ch == 'n') {
@@ -826,7 +1050,7 @@ static int parse_object(Cursor *c, Ctx *x, PyObject *out, PyObject **nested, int
         c->p++;
         skip_ws(c);
         if (c->p >= c->end) return 0;
-        PyObject *name = PyUnicode_DecodeASCII(key, keylen, NULL);
+        PyObject *name = key_name(x, key, keylen);
         if (!name) return -1;
         int r = parse_member(c, x, out, name, key, keylen, nested, top);
         Py_DECREF(name);
@@ -864,17 +1088,33 @@ static int add_dones(PyObject *cols) {
     return r;
 }
 
-static PyObject *decode(PyObject *Py_UNUSED(self), PyObject *args) {
-    PyObject *line, *kinds;
-    int default_kind = KIND_GENERIC;
-    Py_ssize_t start = 0, stop = -1;
-    if (!PyArg_ParseTuple(args, "O!O!|inn:decode", &PyBytes_Type, &line, &PyDict_Type, &kinds,
-                          &default_kind, &start, &stop))
-        return NULL;
+/* Every column an array (no LZ4 frame left), obs, actions and rewards among them, all
+   of one length: the checks offrl.io.native would make next. */
+static int columns_final(PyObject *cols) {
+    static const char *const required[] = {"obs", "actions", "rewards"};
+    for (int j = 0; j < 3; j++)
+        if (!PyDict_GetItemString(cols, required[j])) return 0;
+    Py_ssize_t pos = 0;
+    PyObject *name, *value;
+    npy_intp rows = -1;
+    while (PyDict_Next(cols, &pos, &name, &value)) {
+        if (!PyArray_Check(value) || PyArray_NDIM((PyArrayObject *)value) < 1) return 0;
+        npy_intp n = PyArray_DIM((PyArrayObject *)value, 0);
+        if (rows >= 0 && n != rows) return 0;
+        rows = n;
+    }
+    return 1;
+}
+
+/* The body of decode and decode_columns: the columns dict, or NULL (*r: 0 not
+   decodable here, -1 error). x->frames counts the columns left as LZ4 frames. */
+static PyObject *decode_line(PyObject *line, Py_ssize_t start, Py_ssize_t stop, Ctx *x,
+                             int *r) {
     Py_ssize_t size = PyBytes_GET_SIZE(line);
     if (stop < 0) stop = size;
     if (start < 0 || start > stop || stop > size) {
         PyErr_SetString(PyExc_ValueError, "decode: need 0 <= start <= stop <= len(line)");
+        *r = -1;
         return NULL;
     }
     /* A bytes object's text ends with a NUL byte, which the parser relies on. The
@@ -883,107 +1123,148 @@ static PyObject *decode(PyObject *Py_UNUSED(self), PyObject *args) {
        must end exactly at stop) and every loop stops at the final NUL. */
     const char *text = PyBytes_AS_STRING(line);
     Cursor c = {text + start, text + stop};
-    Ctx x = {kinds, {NULL, 0, 0}, NULL, 0, 0, default_kind};
     PyObject *top = PyDict_New(), *nested = NULL, *result = NULL;
-    int r = -1;
+    *r = -1;
     if (!top) goto done;
     skip_ws(&c);
-    r = 0;
+    *r = 0;
     if (c.p >= c.end || *c.p != '{') goto done;
-    r = parse_object(&c, &x, top, &nested, 1);
-    if (r <= 0) goto done;
+    *r = parse_object(&c, x, top, &nested, 1);
+    if (*r <= 0) goto done;
+    *r = 0;
     while (c.p < c.end && is_ws(*c.p)) c.p++;
-    if (c.p != c.end || !x.type) { r = 0; goto done; }
-    if (x.type_len == 11 && memcmp(x.type, "SampleBatch", 11) == 0) {
-        if (nested || x.other_values) { r = 0; goto done; }
+    if (c.p != c.end || !x->type) goto done;
+    if (x->type_len == 11 && memcmp(x->type, "SampleBatch", 11) == 0) {
+        if (nested || x->other_values) goto done;
         result = top;
         Py_INCREF(result);
-    } else if (x.type_len == 15 && memcmp(x.type, "MultiAgentBatch", 15) == 0 && nested) {
+    } else if (x->type_len == 15 && memcmp(x->type, "MultiAgentBatch", 15) == 0 && nested) {
         result = nested;
         Py_INCREF(result);
     } else {
-        r = 0;
+        goto done;
     }
-    if (result && add_dones(result) < 0) {
+    if (add_dones(result) < 0) {
         Py_CLEAR(result);
-        r = -1;
+        *r = -1;
     }
 done:
-    PyMem_Free(x.scratch.v);
+    PyMem_Free(x->scratch.v);
+    PyMem_Free(x->raw);
     Py_XDECREF(top);
     Py_XDECREF(nested);
-    if (r < 0) return NULL;
-    if (!result) Py_RETURN_NONE;
     return result;
 }
 
+static PyObject *decode(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *line, *kinds;
+    int default_kind = KIND_GENERIC;
+    Py_ssize_t start = 0, stop = -1;
+    if (!PyArg_ParseTuple(args, "O!O!|inn:decode", &PyBytes_Type, &line, &PyDict_Type, &kinds,
+                          &default_kind, &start, &stop))
+        return NULL;
+    Ctx x = {.kinds = kinds, .default_kind = default_kind};
+    int r;
+    PyObject *result = decode_line(line, start, stop, &x, &r);
+    if (result || r < 0) return result;
+    Py_RETURN_NONE;
+}
+
 /*
- * match(payload, templates) -> ndarray | None
+ * decode_columns(line, kinds, default_kind, start, stop, templates)
+ *     -> (dict, final: bool) | None
  *
- * The first template (head, tail, dtype, shape, count) whose head and tail bytes
- * equal the payload's, as a new array holding a copy of the bytes between them; None
- * when none matches. See offrl.io.templates: a template is only ever learned where
- * those bytes are the array's memory, copied and never interpreted.
+ * decode(), also building compressed KIND_OBS columns here when ``templates`` (the
+ * payload length -> template list dict of offrl.io.templates) has their layout.
+ * ``final``: no column is left as an LZ4 frame and the record passed the checks of
+ * columns_final; else the caller finishes and checks the columns.
+ */
+static PyObject *decode_columns(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *line, *kinds, *templates;
+    int default_kind;
+    Py_ssize_t start, stop;
+    if (!PyArg_ParseTuple(args, "O!O!innO!:decode_columns", &PyBytes_Type, &line, &PyDict_Type,
+                          &kinds, &default_kind, &start, &stop, &PyDict_Type, &templates))
+        return NULL;
+    Ctx x = {.kinds = kinds, .templates = templates, .default_kind = default_kind};
+    int r;
+    PyObject *cols = decode_line(line, start, stop, &x, &r);
+    if (!cols) {
+        if (r < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    if (x.frames == 0 && !columns_final(cols)) {
+        Py_DECREF(cols);
+        Py_RETURN_NONE; /* the reference path words what is wrong */
+    }
+    return Py_BuildValue("(NN)", cols, PyBool_FromLong(x.frames == 0));
+}
+
+/*
+ * match(payload, templates) -> ndarray | None: match_list on a bytes-like payload.
  */
 static PyObject *match(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer buf;
     PyObject *templates;
     if (!PyArg_ParseTuple(args, "y*O!:match", &buf, &PyList_Type, &templates)) return NULL;
-    PyObject *result = NULL;
-    const char *data = buf.buf;
-    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(templates); j++) {
-        PyObject *t = PyList_GET_ITEM(templates, j);
-        PyObject *head, *tail, *shape, *count;
-        PyArray_Descr *dtype;
-        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 5) goto bad;
-        head = PyTuple_GET_ITEM(t, 0);
-        tail = PyTuple_GET_ITEM(t, 1);
-        dtype = (PyArray_Descr *)PyTuple_GET_ITEM(t, 2);
-        shape = PyTuple_GET_ITEM(t, 3);
-        count = PyTuple_GET_ITEM(t, 4);
-        if (!PyBytes_Check(head) || !PyBytes_Check(tail) || !PyArray_DescrCheck(dtype) ||
-            !PyTuple_Check(shape) || PyTuple_GET_SIZE(shape) > NPY_MAXDIMS || !PyLong_Check(count))
-            goto bad;
-        if (PyDataType_REFCHK(dtype)) goto bad; /* bytes are never Python objects */
-        Py_ssize_t hl = PyBytes_GET_SIZE(head), tl = PyBytes_GET_SIZE(tail);
-        Py_ssize_t items = PyLong_AsSsize_t(count);
-        if (items < 0) goto bad;
-        Py_ssize_t nbytes = items * (Py_ssize_t)PyDataType_ELSIZE(dtype);
-        if (hl + tl + nbytes != buf.len) continue;
-        if (memcmp(data, PyBytes_AS_STRING(head), hl) != 0 ||
-            memcmp(data + buf.len - tl, PyBytes_AS_STRING(tail), tl) != 0)
-            continue;
-        npy_intp dims[NPY_MAXDIMS];
-        int nd = (int)PyTuple_GET_SIZE(shape);
-        npy_intp total = 1;
-        for (int d = 0; d < nd; d++) {
-            dims[d] = PyLong_AsSsize_t(PyTuple_GET_ITEM(shape, d));
-            if (dims[d] < 0) goto bad;
-            total *= dims[d];
-        }
-        if (total != items) goto bad;
-        Py_INCREF(dtype); /* PyArray_NewFromDescr steals it */
-        result = PyArray_NewFromDescr(&PyArray_Type, dtype, nd, dims, NULL, NULL, 0, NULL);
-        if (result) memcpy(PyArray_DATA((PyArrayObject *)result), data + hl, nbytes);
-        PyBuffer_Release(&buf);
-        return result;
+    PyObject *result = match_list(buf.buf, buf.len, templates);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
+/*
+ * lz4_frame(data) -> bytearray | None: the content of one LZ4 frame, or None when
+ * _lz4frame.h cannot prove lz4.frame.decompress gives the same (that then decides).
+ */
+static PyObject *lz4_frame(PyObject *Py_UNUSED(self), PyObject *arg) {
+    Py_buffer buf;
+    if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0) return NULL;
+    uint8_t *out;
+    size_t len;
+    int r = lz4frame_decode(buf.buf, (size_t)buf.len, &out, &len);
+    PyBuffer_Release(&buf);
+    if (r < 0) return PyErr_NoMemory();
+    if (r == 0) Py_RETURN_NONE;
+    PyObject *result = PyByteArray_FromStringAndSize((const char *)out, (Py_ssize_t)len);
+    PyMem_Free(out);
+    return result;
+}
+
+/*
+ * b64decode(text: bytes, simd: bool = True) -> bytes | None: the base64 decoding the
+ * line decoder applies to compressed columns (None: not canonical base64). ``simd``
+ * False takes the scalar loop only, so that tests can compare the two.
+ */
+static PyObject *b64decode(PyObject *Py_UNUSED(self), PyObject *args) {
+    const char *text;
+    Py_ssize_t len;
+    int simd = 1;
+    if (!PyArg_ParseTuple(args, "y#|p:b64decode", &text, &len, &simd)) return NULL;
+    Py_ssize_t size = b64_size(text, len);
+    if (size < 0) Py_RETURN_NONE;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (!out) return NULL;
+    if (!b64_decode(text, len, (unsigned char *)PyBytes_AS_STRING(out), simd)) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
     }
-    PyBuffer_Release(&buf);
-    Py_RETURN_NONE;
-bad:
-    PyBuffer_Release(&buf);
-    if (!PyErr_Occurred())
-        PyErr_SetString(PyExc_TypeError, "match: templates must be (bytes, bytes, dtype, "
-                                         "shape, count) tuples of a consistent size");
-    return NULL;
+    return out;
 }
 
 static PyMethodDef methods[] = {
+    {"b64decode", b64decode, METH_VARARGS,
+     "b64decode(text, simd=True) -> bytes | None: the compressed columns' base64 decoding."},
     {"match", match, METH_VARARGS,
      "match(payload, templates) -> ndarray | None: a copy of the data of the first "
      "template whose head and tail match."},
     {"decode", decode, METH_VARARGS,
      "decode(line, kinds) -> dict | None: the columns of a common experience line."},
+    {"decode_columns", decode_columns, METH_VARARGS,
+     "decode_columns(line, kinds, default_kind, start, stop, templates) -> (dict, final) | "
+     "None: decode(), compressed observation columns included where a template matches."},
+    {"lz4_frame", lz4_frame, METH_O,
+     "lz4_frame(data) -> bytearray | None: the content of one LZ4 frame, or None: not "
+     "provably what lz4.frame.decompress gives."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_linedec",
@@ -992,6 +1273,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_linedec",
 
 PyMODINIT_FUNC PyInit__linedec(void) {
     import_array();
+#ifdef HAVE_B64_SSSE3
+    cpu_ssse3 = __builtin_cpu_supports("ssse3");
+#endif
     for (int q = 0; q < 4; q++)
         for (int j = 0; j < 256; j++) B64Q[q][j] = 1u << 24;
     const char *alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -1005,7 +1289,8 @@ PyMODINIT_FUNC PyInit__linedec(void) {
         PyModule_AddIntConstant(m, "KIND_BOOL", KIND_BOOL) < 0 ||
         PyModule_AddIntConstant(m, "KIND_ACTION", KIND_ACTION) < 0 ||
         PyModule_AddIntConstant(m, "KIND_INFOS", KIND_INFOS) < 0 ||
-        PyModule_AddIntConstant(m, "KIND_SKIP", KIND_SKIP) < 0) {
+        PyModule_AddIntConstant(m, "KIND_SKIP", KIND_SKIP) < 0 ||
+        PyModule_AddIntConstant(m, "KIND_OBS", KIND_OBS) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -284,6 +284,12 @@ def finish_columns(cols: dict[str, np.ndarray], path: str, lineno: int) -> Sampl
             path, lineno, f"missing required column(s) {missing}; found {sorted(cols)}"
         )
     _check_lengths(cols, path, lineno)
+    return finish_checked(cols, path, lineno)
+
+
+def finish_checked(cols: dict[str, np.ndarray], path: str, lineno: int) -> SampleBatch:
+    """:func:`finish_columns` of columns known to include obs, actions and rewards, all
+    numpy arrays of one length (what :func:`offrl.io.native.native_columns` returns)."""
     _normalise_dones(cols, path, lineno)
     if sb.NEW_OBS not in cols:
         for name in (sb.EPS_ID, sb.T):  # rebuild_new_obs compares them row by row

@@ -56,6 +56,7 @@ from offrl.io.decode import (
     convert_column,
     decode_columns,
     decode_value,
+    finish_checked,
     finish_columns,
     parse_line,
 )
@@ -287,7 +288,7 @@ class RecordDecoder:
         if NATIVE and type(buf) is bytes:
             cols = native_columns(buf, self._templates, *self._kinds, start, stop)
             if cols is not None:
-                return finish_columns(cols, path, lineno)
+                return finish_checked(cols, path, lineno)
         return self._decode_python(span_bytes(buf, start, stop), path, lineno)
 
     def _project(self, cols: Mapping[str, Any]) -> dict[str, Any]:

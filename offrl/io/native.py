@@ -2,10 +2,13 @@
 
 :func:`native_columns` decodes the common shape of an experience line in C: numeric
 and flag columns straight into arrays of the reference dtypes, ``infos`` of empty
-dicts, and compressed columns as far as their LZ4 frame (base64 decoded in C; LZ4,
-the payload template and the dtype rules here). It returns None for every line it
-cannot prove it decodes exactly like :func:`offrl.io.decode.decode_record`; the
-caller then takes the slower paths, which also word the errors.
+dicts, and compressed observation columns whose payload layout the
+:class:`~offrl.io.templates.PayloadTemplates` have learned (base64, the LZ4 frame
+and the template match all in C). Other compressed columns come back as their LZ4
+frame and are finished here (python-lz4, the templates, the dtype rules), which
+also learns new layouts. It returns None for every line it cannot prove it decodes
+exactly like :func:`offrl.io.decode.decode_record`; the caller then takes the slower
+paths, which also word the errors.
 
 The extension is optional: ``pip install`` builds it where a C compiler is present
 and installs offrl without it otherwise (``NATIVE`` is then False and every line
@@ -44,7 +47,8 @@ NATIVE = _linedec is not None and os.environ.get("OFFRL_NO_NATIVE", "") in ("", 
 # Column name -> how the C decoder converts it (the reference converters' rules).
 _KINDS: dict[str, int] = (
     {
-        **dict.fromkeys(OBS_COLUMNS | FLOAT_COLUMNS, _linedec.KIND_FLOAT),
+        **dict.fromkeys(FLOAT_COLUMNS, _linedec.KIND_FLOAT),
+        **dict.fromkeys(OBS_COLUMNS, _linedec.KIND_OBS),
         **dict.fromkeys(ID_COLUMNS, _linedec.KIND_ID),
         **dict.fromkeys(BOOL_COLUMNS, _linedec.KIND_BOOL),
         **dict.fromkeys(ACTION_COLUMNS, _linedec.KIND_ACTION),
@@ -90,9 +94,14 @@ def native_columns(
     column); ``line`` must be bytes; ``start``/``stop`` select a line inside it (the
     default: all of it).
     """
-    cols = _linedec.decode(line, _KINDS if kinds is None else kinds, default_kind, start, stop)
-    if cols is None:
+    decoded = _linedec.decode_columns(
+        line, _KINDS if kinds is None else kinds, default_kind, start, stop, templates.by_length
+    )
+    if decoded is None:
         return None
+    cols, final = decoded
+    if final:  # every column built and checked in C
+        return cols
     for name, value in cols.items():
         if type(value) is bytes:  # the LZ4 frame of a compressed column
             try:

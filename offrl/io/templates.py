@@ -102,6 +102,11 @@ class PayloadTemplates:
         self._by_length: dict[int, list[_Template]] = {}
         self._attempts_left = max_attempts
 
+    @property
+    def by_length(self) -> dict[int, list[_Template]]:
+        """The learned templates by payload length (read by the compiled decoder)."""
+        return self._by_length
+
     def decode_string(self, value: str) -> np.ndarray:
         """Decode one ``BCJNG...`` string; same result and errors as codecs.decode_string."""
         payload = cast(bytearray, decompress_string(value, writable=True))
