@@ -352,6 +352,26 @@ static inline __attribute__((always_inline)) int parse_number(Cursor *c, Num *ou
     return slow_double(start, p, &out->d);
 }
 
+/* A char that continues a number token. */
+static inline int in_number(char ch) {
+    return is_digit(ch) || ch == '.' || ch == 'e' || ch == 'E' || ch == '+' || ch == '-';
+}
+
+/* The number token at p is exactly the ``len`` (<= 32) bytes at ``first``. */
+static inline int repeats(const char *p, const char *end, const char *first, Py_ssize_t len) {
+    if (end - p <= len || in_number(p[len])) return 0;
+#ifdef HAVE_SWAR
+    Py_ssize_t j = 0;
+    for (; j + 8 <= len; j += 8)
+        if (load8(p + j) != load8(first + j)) return 0;
+    for (; j < len; j++)
+        if (p[j] != first[j]) return 0;
+    return 1;
+#else
+    return memcmp(p, first, len) == 0;
+#endif
+}
+
 /*
  * An array of scalars, or of equal-length rows of scalars, at c->p == '['.
  * ``kind`` decides how ints, floats and bools may mix (see build_array); the
@@ -378,6 +398,10 @@ parse_array_as(Cursor *c, Scratch *s, const int kind, Py_ssize_t *n, Py_ssize_t 
         while (is_ws(*p)) p++;
     }
     if (*p == ']') return 0; /* empty array or row: the reference decides */
+    /* The first number's text while every number so far repeats it (ids, flags and
+       rewards often do): a repeat is then compared, not parsed again. */
+    const char *first = NULL;
+    Py_ssize_t first_len = 0;
     for (;;) {
         if (len == cap) {
             if (scratch_grow(s) < 0) return -1;
@@ -394,10 +418,19 @@ parse_array_as(Cursor *c, Scratch *s, const int kind, Py_ssize_t *n, Py_ssize_t 
             else if (mode != M_BOOL) return 0;
             v[len].i = b;
             p += 5 - b;
+        } else if (first && repeats(p, end, first, first_len)) {
+            v[len] = v[len - 1]; /* the same text, so the same value and mode */
+            p += first_len;
         } else {
             Num num;
             Cursor cc = {p, end};
             if (!parse_number(&cc, &num) || num.big || mode == M_BOOL) return 0;
+            if (len == 0 && cc.p - p <= 32) {
+                first = p;
+                first_len = cc.p - p;
+            } else {
+                first = NULL; /* a different number: parse the rest */
+            }
             p = cc.p;
             if (num.is_int) {
                 int exact = num.i <= (1LL << 53) && num.i >= -(1LL << 53);
