@@ -1262,3 +1262,41 @@ def test_repeated_rows_agree() -> None:
         line = sample_line(3 if text.count("[") == 4 else 2, x=text)
         assert_same(line)
         assert_reader_agrees(line)
+
+
+# -- 13: every float is read as Python's nearest double, before the cast to float32 ------------
+
+
+def _float_tokens(rnd: random.Random, count: int) -> list[str]:
+    """Random doubles and float32 values as Python prints them, and decimals of 1-40
+    digits (leading zeros, long fractions, exponents): every path of parse_number."""
+    tokens = []
+    while len(tokens) < count:
+        kind = rnd.randrange(4)
+        if kind == 0:
+            x = struct.unpack("<d", struct.pack("<Q", rnd.getrandbits(64)))[0]
+        elif kind == 1:
+            x = struct.unpack("<f", struct.pack("<I", rnd.getrandbits(32)))[0]
+        if kind <= 1:
+            if math.isfinite(x):
+                tokens.append(repr(x))
+            continue
+        whole = rnd.choice(["0", str(rnd.randrange(1, 10 ** rnd.randint(1, 20)))])
+        zeros = "0" * rnd.choice([0, 0, 1, 3, 20]) if whole == "0" else ""
+        digits = "".join(rnd.choice("0123456789") for _ in range(rnd.randint(1, 40)))
+        exponent = f"e{rnd.randint(-320, 300)}" if kind == 3 else ""
+        tokens.append(f"{rnd.choice(['', '-'])}{whole}.{zeros}{digits}{exponent}")
+    return tokens
+
+
+def test_floats_are_read_as_the_nearest_double() -> None:
+    rnd = random.Random(13)
+    for token in _float_tokens(rnd, 40_000):
+        want = float(token)
+        for after in (b"", b", 1.5, 2.5]", b"]" + b" " * 40):  # what follows matters to SIMD
+            got = _linedec.parse_double(token.encode() + after)
+            if math.isinf(want):
+                assert got is None or got == want, token
+                continue
+            assert got is not None, token
+            assert struct.pack("<d", got) == struct.pack("<d", want), (token, got, want)

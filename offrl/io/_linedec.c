@@ -1284,7 +1284,26 @@ static PyObject *b64decode(PyObject *Py_UNUSED(self), PyObject *args) {
     return out;
 }
 
+/*
+ * parse_double(text: bytes) -> float | None: the JSON number that starts ``text``, read
+ * as the decoder reads a float, before the cast to float32 (None: an int, or not a
+ * number it reads); lets tests compare every double with Python's.
+ */
+static PyObject *parse_double(PyObject *Py_UNUSED(self), PyObject *arg) {
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "parse_double: need bytes");
+        return NULL;
+    }
+    const char *text = PyBytes_AS_STRING(arg);
+    Cursor c = {text, text + PyBytes_GET_SIZE(arg)};
+    Num num;
+    if (!parse_number(&c, &num) || num.is_int) Py_RETURN_NONE;
+    return PyFloat_FromDouble(num.d);
+}
+
 static PyMethodDef methods[] = {
+    {"parse_double", parse_double, METH_O,
+     "parse_double(text) -> float | None: one JSON number read as a double (for tests)."},
     {"b64decode", b64decode, METH_VARARGS,
      "b64decode(text, simd=True) -> bytes | None: the compressed columns' base64 decoding."},
     {"match", match, METH_VARARGS,
