@@ -179,10 +179,12 @@ class JsonReader:
                 self._on_corrupt(e, corrupt)
                 continue
             valid += 1
-            if batch.count == 0:
+            rows = batch.count
+            if rows == 0:
                 continue
-            self._note_rebuilt(path, batch)
-            self._rows += batch.count
+            if NEW_OBS_VALID in batch:
+                self._note_rebuilt(path, batch)
+            self._rows += rows
             self.position = (path, lineno)
             yield batch
         if records == 0:
@@ -205,9 +207,7 @@ class JsonReader:
             log.warning("more corrupt lines in %s: not shown, still counted", err.path)
 
     def _note_rebuilt(self, path: str, batch: SampleBatch) -> None:
-        valid = batch.get(NEW_OBS_VALID)
-        if valid is None:
-            return
+        valid = batch[NEW_OBS_VALID]
         self._rebuilt_rows += batch.count
         self._invalid_new_obs_rows += int(batch.count - np.count_nonzero(valid))
         if path not in self._warned_rebuilt:
