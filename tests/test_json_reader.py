@@ -205,7 +205,7 @@ def test_reads_memory_uri(tmp_path: Path) -> None:
 
 
 def test_large_file_streams_with_bounded_reads(tmp_path: Path) -> None:
-    # Each next() holds one record and at most one 1 MiB read: the file is streamed, not loaded.
+    # Each next() holds one record and at most one 256 KiB read: the file is streamed, not loaded.
     path = tmp_path / "many.json"
     one = line(sample_batch_record(cartpole_columns(2)))
     path.write_bytes(one * 2000)

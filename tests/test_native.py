@@ -1112,7 +1112,7 @@ def _obs_line(obs: np.ndarray, codec: str = "rllib", **extra: str) -> bytes:
     return ("{" + ", ".join(f'"{k}": {v}' for k, v in members.items()) + "}\n").encode()
 
 
-def _decode_columns(line: bytes, templates: PayloadTemplates) -> tuple[dict, bool] | None:
+def _decode_columns(line: bytes, templates: PayloadTemplates) -> tuple[dict, int] | None:
     return _linedec.decode_columns(line, KINDS, 0, 0, len(line), templates.by_length)
 
 
@@ -1121,13 +1121,14 @@ def test_compressed_obs_is_built_in_c_once_its_layout_is_learned(codec: str) -> 
     rng = np.random.default_rng(11)
     templates = PayloadTemplates()
     first = _obs_line(rng.normal(size=(5, 4)).astype(np.float32), codec)
-    cols, final = _decode_columns(first, templates)  # type: ignore[misc]
-    assert not final and type(cols["obs"]) is bytes  # no template yet: Python decodes
+    cols, state = _decode_columns(first, templates)  # type: ignore[misc]
+    assert state == native.PENDING and type(cols["obs"]) is bytes  # no template: Python decodes
     assert assert_same(first, templates)  # ... and learns the layout
     for _ in range(3):
         line = _obs_line(rng.normal(size=(5, 4)).astype(np.float32), codec)
-        cols, final = _decode_columns(line, templates)  # type: ignore[misc]
-        assert final and type(cols["obs"]) is np.ndarray and cols["obs"].dtype == np.float32
+        cols, state = _decode_columns(line, templates)  # type: ignore[misc]
+        assert state == native.CHECKED  # no new_obs or truncateds: finish_checked adds them
+        assert type(cols["obs"]) is np.ndarray and cols["obs"].dtype == np.float32
         want = reference(line)
         assert isinstance(want, SampleBatch)
         assert cols["obs"].tobytes() == want["obs"].tobytes()
@@ -1143,7 +1144,8 @@ def test_compressed_obs_of_another_dtype_is_left_to_python(dtype: str) -> None:
         obs = np.random.default_rng(seed).normal(size=(4, 3)).astype(dtype)
         line = _obs_line(obs, "rllib")
         decoded = _decode_columns(line, templates)
-        assert decoded is not None and not decoded[1] and type(decoded[0]["obs"]) is bytes
+        assert decoded is not None and decoded[1] == native.PENDING
+        assert type(decoded[0]["obs"]) is bytes
         assert assert_same(line, templates)
         assert_reader_agrees(line)
 
@@ -1224,7 +1226,7 @@ def test_every_changed_character_of_a_compressed_obs_agrees() -> None:
         for value in rnd.sample(alphabet, 3):
             changed = line[:pos] + bytes([value]) + line[pos + 1 :]
             decoded = _decode_columns(changed, templates)
-            built += decoded is not None and decoded[1]
+            built += decoded is not None and decoded[1] != native.PENDING
             assert_same(changed, templates)
     assert built > 0  # changes inside the array's data keep the layout
 
@@ -1300,3 +1302,22 @@ def test_floats_are_read_as_the_nearest_double() -> None:
                 continue
             assert got is not None, token
             assert struct.pack("<d", got) == struct.pack("<d", want), (token, got, want)
+
+
+def test_complete_records_need_no_finishing() -> None:
+    """STATE_COMPLETE: both flags, dones and new_obs are there, so the batch is final."""
+    templates = PayloadTemplates()
+    rng = np.random.default_rng(5)
+    record = cartpole_record(rng, 20, "rllib")
+    line = (json.dumps(record) + "\n").encode()
+    assert assert_same(line, templates)  # learns the obs layout
+    cols, state = _decode_columns(line, templates)  # type: ignore[misc]
+    assert state == native.COMPLETE
+    want = reference(line)
+    assert isinstance(want, SampleBatch)
+    assert_outcomes_equal(SampleBatch.from_checked(cols), want, line)
+    del record["truncateds"]  # dones then has to be made from terminateds alone
+    line = (json.dumps(record) + "\n").encode()
+    assert _decode_columns(line, templates)[1] == native.CHECKED  # type: ignore[index]
+    assert assert_same(line, templates)
+    assert_reader_agrees(line)

@@ -19,14 +19,16 @@
  *     frame (base64-decoded here, decompressed and decoded by the caller).
  *
  * decode_columns(line, kinds, default_kind, start, stop, templates)
- *     -> (dict, final: bool) | None
+ *     -> (dict, state: int) | None
  *
  * does the same, and also builds compressed KIND_OBS columns here: base64 (16
  * characters at a time with SSSE3), the LZ4 frame (_lz4frame.h, which accepts only
  * frames python-lz4 provably decodes alike) and a payload template learned by
- * offrl.io.templates, into a native float32 array. ``final`` says that no column
- * was left as an LZ4 frame and that obs, actions and rewards are present and every
- * column has one length: the caller's checks, done here.
+ * offrl.io.templates, into a native float32 array. ``state``: STATE_PENDING, some
+ * column was left as an LZ4 frame; STATE_CHECKED, none was, and obs, actions and
+ * rewards are present and every column has one length (the caller's checks, done
+ * here); STATE_COMPLETE, checked and also holding dones, terminateds, truncateds and
+ * new_obs, so that nothing is left to normalise.
  *
  * It returns None for anything it cannot prove it decodes exactly like the reference
  * path (offrl.io.decode.decode_record): other record types, escapes or non-ASCII
@@ -1212,6 +1214,16 @@ static PyObject *decode(PyObject *Py_UNUSED(self), PyObject *args) {
  * ``final``: no column is left as an LZ4 frame and the record passed the checks of
  * columns_final; else the caller finishes and checks the columns.
  */
+enum { STATE_PENDING = 0, STATE_CHECKED = 1, STATE_COMPLETE = 2 };
+
+/* Nothing for offrl.io.decode.finish_checked to add: both flags, dones and new_obs. */
+static int columns_complete(PyObject *cols) {
+    static const char *const names[] = {"dones", "terminateds", "truncateds", "new_obs"};
+    for (int j = 0; j < 4; j++)
+        if (!PyDict_GetItemString(cols, names[j])) return 0;
+    return 1;
+}
+
 static PyObject *decode_columns(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *line, *kinds, *templates;
     int default_kind;
@@ -1226,11 +1238,15 @@ static PyObject *decode_columns(PyObject *Py_UNUSED(self), PyObject *args) {
         if (r < 0) return NULL;
         Py_RETURN_NONE;
     }
-    if (x.frames == 0 && !columns_final(cols)) {
-        Py_DECREF(cols);
-        Py_RETURN_NONE; /* the reference path words what is wrong */
+    int state = STATE_PENDING;
+    if (x.frames == 0) {
+        if (!columns_final(cols)) {
+            Py_DECREF(cols);
+            Py_RETURN_NONE; /* the reference path words what is wrong */
+        }
+        state = columns_complete(cols) ? STATE_COMPLETE : STATE_CHECKED;
     }
-    return Py_BuildValue("(NN)", cols, PyBool_FromLong(x.frames == 0));
+    return Py_BuildValue("(Ni)", cols, state);
 }
 
 /*
@@ -1312,7 +1328,7 @@ static PyMethodDef methods[] = {
     {"decode", decode, METH_VARARGS,
      "decode(line, kinds) -> dict | None: the columns of a common experience line."},
     {"decode_columns", decode_columns, METH_VARARGS,
-     "decode_columns(line, kinds, default_kind, start, stop, templates) -> (dict, final) | "
+     "decode_columns(line, kinds, default_kind, start, stop, templates) -> (dict, state) | "
      "None: decode(), compressed observation columns included where a template matches."},
     {"lz4_frame", lz4_frame, METH_O,
      "lz4_frame(data) -> bytearray | None: the content of one LZ4 frame, or None: not "
@@ -1342,7 +1358,10 @@ PyMODINIT_FUNC PyInit__linedec(void) {
         PyModule_AddIntConstant(m, "KIND_ACTION", KIND_ACTION) < 0 ||
         PyModule_AddIntConstant(m, "KIND_INFOS", KIND_INFOS) < 0 ||
         PyModule_AddIntConstant(m, "KIND_SKIP", KIND_SKIP) < 0 ||
-        PyModule_AddIntConstant(m, "KIND_OBS", KIND_OBS) < 0) {
+        PyModule_AddIntConstant(m, "KIND_OBS", KIND_OBS) < 0 ||
+        PyModule_AddIntConstant(m, "STATE_PENDING", STATE_PENDING) < 0 ||
+        PyModule_AddIntConstant(m, "STATE_CHECKED", STATE_CHECKED) < 0 ||
+        PyModule_AddIntConstant(m, "STATE_COMPLETE", STATE_COMPLETE) < 0) {
         Py_DECREF(m);
         return NULL;
     }

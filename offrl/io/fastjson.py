@@ -60,7 +60,15 @@ from offrl.io.decode import (
     finish_columns,
     parse_line,
 )
-from offrl.io.native import ALWAYS_READ, NATIVE, native_columns, native_kinds
+from offrl.io.native import (
+    ALWAYS_READ,
+    COMPLETE,
+    NATIVE,
+    PENDING,
+    finish_frames,
+    native_decode,
+    native_kinds,
+)
 from offrl.io.sources import span_bytes
 from offrl.io.templates import PayloadTemplates
 
@@ -286,9 +294,19 @@ class RecordDecoder:
         """:meth:`decode` of the line ``buf[start:stop]``, copied only if the Python paths
         need it (the compiled decoder reads it in place)."""
         if NATIVE and type(buf) is bytes:
-            cols = native_columns(buf, self._templates, *self._kinds, start, stop)
-            if cols is not None:
-                return finish_checked(cols, path, lineno)
+            # native_columns, inlined: this runs once a line
+            kinds, default_kind = self._kinds
+            by_length = self._templates.by_length
+            decoded = native_decode(buf, kinds, default_kind, start, stop, by_length)
+            if decoded is not None:
+                cols: dict[str, Any] | None = decoded[0]
+                state = decoded[1]
+                if state == COMPLETE:
+                    return SampleBatch.from_checked(decoded[0])
+                if state == PENDING:
+                    cols = finish_frames(decoded[0], self._templates)
+                if cols is not None:
+                    return finish_checked(cols, path, lineno)
         return self._decode_python(span_bytes(buf, start, stop), path, lineno)
 
     def _project(self, cols: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@
 * Columns: ``columns`` reads only those columns (plus the ones every batch needs:
   ``offrl.io.native.ALWAYS_READ``); the others are skipped unconverted, which is
   several times cheaper for wide records. None (the default) reads every column.
-* Memory: files are read 1 MiB at a time (see :func:`~offrl.io.sources.open_source_spans`);
+* Memory: files are read 256 KiB at a time (see :func:`~offrl.io.sources.open_source_spans`);
   only that read and the current record are held.
 """
 

@@ -18,6 +18,7 @@ takes the Python paths). ``OFFRL_NO_NATIVE=1`` switches it off at run time.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import lz4.frame
@@ -43,6 +44,24 @@ except ImportError:  # pragma: no cover - exercised only where the build was ski
     _linedec = None
 
 NATIVE = _linedec is not None and os.environ.get("OFFRL_NO_NATIVE", "") in ("", "0")
+
+
+def _not_built(*args: Any) -> None:
+    raise RuntimeError("offrl.io._linedec is not built")  # only called when NATIVE
+
+
+# (columns, state) | None of one line: _linedec.decode_columns (see _linedec.c).
+native_decode: Callable[..., tuple[dict[str, Any], int] | None] = (
+    _linedec.decode_columns if _linedec is not None else _not_built
+)
+
+# The states of _linedec.decode_columns: LZ4 frames left for finish_frames; every column
+# built and checked; checked, with nothing left for finish_checked to normalise.
+PENDING, CHECKED, COMPLETE = (
+    (_linedec.STATE_PENDING, _linedec.STATE_CHECKED, _linedec.STATE_COMPLETE)
+    if _linedec is not None
+    else (0, 1, 2)
+)
 
 # Column name -> how the C decoder converts it (the reference converters' rules).
 _KINDS: dict[str, int] = (
@@ -94,14 +113,18 @@ def native_columns(
     column); ``line`` must be bytes; ``start``/``stop`` select a line inside it (the
     default: all of it).
     """
-    decoded = _linedec.decode_columns(
+    decoded = native_decode(
         line, _KINDS if kinds is None else kinds, default_kind, start, stop, templates.by_length
     )
     if decoded is None:
         return None
-    cols, final = decoded
-    if final:  # every column built and checked in C
-        return cols
+    cols, state = decoded
+    return cols if state != PENDING else finish_frames(cols, templates)
+
+
+def finish_frames(cols: dict[str, Any], templates: PayloadTemplates) -> dict[str, Any] | None:
+    """Columns the C decoder left as LZ4 frames decoded here (learning their layouts),
+    then the checks of :func:`native_columns`; None: decode the line another way."""
     for name, value in cols.items():
         if type(value) is bytes:  # the LZ4 frame of a compressed column
             try:
