@@ -18,7 +18,7 @@ processes on the machine hits all of them alike; figures are rows per wall secon
 rows per CPU second of this process (``time.process_time``), and ratios to naive.
 Optionally streams a large file and reports peak RSS.
 
-    python benchmarks/bench_reader.py [--rows 100000] [--rounds 3] [--big-mb 200]
+    python benchmarks/bench_reader.py [--rows 100000] [--rounds 9] [--big-mb 200]
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def main() -> None:
     """Write the files, time the readers, print the figures."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=100_000, help="rows per benchmark file")
-    ap.add_argument("--rounds", type=int, default=3, help="round-robin rounds (best kept)")
+    ap.add_argument("--rounds", type=int, default=9, help="round-robin rounds (best kept)")
     ap.add_argument("--big-mb", type=int, default=0, help="also stream a file of ~this many MB")
     args = ap.parse_args()
     # As `offrl train` does (num_threads): an idle multi-threaded BLAS pool otherwise
