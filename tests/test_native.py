@@ -1321,3 +1321,15 @@ def test_complete_records_need_no_finishing() -> None:
     assert _decode_columns(line, templates)[1] == native.CHECKED  # type: ignore[index]
     assert assert_same(line, templates)
     assert_reader_agrees(line)
+
+
+@pytest.mark.parametrize("codec", ["rllib", "offrl", None])
+def test_a_reused_record_decoder_agrees_line_after_line(codec: str | None) -> None:
+    """Lines after the first take the compiled path to the end (learned layouts,
+    STATE_COMPLETE batches): each still equals decode_record's."""
+    rng = np.random.default_rng(9)
+    decoder = RecordDecoder()
+    for n in (30, 30, 7, 30):
+        line = (json.dumps(cartpole_record(rng, n, codec)) + "\n").encode()
+        got = decoder.decode_span(line, 0, len(line), path=PATH, lineno=LINENO)
+        assert_outcomes_equal(got, reference(line), line, same_message=True)
