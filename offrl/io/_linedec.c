@@ -1099,14 +1099,24 @@ static int parse_object(Cursor *c, Ctx *x, PyObject *out, PyObject **nested, int
     }
 }
 
+/* Interned column names the record checks look up (made once, at module init). */
+enum { N_OBS, N_NEW_OBS, N_ACTIONS, N_REWARDS, N_DONES, N_TERMINATEDS, N_TRUNCATEDS, N_NAMES };
+static const char *const NAME_TEXT[N_NAMES] = {"obs",     "new_obs", "actions",    "rewards",
+                                               "dones",   "terminateds", "truncateds"};
+static PyObject *NAMES[N_NAMES];
+
+/* cols[NAMES[id]], borrowed; NULL when absent (the dicts hold str keys and arrays:
+   a lookup cannot fail). */
+static inline PyObject *column(PyObject *cols, int id) { return PyDict_GetItem(cols, NAMES[id]); }
+
 /* dones = terminateds | truncateds, appended last as offrl.io.decode's normalisation
    does, when the record has both flags (1-D, same length) and no dones. The caller
    (offrl.io.native) hands records with missing or unequal columns to the reference
    path, so this never changes an error message. 0 ok or not applicable, -1 error. */
 static int add_dones(PyObject *cols) {
-    PyObject *te = PyDict_GetItemString(cols, "terminateds");
-    PyObject *tr = PyDict_GetItemString(cols, "truncateds");
-    if (!te || !tr || PyDict_GetItemString(cols, "dones")) return 0;
+    PyObject *te = column(cols, N_TERMINATEDS);
+    PyObject *tr = column(cols, N_TRUNCATEDS);
+    if (!te || !tr || column(cols, N_DONES)) return 0;
     if (!PyArray_Check(te) || !PyArray_Check(tr)) return 0;
     PyArrayObject *a = (PyArrayObject *)te, *b = (PyArrayObject *)tr;
     if (PyArray_TYPE(a) != NPY_BOOL || PyArray_TYPE(b) != NPY_BOOL || PyArray_NDIM(a) != 1 ||
@@ -1118,7 +1128,7 @@ static int add_dones(PyObject *cols) {
     const npy_bool *x = PyArray_DATA(a), *y = PyArray_DATA(b);
     npy_bool *out = PyArray_DATA((PyArrayObject *)d);
     for (npy_intp j = 0; j < n; j++) out[j] = x[j] | y[j];
-    int r = PyDict_SetItemString(cols, "dones", d);
+    int r = PyDict_SetItem(cols, NAMES[N_DONES], d);
     Py_DECREF(d);
     return r;
 }
@@ -1126,9 +1136,7 @@ static int add_dones(PyObject *cols) {
 /* Every column an array (no LZ4 frame left), obs, actions and rewards among them, all
    of one length: the checks offrl.io.native would make next. */
 static int columns_final(PyObject *cols) {
-    static const char *const required[] = {"obs", "actions", "rewards"};
-    for (int j = 0; j < 3; j++)
-        if (!PyDict_GetItemString(cols, required[j])) return 0;
+    if (!column(cols, N_OBS) || !column(cols, N_ACTIONS) || !column(cols, N_REWARDS)) return 0;
     Py_ssize_t pos = 0;
     PyObject *name, *value;
     npy_intp rows = -1;
@@ -1218,10 +1226,8 @@ enum { STATE_PENDING = 0, STATE_CHECKED = 1, STATE_COMPLETE = 2 };
 
 /* Nothing for offrl.io.decode.finish_checked to add: both flags, dones and new_obs. */
 static int columns_complete(PyObject *cols) {
-    static const char *const names[] = {"dones", "terminateds", "truncateds", "new_obs"};
-    for (int j = 0; j < 4; j++)
-        if (!PyDict_GetItemString(cols, names[j])) return 0;
-    return 1;
+    return column(cols, N_DONES) && column(cols, N_TERMINATEDS) &&
+           column(cols, N_TRUNCATEDS) && column(cols, N_NEW_OBS);
 }
 
 static PyObject *decode_columns(PyObject *Py_UNUSED(self), PyObject *args) {
@@ -1349,6 +1355,8 @@ PyMODINIT_FUNC PyInit__linedec(void) {
     const char *alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for (int j = 0; j < 64; j++)
         for (int q = 0; q < 4; q++) B64Q[q][(unsigned char)alphabet[j]] = (uint32_t)j << (18 - 6 * q);
+    for (int j = 0; j < N_NAMES; j++)
+        if (!NAMES[j] && !(NAMES[j] = PyUnicode_InternFromString(NAME_TEXT[j]))) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddIntConstant(m, "KIND_GENERIC", KIND_GENERIC) < 0 ||
