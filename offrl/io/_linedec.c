@@ -690,13 +690,13 @@ static int b64_decode(const char *s, Py_ssize_t len, unsigned char *o, int simd)
     return !(bad >> 24); /* else a byte outside the alphabet ('=', '\\', non-ASCII, ...) */
 }
 
-/* Canonical base64 -> bytes; NULL with no error set: not that. */
-static PyObject *b64_bytes(const char *s, Py_ssize_t len) {
+/* Canonical base64 -> bytes (``simd``: see b64_decode); NULL with no error set: not that. */
+static PyObject *b64_bytes(const char *s, Py_ssize_t len, int simd) {
     Py_ssize_t size = b64_size(s, len);
     if (size < 0) return NULL;
     PyObject *out = PyBytes_FromStringAndSize(NULL, size);
     if (!out) return NULL;
-    if (!b64_decode(s, len, (unsigned char *)PyBytes_AS_STRING(out), 1)) Py_CLEAR(out);
+    if (!b64_decode(s, len, (unsigned char *)PyBytes_AS_STRING(out), simd)) Py_CLEAR(out);
     return out;
 }
 
@@ -1011,7 +1011,7 @@ static int parse_member(Cursor *c, Ctx *x, PyObject *out, PyObject *name, const 
             int r = frame_column(x, out, name, s, len);
             if (r != 0) return r;
         }
-        PyObject *frame = b64_bytes(s, len);
+        PyObject *frame = b64_bytes(s, len, 1);
         if (!frame) return PyErr_Occurred() ? -1 : 0;
         int r = PyDict_SetItem(out, name, frame);
         Py_DECREF(frame);
@@ -1215,12 +1215,13 @@ static PyObject *decode(PyObject *Py_UNUSED(self), PyObject *args) {
 
 /*
  * decode_columns(line, kinds, default_kind, start, stop, templates)
- *     -> (dict, final: bool) | None
+ *     -> (dict, state) | None
  *
  * decode(), also building compressed KIND_OBS columns here when ``templates`` (the
  * payload length -> template list dict of offrl.io.templates) has their layout.
- * ``final``: no column is left as an LZ4 frame and the record passed the checks of
- * columns_final; else the caller finishes and checks the columns.
+ * ``state`` (see the top of this file): STATE_PENDING, LZ4 frames left for the
+ * caller to finish and check; STATE_CHECKED, none left and the record passed
+ * columns_final; STATE_COMPLETE, also nothing left to normalise (columns_complete).
  */
 enum { STATE_PENDING = 0, STATE_CHECKED = 1, STATE_COMPLETE = 2 };
 
@@ -1295,15 +1296,9 @@ static PyObject *b64decode(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_ssize_t len;
     int simd = 1;
     if (!PyArg_ParseTuple(args, "y#|p:b64decode", &text, &len, &simd)) return NULL;
-    Py_ssize_t size = b64_size(text, len);
-    if (size < 0) Py_RETURN_NONE;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
-    if (!out) return NULL;
-    if (!b64_decode(text, len, (unsigned char *)PyBytes_AS_STRING(out), simd)) {
-        Py_DECREF(out);
-        Py_RETURN_NONE;
-    }
-    return out;
+    PyObject *out = b64_bytes(text, len, simd);
+    if (out || PyErr_Occurred()) return out;
+    Py_RETURN_NONE;
 }
 
 /*
