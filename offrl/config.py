@@ -193,7 +193,8 @@ class CommonConfig:
     input_config: dict = opt(
         {},
         "keyword arguments for a 'module:Class' input reader; for files: storage_options "
-        "(fsspec) and columns (read only these columns)",
+        "(fsspec), columns (read only these columns) and max_column_bytes (the most one "
+        "compressed column may decode to; default 256 MiB)",
         types=(dict,),
     )
     input_evaluation: list = opt(

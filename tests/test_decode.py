@@ -23,7 +23,6 @@ from rllib_variants import (
 )
 
 from offrl.errors import DataFormatError
-from offrl.io import fastjson
 from offrl.io.codecs import encode_column
 from offrl.io.decode import (
     NEW_OBS_VALID,
@@ -32,7 +31,6 @@ from offrl.io.decode import (
     decode_value,
     finish_columns,
 )
-from offrl.io.fastjson import RecordDecoder
 
 OBS = np.array([[0.5, -1.25, 2.0, 0.0], [1.0, 2.0, 3.0, 4.0], [-0.5, 0.25, 0.125, 8.0]], np.float32)
 
@@ -356,12 +354,6 @@ def test_2d_ids_without_new_obs_name_the_column_and_shape(name: str, value: obje
     record = sample_batch_record(three_rows(new_obs=None, **{name: value}))
     with pytest.raises(DataFormatError, match=message):
         decode(record)
-    for native in (True, False):  # the fast decoders finish columns the same way
-        decoder = RecordDecoder()
-        with pytest.MonkeyPatch.context() as m:
-            m.setattr(fastjson, "NATIVE", native)
-            with pytest.raises(DataFormatError, match=message):
-                decoder.decode(line(record), path="f.json", lineno=3)
 
 
 def test_finish_columns_checks_id_shapes_only_when_rebuilding_new_obs() -> None:

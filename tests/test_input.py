@@ -11,6 +11,7 @@ from rllib_variants import cartpole_columns, sample_batch_record, write_jsonl
 
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError, OffrlRuntimeError
+from offrl.io.decode import ALWAYS_READ
 from offrl.io.input import (
     InputReader,
     check_file_input_config,
@@ -19,7 +20,6 @@ from offrl.io.input import (
     reads_files,
 )
 from offrl.io.json_reader import JsonReader
-from offrl.io.native import ALWAYS_READ
 
 USER_MODULE = """
 import numpy as np

@@ -23,9 +23,8 @@ from rllib_variants import (
 from offrl.batch import SampleBatch
 from offrl.errors import DataFormatError
 from offrl.io.codecs import encode_column
+from offrl.io.decode import ALWAYS_READ
 from offrl.io.json_reader import JsonReader, plan_shard
-from offrl.io.native import ALWAYS_READ
-from tests.decode_paths import DECODE_PATHS, first_decoder
 from tests.shared_data import RLLIB_FIXTURE
 
 
@@ -322,14 +321,11 @@ DATASETS: dict[str, Any] = {
 }
 
 
-def read_with(
-    spec: str, columns: list[str] | None, path: str
-) -> tuple[list[SampleBatch], dict[str, Any]]:
-    """Two seeded epochs (same seed: same order) decoded the given way."""
-    with first_decoder(path):
-        reader = JsonReader(spec, seed=11, columns=columns)
-        per_epoch = sum(1 for _ in reader.iter_epoch())
-        batches = [reader.next() for _ in range(2 * per_epoch)]
+def read_with(spec: str, columns: list[str] | None) -> tuple[list[SampleBatch], dict[str, Any]]:
+    """Two seeded epochs (same seed: same order)."""
+    reader = JsonReader(spec, seed=11, columns=columns)
+    per_epoch = sum(1 for _ in reader.iter_epoch())
+    batches = [reader.next() for _ in range(2 * per_epoch)]
     return batches, reader.metrics()
 
 
@@ -359,26 +355,21 @@ def test_projection_reads_the_requested_and_always_read_columns(
     tmp_path: Path, dataset: str, columns: list[str]
 ) -> None:
     spec = DATASETS[dataset](tmp_path)
-    # Ground truth: every column, decoded by the reference path only.
-    full, full_metrics = read_with(spec, None, "reference")
+    full, full_metrics = read_with(spec, None)  # ground truth: every column
     assert any(k not in ALWAYS_READ for k in full[0])  # something to skip
-    for path in DECODE_PATHS:
-        all_cols, _ = read_with(spec, None, path)
-        assert_projection_of(all_cols, full, list(full[0].keys()))  # paths agree unprojected
-        proj, metrics = read_with(spec, columns, path)
-        assert_projection_of(proj, full, columns)
-        assert "no_such_column" not in proj[0]
-        assert metrics == full_metrics, path
+    proj, metrics = read_with(spec, columns)
+    assert_projection_of(proj, full, columns)
+    assert "no_such_column" not in proj[0]
+    assert metrics == full_metrics
 
 
 def test_projection_keeps_requested_extra_columns(tmp_path: Path) -> None:
     spec = _wide_dataset(tmp_path, lambda c: sample_batch_record(_compress(c, "rllib")))
-    for path in DECODE_PATHS:
-        batches, _ = read_with(spec, ["q_values", "infos"], path)
-        b = batches[0]
-        assert {"q_values", "infos"} <= set(b.keys()), path
-        assert not {"action_prob", "weights", "agent_index"} & set(b.keys()), path
-        assert b["q_values"].dtype == np.float32 and b["q_values"].shape == (b.count, 2)
+    batches, _ = read_with(spec, ["q_values", "infos"])
+    b = batches[0]
+    assert {"q_values", "infos"} <= set(b.keys())
+    assert not {"action_prob", "weights", "agent_index"} & set(b.keys())
+    assert b["q_values"].dtype == np.float32 and b["q_values"].shape == (b.count, 2)
 
 
 def test_projection_still_skips_and_counts_corrupt_lines(
@@ -387,15 +378,13 @@ def test_projection_still_skips_and_counts_corrupt_lines(
     good = [line(sample_batch_record(_wide_columns(3, i))) for i in range(3)]
     path = tmp_path / "crashed.json"
     path.write_bytes(good[0] + b"\x00\x13garbage here\n" + good[1] + good[2][:200])
-    for decode_path in DECODE_PATHS:
-        with first_decoder(decode_path):
-            reader = JsonReader(str(path), columns=["obs"])
-            with caplog.at_level(logging.WARNING, logger="offrl"):
-                got = [eps_of(b) for b in reader.iter_epoch()]
-        assert got == [0, 1], decode_path
-        assert reader.metrics()["num_corrupt_lines_skipped"] == 2, decode_path
-        assert reader.metrics()["rows_read"] == 6
-        assert f"{path}:2" in caplog.text and f"{path}:4" in caplog.text
+    reader = JsonReader(str(path), columns=["obs"])
+    with caplog.at_level(logging.WARNING, logger="offrl"):
+        got = [eps_of(b) for b in reader.iter_epoch()]
+    assert got == [0, 1]
+    assert reader.metrics()["num_corrupt_lines_skipped"] == 2
+    assert reader.metrics()["rows_read"] == 6
+    assert f"{path}:2" in caplog.text and f"{path}:4" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -417,13 +406,11 @@ def test_skipped_column_that_is_not_json_makes_the_line_corrupt(
     good = line(sample_batch_record(_wide_columns(2, 6)))
     path = tmp_path / "bad-skipped.json"
     path.write_bytes(good + broken + good)
-    for decode_path in DECODE_PATHS:
-        with first_decoder(decode_path):
-            reader = JsonReader(str(path), columns=["obs"])
-            got = [eps_of(b) for b in reader.iter_epoch()]
-        assert got == [6, 6], decode_path
-        assert reader.metrics()["num_corrupt_lines_skipped"] == 1, decode_path
-        assert reader.metrics()["rows_read"] == 4
+    reader = JsonReader(str(path), columns=["obs"])
+    got = [eps_of(b) for b in reader.iter_epoch()]
+    assert got == [6, 6]
+    assert reader.metrics()["num_corrupt_lines_skipped"] == 1
+    assert reader.metrics()["rows_read"] == 4
 
 
 # Columns a projection onto ["obs"] leaves out, broken in ways that are errors when read.
@@ -437,7 +424,9 @@ BROKEN_SKIPPED: dict[str, tuple[str, Any]] = {
 
 
 @pytest.mark.parametrize("case", list(BROKEN_SKIPPED))
-def test_broken_skipped_column_reads_alike_on_every_path(tmp_path: Path, case: str) -> None:
+def test_broken_skipped_column_is_not_read_but_is_an_error_when_read(
+    tmp_path: Path, case: str
+) -> None:
     name, value = BROKEN_SKIPPED[case]
     intact = [_wide_columns(3, eps) for eps in range(4)]
     broken = [dict(c) for c in intact]
@@ -446,22 +435,20 @@ def test_broken_skipped_column_reads_alike_on_every_path(tmp_path: Path, case: s
         broken[i]["q_values"] = encode_column(np.asarray(broken[i]["q_values"], np.float32))
     good = str(write_jsonl(tmp_path / "good" / "a.json", map(sample_batch_record, intact)))
     bad = str(write_jsonl(tmp_path / "bad" / "a.json", map(sample_batch_record, broken)))
-    for path in DECODE_PATHS:
-        want, want_metrics = read_with(good, ["obs"], "reference")
-        got, metrics = read_with(bad, ["obs"], path)
-        assert_projection_of(got, want, ["obs"])
-        del metrics["bytes_read"], want_metrics["bytes_read"]  # the files differ
-        assert metrics == want_metrics, path
+    want, want_metrics = read_with(good, ["obs"])
+    got, metrics = read_with(bad, ["obs"])
+    assert_projection_of(got, want, ["obs"])
+    del metrics["bytes_read"], want_metrics["bytes_read"]  # the files differ
+    assert metrics == want_metrics
     errors = set()
-    for path in DECODE_PATHS:
-        for columns in (None, [name]):
-            with pytest.raises(DataFormatError) as e:
-                read_with(bad, columns, path)
-            assert type(e.value) is DataFormatError, (path, columns)
-            assert (e.value.path, e.value.line) == (bad, 3), (path, columns)
-            assert repr(name) in e.value.reason, (path, columns)
-            errors.add(str(e.value))
-    assert len(errors) == 1  # worded alike, whichever path and projection read it
+    for columns in (None, [name]):
+        with pytest.raises(DataFormatError) as e:
+            read_with(bad, columns)
+        assert type(e.value) is DataFormatError, columns
+        assert (e.value.path, e.value.line) == (bad, 3), columns
+        assert repr(name) in e.value.reason, columns
+        errors.add(str(e.value))
+    assert len(errors) == 1  # worded alike, whichever projection read it
 
 
 @pytest.mark.parametrize("columns", ["obs", "", "obs,actions"])

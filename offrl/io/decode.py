@@ -1,9 +1,7 @@
 """Decode one JSON line of an experience file into a :class:`SampleBatch` (FORMAT.md).
 
-This module is the reference path (:func:`decode_record`): what a line means.
-The compiled decoder (:mod:`offrl.io.native`, ``_linedec.c``) and :mod:`offrl.io.fastjson`
-decode the common lines faster and defer to this path for everything else, so all
-of them always give the same result (tests/test_native.py, tests/test_fastjson.py).
+:func:`decode_record` is the one decoder of a line: what a line means. Readers call
+it once a line; compressed columns go through :mod:`offrl.io.codecs`.
 
 Lines are parsed with orjson. orjson rejects the non-standard ``NaN`` /
 ``Infinity`` / ``-Infinity`` tokens that Python's ``json`` writes, so only lines
@@ -43,7 +41,12 @@ import orjson
 from offrl import batch as sb
 from offrl.batch import DEFAULT_POLICY_ID, SampleBatch
 from offrl.errors import DataFormatError
-from offrl.io.codecs import CodecError, decode_string, is_compressed
+from offrl.io.codecs import (
+    DEFAULT_MAX_COLUMN_BYTES,
+    CodecError,
+    decode_column,
+    is_compressed,
+)
 
 NEW_OBS_VALID = "new_obs_valid"
 
@@ -56,6 +59,11 @@ BOOL_COLUMNS = frozenset({sb.DONES, sb.TERMINATEDS, sb.TRUNCATEDS})
 ID_COLUMNS = frozenset({sb.EPS_ID, sb.T, sb.AGENT_INDEX, sb.UNROLL_ID})
 ACTION_COLUMNS = frozenset({sb.ACTIONS, sb.PREV_ACTIONS})
 _NOT_COLUMNS = frozenset({"seq_lens"})
+# Read whatever columns a reader is asked for: a batch needs these to be normalised
+# (dones/terminateds/truncateds) and to rebuild a missing new_obs (eps_id, t).
+ALWAYS_READ = frozenset(
+    {sb.OBS, sb.NEW_OBS, sb.ACTIONS, sb.REWARDS, sb.EPS_ID, sb.T, NEW_OBS_VALID} | BOOL_COLUMNS
+)
 _INT64_MAX = np.iinfo(np.int64).max
 
 
@@ -66,12 +74,13 @@ class CorruptLineError(DataFormatError):
 # -- parsing ------------------------------------------------------------------------
 
 
-def parse_line(line: bytes, *, path: str, lineno: int) -> Any:
+def parse_line(line: bytes | memoryview, *, path: str, lineno: int) -> Any:
     """Parse one JSON line: orjson, falling back to ``json`` for NaN/Infinity tokens."""
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError:
         pass
+    line = bytes(line)
     try:
         # Only reached for lines orjson rejects: NaN/Infinity tokens, or real garbage.
         return json.loads(line)
@@ -192,20 +201,22 @@ def convert_column(name: str, value: Any) -> np.ndarray:
     return _CONVERTERS.get(name, _generic_array)(value)
 
 
-def decode_value(name: str, value: Any, path: str, lineno: int) -> np.ndarray:
-    """One column value (list, array, or compressed string/list of strings) -> numpy array."""
+def decode_value(
+    name: str, value: Any, path: str, lineno: int, limit: int = DEFAULT_MAX_COLUMN_BYTES
+) -> np.ndarray:
+    """One column value (list, array, or compressed string/list of strings) -> numpy array.
+
+    A compressed column decodes to at most ``limit`` bytes (``max_column_bytes``).
+    """
+    if isinstance(value, str) and not is_compressed(value):
+        raise DataFormatError(
+            path,
+            lineno,
+            f"column {name!r} is a string that is not a compressed column "
+            f"(it does not start with BCJNG): {value[:40]!r}",
+        )
     try:
-        if isinstance(value, str):
-            if not is_compressed(value):
-                raise DataFormatError(
-                    path,
-                    lineno,
-                    f"column {name!r} is a string that is not a compressed column "
-                    f"(it does not start with BCJNG): {value[:40]!r}",
-                )
-            value = decode_string(value)
-        elif isinstance(value, list) and value and is_compressed(value[0]):
-            value = np.stack([decode_string(v) for v in value])
+        value = decode_column(value, limit)
     except CodecError as e:
         raise DataFormatError(path, lineno, f"column {name!r}: {e}") from None
     if not isinstance(value, (list, np.ndarray)) or getattr(value, "ndim", 1) == 0:
@@ -214,8 +225,9 @@ def decode_value(name: str, value: Any, path: str, lineno: int) -> np.ndarray:
         )
     try:
         return convert_column(name, value)
-    except (ValueError, TypeError, OverflowError) as e:
-        raise DataFormatError(path, lineno, f"column {name!r}: cannot convert ({e})") from None
+    except Exception as e:  # noqa: BLE001 - numpy raises many kinds on odd nesting
+        why = str(e) or type(e).__name__
+        raise DataFormatError(path, lineno, f"column {name!r}: cannot convert ({why})") from None
 
 
 # -- record-level normalisation -----------------------------------------------------
@@ -284,12 +296,6 @@ def finish_columns(cols: dict[str, np.ndarray], path: str, lineno: int) -> Sampl
             path, lineno, f"missing required column(s) {missing}; found {sorted(cols)}"
         )
     _check_lengths(cols, path, lineno)
-    return finish_checked(cols, path, lineno)
-
-
-def finish_checked(cols: dict[str, np.ndarray], path: str, lineno: int) -> SampleBatch:
-    """:func:`finish_columns` of columns known to include obs, actions and rewards, all
-    numpy arrays of one length (what :func:`offrl.io.native.native_columns` returns)."""
     _normalise_dones(cols, path, lineno)
     if sb.NEW_OBS not in cols:
         for name in (sb.EPS_ID, sb.T):  # rebuild_new_obs compares them row by row
@@ -308,23 +314,41 @@ def is_column(name: str, value: Any) -> bool:
     return name != "type" and value is not None and name not in _NOT_COLUMNS
 
 
-def decode_columns(raw: Mapping[str, Any], *, path: str, lineno: int) -> SampleBatch:
-    """Turn a parsed column dict into a normalised SampleBatch (see module docstring)."""
+def decode_columns(
+    raw: Mapping[str, Any],
+    *,
+    path: str,
+    lineno: int,
+    columns: frozenset[str] | None = None,
+    limit: int = DEFAULT_MAX_COLUMN_BYTES,
+) -> SampleBatch:
+    """Turn a parsed column dict into a normalised SampleBatch (see module docstring).
+
+    ``columns``: decode only these (the others are parsed JSON, never decoded).
+    """
     cols = {
-        name: decode_value(name, value, path, lineno)
+        name: decode_value(name, value, path, lineno, limit)
         for name, value in raw.items()
-        if is_column(name, value)
+        if is_column(name, value) and (columns is None or name in columns)
     }
     return finish_columns(cols, path, lineno)
 
 
-def decode_record(line: bytes, *, path: str, lineno: int) -> SampleBatch:
-    """Parse and decode one JSON line into a SampleBatch: the reference path.
+def decode_record(
+    line: bytes | memoryview,
+    *,
+    path: str,
+    lineno: int,
+    columns: frozenset[str] | None = None,
+    limit: int = DEFAULT_MAX_COLUMN_BYTES,
+) -> SampleBatch:
+    """Parse and decode one JSON line into a SampleBatch.
 
-    Raises :class:`CorruptLineError` for a line that is not JSON and
-    :class:`~offrl.errors.DataFormatError` for JSON that breaks the format.
-    Readers decoding many lines should use :class:`offrl.io.fastjson.RecordDecoder`,
-    which gives the same results faster.
+    Raises :class:`CorruptLineError` for a line that is not JSON (the whole line is
+    parsed, projected columns included) and :class:`~offrl.errors.DataFormatError`
+    for JSON that breaks the format. ``columns``: decode only these columns (callers
+    add :data:`ALWAYS_READ`); ``limit``: ``max_column_bytes``.
     """
     record = parse_line(line, path=path, lineno=lineno)
-    return decode_columns(columns_of(record, path, lineno), path=path, lineno=lineno)
+    raw = columns_of(record, path, lineno)
+    return decode_columns(raw, path=path, lineno=lineno, columns=columns, limit=limit)

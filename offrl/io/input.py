@@ -4,7 +4,8 @@
 a list of them (a :class:`~offrl.io.json_reader.JsonReader`), or ``"module:Class"``
 naming a user's reader, built as ``Class(**input_config)``. For path inputs,
 ``input_config`` may hold ``storage_options`` (fsspec options, e.g. an S3
-``endpoint_url``) and ``columns`` (read only those columns of JSON files).
+``endpoint_url``), ``columns`` (read only those columns of JSON files) and
+``max_column_bytes`` (the most one compressed column may decode to).
 ``"sampler"`` and ``{source: probability}`` mixes are the trainer's business:
 passing them here is a programming error (ValueError).
 """
@@ -19,6 +20,7 @@ from offrl.batch import SampleBatch
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError
 from offrl.imports import construct, load_class
+from offrl.io.codecs import DEFAULT_MAX_COLUMN_BYTES
 from offrl.io.json_reader import JsonReader
 from offrl.io.sources import is_uri
 
@@ -65,6 +67,11 @@ def check_file_input_config(input_config: dict[str, Any]) -> None:
         not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
     ):
         raise ConfigError(f"input_config.columns must be a list of column names, got {columns!r}")
+    limit = input_config.get("max_column_bytes", DEFAULT_MAX_COLUMN_BYTES)
+    if type(limit) is not int or limit < 1:
+        raise ConfigError(
+            f"input_config.max_column_bytes must be a positive integer (bytes), got {limit!r}"
+        )
 
 
 def reads_files(spec: Any) -> bool:
@@ -106,4 +113,5 @@ def make_input_reader(
         num_workers=num_workers,
         storage_options=storage_options,
         columns=columns,
+        max_column_bytes=config.input_config.get("max_column_bytes", DEFAULT_MAX_COLUMN_BYTES),
     )

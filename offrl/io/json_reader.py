@@ -12,10 +12,13 @@
   valid record, or an epoch that yields no rows, is a DataFormatError (never an endless
   loop). Any other format problem is a DataFormatError at once.
 * Columns: ``columns`` reads only those columns (plus the ones every batch needs:
-  ``offrl.io.native.ALWAYS_READ``); the others are skipped unconverted, which is
-  several times cheaper for wide records. None (the default) reads every column.
+  ``offrl.io.decode.ALWAYS_READ``); the others are parsed (a line that is not JSON
+  is corrupt whatever is projected) but not converted. None (the default) reads
+  every column.
 * Memory: files are read 256 KiB at a time (see :func:`~offrl.io.sources.open_source_spans`);
-  only that read and the current record are held.
+  only that read and the current record are held. A compressed column decodes to at
+  most ``max_column_bytes`` (``input_config.max_column_bytes``, default 256 MiB);
+  every size a line states is checked before anything is allocated.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ import numpy as np
 
 from offrl.batch import SampleBatch
 from offrl.errors import DataFormatError
-from offrl.io.decode import NEW_OBS_VALID, CorruptLineError
-from offrl.io.fastjson import RecordDecoder
+from offrl.io.codecs import DEFAULT_MAX_COLUMN_BYTES
+from offrl.io.decode import ALWAYS_READ, NEW_OBS_VALID, CorruptLineError, decode_record
 from offrl.io.sources import open_source_spans, resolve_sources
 
 log = logging.getLogger("offrl")
@@ -69,7 +72,10 @@ class JsonReader:
         storage_options: Mapping[str, Any] | None = None,
         shuffle_files: bool = True,
         columns: Collection[str] | None = None,
+        max_column_bytes: int = DEFAULT_MAX_COLUMN_BYTES,
     ) -> None:
+        if isinstance(columns, str):
+            raise TypeError(f"columns must be a collection of names, not the string {columns!r}")
         self.files = resolve_sources(spec, storage_options)
         self.shard = plan_shard(self.files, worker_index, num_workers)
         if num_workers > len(self.files):
@@ -90,7 +96,8 @@ class JsonReader:
         self._invalid_new_obs_rows = 0
         self._warned_rebuilt: set[str] = set()
         self._iter: Iterator[SampleBatch] | None = None
-        self._decoder = RecordDecoder(columns)
+        self._columns = None if columns is None else frozenset(columns) | ALWAYS_READ
+        self._limit = max_column_bytes
         # (file, line) of the record next() returned last, for errors found downstream.
         self.position: tuple[str, int] | None = None
 
@@ -160,7 +167,7 @@ class JsonReader:
     def _read_file(self, path: str, stride: int, offset: int) -> Iterator[SampleBatch]:
         records = assigned = valid = corrupt = 0
         cut_off = False  # the last corrupt line had no newline: a write cut off by a crash
-        decode = self._decoder.decode_span
+        columns, limit = self._columns, self._limit
         for lineno, (buf, start, stop) in enumerate(
             open_source_spans(path, self._storage_options), 1
         ):
@@ -171,8 +178,9 @@ class JsonReader:
             if (records - 1) % stride != offset:
                 continue
             assigned += 1
+            line = memoryview(buf)[start:stop]
             try:
-                batch = decode(buf, start, stop, path=path, lineno=lineno)
+                batch = decode_record(line, path=path, lineno=lineno, columns=columns, limit=limit)
             except CorruptLineError as e:
                 corrupt += 1
                 cut_off = buf[stop - 1] != _NEWLINE
