@@ -23,7 +23,7 @@ from rllib_variants import (
 from offrl.batch import SampleBatch
 from offrl.errors import DataFormatError
 from offrl.io.codecs import encode_column
-from offrl.io.decode import ALWAYS_READ
+from offrl.io.decode import ALWAYS_READ, CorruptLineError, decode_record
 from offrl.io.json_reader import JsonReader, plan_shard
 from tests.shared_data import RLLIB_FIXTURE
 
@@ -458,3 +458,49 @@ def test_columns_as_one_string_is_a_type_error(tmp_path: Path, columns: str) -> 
         JsonReader(str(path), columns=columns)  # type: ignore[arg-type]
     reader = JsonReader(str(path), columns=(columns,))  # a tuple holding the string is fine
     assert reader.next().count == 2
+
+
+# -- regressions: lines the removed compiled decoder misread (issue recipes) ------------
+
+
+def test_line_ending_inside_a_skipped_array_is_corrupt_not_read_past(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The compiled decoder's skip loop ran past this line into the next one (heap overflow).
+    recipe = b'{"type":"SampleBatch","x":[' + b"\n" + b'"' + b"z" * (1 << 20) + b"\n"
+    good = line(sample_batch_record(_wide_columns(3, 8)))
+    path = tmp_path / "recipe.json"
+    path.write_bytes(recipe + good)
+    with pytest.raises(CorruptLineError):
+        decode_record(
+            memoryview(recipe)[: recipe.index(b"\n") + 1],
+            path="r",
+            lineno=1,
+            columns=frozenset({"obs"}) | ALWAYS_READ,
+        )
+    reader = JsonReader(str(path), columns=["obs"])
+    with caplog.at_level(logging.WARNING, logger="offrl"):
+        got = [eps_of(b) for b in reader.iter_epoch()]
+    assert got == [8]
+    assert reader.metrics()["num_corrupt_lines_skipped"] == 2
+    assert f"skipping corrupt line {path}:1" in caplog.text
+    assert f"skipping corrupt line {path}:2" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [b'"BCJNG\\"}', b'"BCJNG\x01\x02raw control bytes"', b'"BCJNG\xff\xfe not utf-8"'],
+    ids=["escaped-quote", "control-bytes", "invalid-utf8"],
+)
+def test_skipped_compressed_looking_string_that_is_not_json_is_corrupt(
+    tmp_path: Path, junk: bytes
+) -> None:
+    # The compiled decoder did not check skipped strings starting with BCJNG.
+    body = line(sample_batch_record(_wide_columns(3, 5)))
+    broken = body[:-2] + b', "junk": ' + junk + b"}\n"
+    good = line(sample_batch_record(_wide_columns(2, 6)))
+    path = tmp_path / "junk.json"
+    path.write_bytes(good + broken + good)
+    reader = JsonReader(str(path), columns=["obs", "actions", "rewards"])
+    assert [eps_of(b) for b in reader.iter_epoch()] == [6, 6]
+    assert reader.metrics()["num_corrupt_lines_skipped"] == 1

@@ -157,12 +157,15 @@ def inspect(paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
         summary = inspect_paths(files, on_bytes=on_bytes)
     if as_json:
         click.echo(json.dumps(summary))
-        return
-    out = Console(highlight=False)
-    for table in summary_tables(summary):
-        out.print(table)
-    for problem in summary["bad_records"]:
-        out.print(f"[red]unreadable record:[/red] {problem}", markup=True)
+    else:
+        out = Console(highlight=False)
+        for table in summary_tables(summary):
+            out.print(table)
+        for problem in summary["bad_records"]:
+            out.print(f"[red]unreadable record:[/red] {problem}", markup=True)
+    if summary["bad_records"]:  # records that break the format: readers stop there
+        click.echo(f"offrl: {len(summary['bad_records'])} unreadable record(s)", err=True)
+        sys.exit(1)
 
 
 # -- validate -----------------------------------------------------------------------------

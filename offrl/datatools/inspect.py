@@ -8,14 +8,11 @@ RLlib variants were seen. Memory grows with the number of episodes, not rows.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import lz4.frame
 import numpy as np
 
 from offrl.batch import (
@@ -29,7 +26,7 @@ from offrl.batch import (
     SampleBatch,
 )
 from offrl.datatools import MULTI_AGENT_BATCH, ProgressFn, Record, iter_records
-from offrl.io.codecs import NPY_MAGIC, is_compressed
+from offrl.io.codecs import NPY_MAGIC, CodecError, decompress_string, is_compressed
 
 _MAX_HISTOGRAM_BINS = 64
 DERIVED = "derived by reader"  # a column the file lacks, e.g. terminateds from dones
@@ -38,10 +35,9 @@ _PERCENTILES = (5, 25, 50, 75, 95)
 
 def _payload_head(value: str) -> bytes:
     """The first bytes inside a ``BCJNG...`` string's LZ4 frame (b"" if unreadable)."""
-    text = value[2:-1] if value[:2] in ("b'", 'b"') else value
     try:
-        return lz4.frame.decompress(base64.b64decode(text, validate=True))[:8]
-    except (binascii.Error, ValueError, RuntimeError):
+        return bytes(decompress_string(value)[:8])  # bounded: never what a header claims
+    except CodecError:
         return b""
 
 

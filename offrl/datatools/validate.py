@@ -91,7 +91,8 @@ def predecode(raw: Mapping[str, Any], path: str, line: int) -> tuple[dict[str, A
         missing.append("dones (or terminateds)")
     if missing:
         problems.append(Problem(path, line, "required", f"missing column(s) {missing}"))
-    lengths = {n: len(v) for n, v in cols.items() if hasattr(v, "__len__")}
+    # np.ndim: a compressed column may decode to a 0-d array, which has no len().
+    lengths = {n: len(v) for n, v in cols.items() if isinstance(v, list) or np.ndim(v) > 0}
     if len(set(lengths.values())) > 1:
         problems.append(Problem(path, line, "lengths", f"columns have different lengths {lengths}"))
     return cols, problems

@@ -216,7 +216,10 @@ def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
         else:
             raise ValueError(f"npy version {version} is not read")
     except Exception as e:  # noqa: BLE001 - numpy's header parser raises many kinds
-        raise CodecError(f"corrupt npy payload in compressed column: {e}") from None
+        why = f"{type(e).__name__}: {e}"
+        raise CodecError(
+            f"corrupt npy payload in compressed column: its header does not parse ({why})"
+        ) from None
     return dtype, shape, fortran
 
 
