@@ -353,6 +353,15 @@ def decompress_frame(frame: bytes, limit: int = DEFAULT_MAX_COLUMN_BYTES) -> byt
             f"{'max_column_bytes' if stated > limit else 'LZ4 can expand'} allows ({bound}; "
             "raise input_config.max_column_bytes if the data is real)"
         )
+    if stated is not None and LZ4_MAX_RATIO * len(frame) + _LZ4_SLACK <= limit:
+        # Even a frame that lies about its size cannot expand beyond the limit here.
+        try:
+            out = lz4.frame.decompress(frame, return_bytearray=True)
+        except RuntimeError as e:
+            raise CodecError(f"compressed column is not a valid LZ4 frame: {e}") from None
+        if len(out) != stated:
+            raise CodecError("compressed column is not a valid LZ4 frame: sizes disagree")
+        return out  # type: ignore[no-any-return]
     decompressor = lz4.frame.LZ4FrameDecompressor(return_bytearray=True)
     try:
         out = decompressor.decompress(frame, max_length=bound if stated is None else stated)
@@ -366,7 +375,8 @@ def decompress_frame(frame: bytes, limit: int = DEFAULT_MAX_COLUMN_BYTES) -> byt
             if too_big
             else "compressed column is not a valid LZ4 frame: truncated"
         )
-    if decompressor.unused_data or (stated is not None and len(out) != stated):
+    # Bytes after the frame are ignored, as lz4.frame.decompress (and so RLlib) does.
+    if stated is not None and len(out) != stated:
         raise CodecError("compressed column is not a valid LZ4 frame: sizes disagree")
     return out  # type: ignore[no-any-return]
 

@@ -201,13 +201,8 @@ def convert_column(name: str, value: Any) -> np.ndarray:
     return _CONVERTERS.get(name, _generic_array)(value)
 
 
-def decode_value(
-    name: str, value: Any, path: str, lineno: int, limit: int = DEFAULT_MAX_COLUMN_BYTES
-) -> np.ndarray:
-    """One column value (list, array, or compressed string/list of strings) -> numpy array.
-
-    A compressed column decodes to at most ``limit`` bytes (``max_column_bytes``).
-    """
+def _decompress(name: str, value: Any, path: str, lineno: int, limit: int) -> Any:
+    """A compressed column (whole or per row) decoded; any other value unchanged."""
     if isinstance(value, str) and not is_compressed(value):
         raise DataFormatError(
             path,
@@ -216,9 +211,20 @@ def decode_value(
             f"(it does not start with BCJNG): {value[:40]!r}",
         )
     try:
-        value = decode_column(value, limit)
+        return decode_column(value, limit)
     except CodecError as e:
         raise DataFormatError(path, lineno, f"column {name!r}: {e}") from None
+
+
+def decode_value(
+    name: str, value: Any, path: str, lineno: int, limit: int = DEFAULT_MAX_COLUMN_BYTES
+) -> np.ndarray:
+    """One column value (list, array, or compressed string/list of strings) -> numpy array.
+
+    A compressed column decodes to at most ``limit`` bytes (``max_column_bytes``).
+    """
+    if type(value) is not list or (value and type(value[0]) is str):  # not plain numbers
+        value = _decompress(name, value, path, lineno, limit)
     if not isinstance(value, (list, np.ndarray)) or getattr(value, "ndim", 1) == 0:
         raise DataFormatError(
             path, lineno, f"column {name!r} must be a list of per-step values, found {value!r:.60}"
