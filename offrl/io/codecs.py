@@ -47,6 +47,9 @@ _LZ4_SLACK = 1 << 16
 _LZ4_MAGIC = b"\x04\x22\x4d\x18"
 
 
+_NUMERIC_KINDS = frozenset("biufc")  # the dtypes a column may decode to (npy and pickle)
+
+
 class CodecError(ValueError):
     """A compressed value that cannot (or must not) be decoded; the message says why."""
 
@@ -79,7 +82,7 @@ def encode_column(arr: np.ndarray, codec: Codec = "offrl") -> str:
 
 def _checked_shape(shape: Any, dtype: Any, nbytes: int, what: str) -> tuple[int, ...]:
     """``shape`` as ints when it describes exactly ``nbytes`` bytes of ``dtype``."""
-    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+    if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC_KINDS:
         raise CodecError(f"{what}: dtype {dtype!r} is not a plain numeric dtype")
     if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape):
         raise CodecError(f"{what}: shape {shape!r:.60} is not a tuple of sizes")
@@ -97,7 +100,9 @@ class _Reconstructed(np.ndarray):
     def __setstate__(self, state: Any) -> None:
         if not isinstance(state, tuple) or len(state) not in (4, 5):
             raise CodecError(f"array state {state!r:.60} is not numpy's")
-        shape, dtype, _, data = state[-4:]
+        shape, dtype, fortran, data = state[-4:]
+        if (len(state) == 5 and state[0] != 1) or fortran not in (True, False):
+            raise CodecError(f"array state {state!r:.60} is not numpy's")
         if not isinstance(data, (bytes, bytearray)):
             raise CodecError("array state holds no raw bytes (object arrays are refused)")
         _checked_shape(shape, dtype, len(data), "pickled array")
@@ -121,6 +126,33 @@ def _frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
     return arr.copy(order="K")  # writable and aligned
 
 
+def _dtype(obj: Any, align: Any = False, copy: Any = False) -> np.dtype:
+    """``numpy.dtype(code, False, True)`` as numpy pickles it: a fresh numeric dtype."""
+    if not isinstance(obj, str) or len(obj) > 8:
+        raise CodecError(f"pickled dtype {obj!r:.40} is not a numeric type code")
+    try:
+        dtype = np.dtype(obj, align=bool(align), copy=True)  # never the shared singleton
+    except TypeError as e:
+        raise CodecError(f"pickled dtype {obj!r}: {e}") from None
+    if dtype.kind not in _NUMERIC_KINDS:
+        raise CodecError(f"pickled dtype {obj!r} is not a plain numeric dtype")
+    return dtype
+
+
+def _check_dtype_state(state: Any) -> None:
+    """What numpy writes for a numeric dtype: (3, order, None, None, None, -1, -1, 0)."""
+    if not (
+        isinstance(state, tuple)
+        and len(state) in (8, 9)
+        and state[0] in (3, 4)
+        and state[1] in ("<", ">", "|", "=")
+        and state[2:5] == (None, None, None)
+        and state[5:8] == (-1, -1, 0)
+        and (len(state) == 8 or state[8] is None)
+    ):
+        raise CodecError(f"pickled dtype state {state!r:.60} is not a numeric dtype's")
+
+
 def _latin1(text: Any, encoding: Any) -> bytes:
     """Protocol 2 pickles bytes as ``_codecs.encode(text, "latin1")``; nothing else."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
@@ -134,7 +166,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy.core.numeric", "_frombuffer"): _frombuffer,
     ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     ("numpy", "ndarray"): _NDARRAY,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy", "dtype"): _dtype,
     ("_codecs", "encode"): _latin1,
 }
 
@@ -168,8 +200,22 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
             raise CodecError("corrupt pickle payload in compressed column: truncated frame")
         frame.seek(0)
 
+    def _load_build(self) -> None:
+        # BUILD calls __setstate__ of whatever is on the stack: only checked states pass
+        # (numpy's own setstate crashed on fuzzed dtype states).
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if type(inst) is _Reconstructed:
+            inst.__setstate__(state)  # checks the sizes first
+        elif isinstance(inst, np.dtype):
+            _check_dtype_state(state)
+            inst.__setstate__(state)
+        else:
+            raise CodecError(f"pickle sets the state of a {type(inst).__name__}")
+
     dispatch = {
         **pickle._Unpickler.dispatch,  # type: ignore[attr-defined]
+        pickle.BUILD[0]: _load_build,
         pickle.BYTEARRAY8[0]: _load_bytearray8,
         pickle.FRAME[0]: _load_frame,
     }
@@ -178,8 +224,6 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         found = _ALLOWED.get((module, name))
         if found is not None:
             return found
-        if module == "numpy.dtypes" and name.endswith("DType") and name.isidentifier():
-            return super().find_class(module, name)  # numpy 2's dtype classes
         raise CodecError(
             f"refused to unpickle {module}.{name}: only numpy arrays are allowed in "
             "compressed columns (the payload may be malicious; it was not executed)"
@@ -343,9 +387,41 @@ def _lz4_content_size(frame: bytes) -> int | None:
     return int(struct.unpack_from("<Q", frame, 6)[0])
 
 
+def _lz4_whole(frame: bytes, stated: int) -> bytearray:
+    """One call of lz4.frame.decompress: only where LZ4's ratio keeps it within the limit."""
+    try:
+        out = lz4.frame.decompress(frame, return_bytearray=True)
+    except RuntimeError as e:
+        raise CodecError(f"compressed column is not a valid LZ4 frame: {e}") from None
+    if len(out) != stated:
+        raise CodecError("compressed column is not a valid LZ4 frame: sizes disagree")
+    return out  # type: ignore[no-any-return]
+
+
+def _lz4_bounded(frame: bytes, bound: int, stated: int | None) -> bytearray:
+    """The frame decompressed into at most ``bound`` (or ``stated``) bytes, never more."""
+    decompressor = lz4.frame.LZ4FrameDecompressor(return_bytearray=True)
+    try:
+        out = decompressor.decompress(frame, max_length=bound if stated is None else stated)
+    except RuntimeError as e:
+        raise CodecError(f"compressed column is not a valid LZ4 frame: {e}") from None
+    if not decompressor.eof and decompressor.needs_input:
+        raise CodecError("compressed column is not a valid LZ4 frame: truncated")
+    # Bytes after the frame are ignored, as lz4.frame.decompress (and so RLlib) does.
+    if stated is not None and (len(out) != stated or not decompressor.eof):
+        raise CodecError("compressed column is not a valid LZ4 frame: sizes disagree")
+    if not decompressor.eof:
+        raise CodecError(
+            f"compressed column decompresses to more than {bound} bytes "
+            "(raise input_config.max_column_bytes if the data is real)"
+        )
+    return out  # type: ignore[no-any-return]
+
+
 def decompress_frame(frame: bytes, limit: int = DEFAULT_MAX_COLUMN_BYTES) -> bytearray:
     """The payload of one LZ4 frame, never more than ``limit`` bytes nor LZ4's ratio."""
-    bound = min(limit, LZ4_MAX_RATIO * len(frame) + _LZ4_SLACK)
+    worst = LZ4_MAX_RATIO * len(frame) + _LZ4_SLACK
+    bound = min(limit, worst)
     stated = _lz4_content_size(frame)
     if stated is not None and stated > bound:
         raise CodecError(
@@ -353,32 +429,9 @@ def decompress_frame(frame: bytes, limit: int = DEFAULT_MAX_COLUMN_BYTES) -> byt
             f"{'max_column_bytes' if stated > limit else 'LZ4 can expand'} allows ({bound}; "
             "raise input_config.max_column_bytes if the data is real)"
         )
-    if stated is not None and LZ4_MAX_RATIO * len(frame) + _LZ4_SLACK <= limit:
-        # Even a frame that lies about its size cannot expand beyond the limit here.
-        try:
-            out = lz4.frame.decompress(frame, return_bytearray=True)
-        except RuntimeError as e:
-            raise CodecError(f"compressed column is not a valid LZ4 frame: {e}") from None
-        if len(out) != stated:
-            raise CodecError("compressed column is not a valid LZ4 frame: sizes disagree")
-        return out  # type: ignore[no-any-return]
-    decompressor = lz4.frame.LZ4FrameDecompressor(return_bytearray=True)
-    try:
-        out = decompressor.decompress(frame, max_length=bound if stated is None else stated)
-    except RuntimeError as e:
-        raise CodecError(f"compressed column is not a valid LZ4 frame: {e}") from None
-    if not decompressor.eof:
-        too_big = not decompressor.needs_input
-        raise CodecError(
-            f"compressed column decompresses to more than {bound} bytes "
-            "(raise input_config.max_column_bytes if the data is real)"
-            if too_big
-            else "compressed column is not a valid LZ4 frame: truncated"
-        )
-    # Bytes after the frame are ignored, as lz4.frame.decompress (and so RLlib) does.
-    if stated is not None and len(out) != stated:
-        raise CodecError("compressed column is not a valid LZ4 frame: sizes disagree")
-    return out  # type: ignore[no-any-return]
+    if stated is not None and worst <= limit:  # even a lying frame stays within the limit
+        return _lz4_whole(frame, stated)
+    return _lz4_bounded(frame, bound, stated)
 
 
 def decompress_string(value: str, limit: int = DEFAULT_MAX_COLUMN_BYTES) -> bytearray:
