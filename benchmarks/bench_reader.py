@@ -1,24 +1,32 @@
-"""Read throughput of JsonReader on CartPole experience files, against a naive baseline.
+"""Read throughput on files RLlib 2.60 wrote, against RLlib's own reader algorithm.
 
-Writes files of ~100-row records shaped like RLlib 2.x CartPole output (obs/new_obs
-compressed as whole-column ``BCJNG`` strings with RLlib's pickle codec or offrl's
-npy codec, or everything as plain lists), then times one epoch of
+Files (real first):
 
-* ``JsonReader``: :class:`offrl.io.json_reader.JsonReader`, every column (the compiled
-  line decoder ``offrl/io/_linedec.c`` when it was built, else the simdjson path);
-* ``JR columns``: ``JsonReader(columns=TRAINING_COLUMNS)``, reading only what offline
-  DQN trains on (the other columns are checked to be JSON, not decoded);
-* ``reference``: :func:`offrl.io.decode.decode_record` on every line (orjson path);
-* ``naive``: what RLlib's JsonReader does (stdlib ``json.loads``; base64, LZ4 and an
-  unpickle or ``np.load`` per compressed column; ``np.asarray`` per column). It uses
-  none of offrl's decoding code, so it stays a fixed yardstick.
+* ``rllib-2.60 dqn-cartpole``: tests/data/rllib/rllib-2.60/dqn-cartpole, written by RLlib
+  2.60's JsonWriter (MultiAgentBatch lines, one per episode, obs/new_obs as base64 LZ4
+  pickles); ``... x N``: the same real lines repeated into a temp file of ~``--real-mb``;
+  ``ppo-pendulum`` / ``ppo-frozenlake``: RLlib 2.60's PPO files (one 4,000-row line each);
+  ``rllib-old cartpole``: an older RLlib's plain-list SampleBatch lines.
+* ``offrl npy`` / ``offrl pickle`` / ``offrl plain``: the DQN file's rows re-written by
+  offrl's own writer (obs/new_obs compressed with each codec, or nothing compressed).
+
+Readers, each one cold pass (a fresh reader, one epoch, every row decoded) per round:
+
+* ``offrl``: :class:`offrl.io.json_reader.JsonReader`, every column;
+* ``offrl cols``: ``JsonReader(columns=TRAINING_COLUMNS)`` (what offline DQN trains on);
+* ``rllib``: RLlib's ``JsonReader._from_json`` re-implemented (ray is not installed):
+  ``json.loads`` of each text line, ``unpack_if_needed`` per column (base64, LZ4 frame,
+  unpickle, with find_class limited to numpy since the project never runs plain
+  ``pickle.loads`` on file content; the C unpickler costs the same), then
+  ``SampleBatch(...)``'s ``np.array`` of every list column. (For offrl's npy codec, which
+  RLlib cannot read, the payload is read with ``np.load`` instead of unpickled.)
 
 The readers run round-robin and each keeps its best round, so that load from other
-processes on the machine hits all of them alike; figures are rows per wall second and
-rows per CPU second of this process (``time.process_time``), and ratios to naive.
-Optionally streams a large file and reports peak RSS.
+processes hits all alike; figures are rows per wall second and per CPU second of this
+process, and ratios to ``rllib``. ``--big-mb`` streams a file of real lines repeated in a
+fresh process and reports its peak RSS before and after reading.
 
-    python benchmarks/bench_reader.py [--rows 100000] [--rounds 9] [--big-mb 200]
+    python benchmarks/bench_reader.py [--rounds 5] [--real-mb 50] [--big-mb 500]
 """
 
 from __future__ import annotations
@@ -28,11 +36,12 @@ import base64
 import io
 import json
 import os
-import resource
+import pickle
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lz4.frame
@@ -40,178 +49,188 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from offrl.batch import SampleBatch
-from offrl.io.codecs import encode_column, restricted_loads
-from offrl.io.decode import decode_record
+from offrl.io.decode import NEW_OBS_VALID
 from offrl.io.json_reader import JsonReader
-from offrl.io.native import NATIVE
+from offrl.io.json_writer import JsonWriter
 
-ROWS_PER_LINE = 100
-
-
-def cartpole_record(rng: np.random.Generator, n: int, codec: str | None) -> dict:
-    """One record with RLlib 2.x CartPole columns; obs/new_obs compressed unless codec is None."""
-    obs = rng.normal(0, 0.05, size=(n + 1, 4)).astype(np.float32)
-    logits = rng.normal(0, 1, size=(n, 2)).astype(np.float32)
-    prob = rng.uniform(0.3, 0.7, size=n).astype(np.float32)
-    terminated = np.zeros(n, dtype=bool)
-    terminated[-1] = True
-
-    def col(arr: np.ndarray) -> object:
-        if codec is None:
-            return arr.tolist()
-        return encode_column(arr, codec)  # type: ignore[arg-type]
-
-    return {
-        "type": "SampleBatch",
-        "obs": col(obs[:-1]),
-        "new_obs": col(obs[1:]),
-        "actions": rng.integers(0, 2, n).tolist(),
-        "rewards": [1.0] * n,
-        "terminateds": terminated.tolist(),
-        "truncateds": [False] * n,
-        "infos": [{} for _ in range(n)],
-        "eps_id": [int(rng.integers(0, 2**62))] * n,
-        "unroll_id": [int(rng.integers(0, 10**6))] * n,
-        "agent_index": [0] * n,
-        "t": list(range(n)),
-        "action_prob": prob.tolist(),
-        "action_logp": np.log(prob).tolist(),
-        "action_dist_inputs": logits.tolist(),
-    }
-
-
-def write_file(path: Path, rows: int, codec: str | None, seed: int = 0) -> None:
-    """Write ``rows`` rows as ~100-row records."""
-    rng = np.random.default_rng(seed)
-    with path.open("w") as f:
-        for _ in range(rows // ROWS_PER_LINE):
-            f.write(json.dumps(cartpole_record(rng, ROWS_PER_LINE, codec)) + "\n")
-
-
-def naive_column(value: object) -> object:
-    """RLlib's unpack: base64, LZ4, then unpickle (restricted here) or ``np.load``."""
-    if isinstance(value, str) and value.startswith("BCJNG"):
-        payload = lz4.frame.decompress(base64.b64decode(value))
-        if payload.startswith(b"\x93NUMPY"):
-            return np.load(io.BytesIO(payload), allow_pickle=False)
-        return restricted_loads(payload)
-    return value
-
-
-def naive_read(path: Path) -> int:
-    """What RLlib's JsonReader does per line: json.loads, decode columns, np.asarray."""
-    rows = 0
-    with path.open() as f:
-        for line in f:
-            rec = json.loads(line)
-            rec.pop("type")
-            batch = SampleBatch({k: np.asarray(naive_column(v)) for k, v in rec.items()})
-            rows += batch.count
-    return rows
-
-
-def reference_read(path: Path) -> int:
-    """offrl's reference (orjson) path on every line, without the simdjson fast path."""
-    rows = 0
-    with path.open("rb") as f:
-        for lineno, line in enumerate(f, 1):
-            rows += decode_record(line, path=str(path), lineno=lineno).count
-    return rows
-
-
-def offrl_read(path: Path) -> int:
-    """One epoch with JsonReader."""
-    return sum(b.count for b in JsonReader(str(path)).iter_epoch())
-
-
+ROOT = Path(__file__).resolve().parent.parent / "tests" / "data" / "rllib"
+RLLIB_260 = ROOT / "rllib-2.60"
+REAL = {
+    "rllib-2.60 dqn-cartpole": RLLIB_260 / "dqn-cartpole",
+    "rllib-2.60 ppo-pendulum": RLLIB_260 / "ppo-pendulum",
+    "rllib-2.60 ppo-frozenlake": RLLIB_260 / "ppo-frozenlake",
+    "rllib-old cartpole": ROOT / "cartpole-small.json",
+}
 # What offline DQN reads (input_config.columns); eps_id and t are always read too.
 TRAINING_COLUMNS = ["obs", "new_obs", "actions", "rewards", "terminateds", "truncateds"]
 
 
+# -- RLlib's reader algorithm ------------------------------------------------------------
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """The C unpickler, as RLlib's ``pickle.loads``, refusing anything but numpy."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if module.split(".")[0] != "numpy":
+            raise pickle.UnpicklingError(f"{module}.{name} refused")
+        return super().find_class(module, name)
+
+
+def rllib_unpack_if_needed(data: object) -> object:
+    """rllib/utils/compression.py: ``unpack`` of ``BCJNG`` strings (bytes repr too)."""
+    if isinstance(data, bytes | str) and data[:5] in ("BCJNG", b"BCJNG"):
+        raw = lz4.frame.decompress(base64.b64decode(data))
+        if raw.startswith(b"\x93NUMPY"):  # offrl's npy codec, which RLlib cannot read
+            return np.load(io.BytesIO(raw), allow_pickle=False)
+        return _NumpyOnlyUnpickler(io.BytesIO(raw)).load()
+    return data
+
+
+def rllib_sample_batch(columns: dict[str, object]) -> dict[str, object]:
+    """SampleBatch.__init__'s conversion: every list becomes ``np.array``."""
+    return {k: np.array(v) if isinstance(v, list) else v for k, v in columns.items()}
+
+
+def rllib_from_json(line: str) -> int:
+    """rllib/offline/json_reader.py ``_from_json`` of one line; returns its row count."""
+    data = json.loads(line)
+    kind = data.pop("type")
+    if kind == "SampleBatch":
+        cols = rllib_sample_batch({k: rllib_unpack_if_needed(v) for k, v in data.items()})
+        return len(cols["rewards"])  # type: ignore[arg-type]
+    rows = 0
+    for batch in data["policy_batches"].values():
+        cols = rllib_sample_batch({k: rllib_unpack_if_needed(v) for k, v in batch.items()})
+        rows += len(cols["rewards"])  # type: ignore[arg-type]
+    return rows
+
+
+def rllib_read(path: Path) -> int:
+    rows = 0
+    for file in files_of(path):
+        with file.open() as f:  # RLlib reads text lines
+            for line in f:
+                if line.strip():
+                    rows += rllib_from_json(line)
+    return rows
+
+
+# -- offrl -------------------------------------------------------------------------------
+
+
+def offrl_read(path: Path) -> int:
+    return sum(b.count for b in JsonReader(str(path), shuffle_files=False).iter_epoch())
+
+
 def offrl_read_columns(path: Path) -> int:
-    """One epoch with JsonReader, training columns only."""
-    return sum(b.count for b in JsonReader(str(path), columns=TRAINING_COLUMNS).iter_epoch())
+    reader = JsonReader(str(path), shuffle_files=False, columns=TRAINING_COLUMNS)
+    return sum(b.count for b in reader.iter_epoch())
 
 
-READERS = {
-    "JsonReader": offrl_read,
-    "JR columns": offrl_read_columns,
-    "reference": reference_read,
-    "naive": naive_read,
+READERS: dict[str, Callable[[Path], int]] = {
+    "offrl": offrl_read,
+    "offrl cols": offrl_read_columns,
+    "rllib": rllib_read,
 }
 
 
-def best_times(path: Path, rounds: int) -> dict[str, tuple[float, float]]:
-    """Per reader, the best (wall, CPU) seconds of ``rounds`` round-robin epochs."""
+# -- files -------------------------------------------------------------------------------
+
+
+def files_of(path: Path) -> list[Path]:
+    return sorted(path.glob("*.json")) if path.is_dir() else [path]
+
+
+def repeat_lines(src: Path, dest: Path, megabytes: float) -> Path:
+    """The real lines of ``src`` repeated until ``dest`` holds ~``megabytes`` MB."""
+    lines = b"".join(f.read_bytes() for f in files_of(src))
+    with dest.open("wb") as f:
+        for _ in range(max(1, round(megabytes * 1e6 / len(lines)))):
+            f.write(lines)
+    return dest
+
+
+def rewrite_with_offrl(src: Path, dest: Path, codec: str | None) -> Path:
+    """The rows of ``src`` (one batch per line) written by offrl's JsonWriter."""
+    compress = ["obs", "new_obs"] if codec else []
+    with JsonWriter(
+        dest, compress_columns=compress, codec=codec or "offrl", max_file_size=1 << 40
+    ) as w:
+        for batch in JsonReader(str(src), shuffle_files=False).iter_epoch():
+            w.write(SampleBatch({k: v for k, v in batch.items() if k != NEW_OBS_VALID}))
+    return dest
+
+
+# -- timing ------------------------------------------------------------------------------
+
+
+def best_times(path: Path, rounds: int) -> tuple[int, dict[str, tuple[float, float]]]:
+    """Rows, and per reader the best (wall, CPU) seconds of ``rounds`` round-robin passes."""
     best = {name: (float("inf"), float("inf")) for name in READERS}
+    counts = set()
     for _ in range(rounds):
         for name, read in READERS.items():
             w0, c0 = time.perf_counter(), time.process_time()
-            rows = read(path)
+            counts.add(read(path))
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-            if rows != count_rows(path):
-                raise RuntimeError(f"{name} read {rows} rows from {path}")
             best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
-    return best
+    if len(counts) != 1:
+        raise RuntimeError(f"the readers read different row counts from {path}: {counts}")
+    return counts.pop(), best
 
 
-def count_rows(path: Path) -> int:
-    """Rows written to ``path`` (every record has ROWS_PER_LINE rows)."""
-    with path.open("rb") as f:
-        return sum(1 for _ in f) * ROWS_PER_LINE
+def report(name: str, path: Path, rounds: int) -> None:
+    mb = sum(f.stat().st_size for f in files_of(path)) / 1e6
+    rows, best = best_times(path, rounds)
+    base_wall, base_cpu = best["rllib"]
+    for reader, (wall, cpu) in best.items():
+        print(
+            f"{name:26s} {mb:6.1f} MB {rows:8d} rows  {reader:10s} "
+            f"{rows / wall / 1e6:5.2f}M rows/s  {rows / cpu / 1e6:5.2f}M rows/CPU-s  "
+            f"x{base_wall / wall:4.2f} wall  x{base_cpu / cpu:4.2f} CPU vs rllib",
+            flush=True,
+        )
 
 
 def peak_rss_streaming(path: Path) -> str:
-    """Stream ``path`` in a fresh process and return its report (peak RSS is per process)."""
+    """Stream ``path`` in a fresh process; its peak RSS before and after reading."""
     code = (
-        "import resource,sys\n"
+        "import resource\n"
         "from offrl.io.json_reader import JsonReader\n"
         "r0=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"n=sum(b.count for b in JsonReader({str(path)!r}).iter_epoch())\n"
         "r1=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(f'rows={n} peak_rss_before={r0/1024:.0f}MB peak_rss_after={r1/1024:.0f}MB')\n"
+        "print(f'rows={n} peak RSS before reading {r0/1024:.0f} MB, after {r1/1024:.0f} MB')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return out.stdout.strip()
 
 
-def report(name: str, mb: float, rows: int, best: dict[str, tuple[float, float]]) -> None:
-    """Print one file's figures: per reader rows/s (wall), rows/CPU-s, MB/s, ratio to naive."""
-    naive_wall, naive_cpu = best["naive"]
-    for reader, (wall, cpu) in best.items():
-        print(
-            f"{name:13s} {mb:6.1f} MB  {reader:10s} {rows / wall / 1e6:5.2f}M rows/s "
-            f"{mb / wall:5.0f} MB/s  {rows / cpu / 1e6:5.2f}M rows/CPU-s  "
-            f"x{naive_wall / wall:4.1f} wall  x{naive_cpu / cpu:4.1f} CPU vs naive"
-        )
-
-
 def main() -> None:
-    """Write the files, time the readers, print the figures."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rows", type=int, default=100_000, help="rows per benchmark file")
-    ap.add_argument("--rounds", type=int, default=9, help="round-robin rounds (best kept)")
-    ap.add_argument("--big-mb", type=int, default=0, help="also stream a file of ~this many MB")
+    ap.add_argument("--rounds", type=int, default=5, help="round-robin rounds (best kept)")
+    ap.add_argument("--real-mb", type=float, default=50, help="size of the repeated real file")
+    ap.add_argument("--big-mb", type=float, default=0, help="also stream a file of this size")
     args = ap.parse_args()
-    # As `offrl train` does (num_threads): an idle multi-threaded BLAS pool otherwise
-    # spins on the second core, which shares a physical core with this one here.
-    # (threadpoolctl directly: importing torch would inflate the RSS figures.)
-    threadpool_limits(limits=1, user_api="blas")
-    print(f"compiled line decoder: {'yes' if NATIVE else 'no (simdjson path)'}")
+    threadpool_limits(limits=1, user_api="blas")  # as `offrl train` does (num_threads)
+    dqn = REAL["rllib-2.60 dqn-cartpole"]
     with tempfile.TemporaryDirectory() as tmp:
-        for name, codec in (("rllib-pickle", "rllib"), ("offrl-npy", "offrl"), ("plain", None)):
-            path = Path(tmp) / f"{name}.json"
-            write_file(path, args.rows, codec)
-            report(name, os.path.getsize(path) / 1e6, args.rows, best_times(path, args.rounds))
+        t = Path(tmp)
+        repeated = repeat_lines(dqn, t / "dqn-repeated.json", args.real_mb)
+        times = round(repeated.stat().st_size / sum(f.stat().st_size for f in files_of(dqn)))
+        report("rllib-2.60 dqn-cartpole", dqn, args.rounds)
+        report(f"rllib-2.60 dqn-cartpole x{times}", repeated, max(1, args.rounds // 2))
+        for name in ("rllib-2.60 ppo-pendulum", "rllib-2.60 ppo-frozenlake", "rllib-old cartpole"):
+            report(name, REAL[name], args.rounds)
+        for codec in ("offrl", "rllib", None):
+            name = f"offrl-written {codec or 'plain'}"
+            report(name, rewrite_with_offrl(dqn, t / f"own-{codec}", codec), args.rounds)
         if args.big_mb:
-            big = Path(tmp) / "big.json"
-            bytes_per_row = os.path.getsize(Path(tmp) / "rllib-pickle.json") / args.rows
-            write_file(big, int(args.big_mb * 1e6 / bytes_per_row), "rllib")
-            print(f"streaming {os.path.getsize(big) / 1e6:.0f} MB: {peak_rss_streaming(big)}")
-    print(
-        f"this process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}MB"
-    )
+            big = repeat_lines(dqn, t / "big.json", args.big_mb)
+            print(f"streaming {big.stat().st_size / 1e6:.0f} MB: {peak_rss_streaming(big)}")
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
     main()

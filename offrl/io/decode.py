@@ -225,12 +225,14 @@ def decode_value(
     """
     if type(value) is not list or (value and type(value[0]) is str):  # not plain numbers
         value = _decompress(name, value, path, lineno, limit)
-    if not isinstance(value, (list, np.ndarray)) or getattr(value, "ndim", 1) == 0:
-        raise DataFormatError(
-            path, lineno, f"column {name!r} must be a list of per-step values, found {value!r:.60}"
-        )
+        if not isinstance(value, (list, np.ndarray)) or getattr(value, "ndim", 1) == 0:
+            raise DataFormatError(
+                path,
+                lineno,
+                f"column {name!r} must be a list of per-step values, found {value!r:.60}",
+            )
     try:
-        return convert_column(name, value)
+        return _CONVERTERS.get(name, _generic_array)(value)
     except Exception as e:  # noqa: BLE001 - numpy raises many kinds on odd nesting
         why = str(e) or type(e).__name__
         raise DataFormatError(path, lineno, f"column {name!r}: cannot convert ({why})") from None
