@@ -25,7 +25,12 @@ from offrl.errors import DataFormatError
 from offrl.io.codecs import encode_column
 from offrl.io.decode import ALWAYS_READ, CorruptLineError, decode_record
 from offrl.io.json_reader import JsonReader, plan_shard
-from tests.shared_data import RLLIB_FIXTURE
+from tests.shared_data import (
+    RLLIB_260_DQN_CARTPOLE,
+    RLLIB_260_PPO_FROZENLAKE,
+    RLLIB_260_PPO_PENDULUM,
+    RLLIB_FIXTURE,
+)
 
 
 def make_dataset(root: Path, n_files: int = 4, records_per_file: int = 3) -> dict[int, int]:
@@ -504,3 +509,44 @@ def test_skipped_compressed_looking_string_that_is_not_json_is_corrupt(
     reader = JsonReader(str(path), columns=["obs", "actions", "rewards"])
     assert [eps_of(b) for b in reader.iter_epoch()] == [6, 6]
     assert reader.metrics()["num_corrupt_lines_skipped"] == 1
+
+
+# -- the files RLlib 2.60 itself wrote --------------------------------------------------
+
+
+def test_reads_rllib_260_dqn_cartpole_file() -> None:
+    reader = JsonReader(str(RLLIB_260_DQN_CARTPOLE), shuffle_files=False)
+    batches = list(reader.iter_epoch())
+    assert len(batches) == 441 and sum(b.count for b in batches) == 21_009
+    assert reader.metrics()["num_corrupt_lines_skipped"] == 0
+    b = batches[0]
+    expected = {
+        "obs": (np.float32, (4,)),
+        "new_obs": (np.float32, (4,)),
+        "actions": (np.int64, ()),
+        "rewards": (np.float32, ()),
+        "terminateds": (np.bool_, ()),
+        "truncateds": (np.bool_, ()),
+        "dones": (np.bool_, ()),
+        "eps_id": (np.int64, ()),
+        "t": (np.int64, ()),
+        "q_values": (np.float32, (2,)),
+        "action_dist_inputs": (np.float32, (2,)),
+        "infos": (np.object_, ()),
+    }
+    for name, (dtype, row_shape) in expected.items():
+        assert b[name].dtype == dtype and b[name].shape == (b.count, *row_shape), name
+    for b in batches:  # one episode per line: obs[t + 1] == new_obs[t], t counts up
+        assert np.array_equal(b["obs"][1:], b["new_obs"][:-1])
+        assert b["t"].tolist() == list(range(b.count)) and len(set(b["eps_id"])) == 1
+        assert b["dones"][-1] and not b["dones"][:-1].any()
+        assert b["obs"].flags.writeable
+
+
+def test_reads_rllib_260_ppo_box_actions_and_one_hot_obs() -> None:
+    (pendulum,) = JsonReader(str(RLLIB_260_PPO_PENDULUM)).iter_epoch()
+    assert pendulum.count == 4000 and pendulum["actions"].dtype == np.float32
+    assert pendulum["actions"].shape == (4000, 1) and pendulum["obs"].shape == (4000, 3)
+    (lake,) = JsonReader(str(RLLIB_260_PPO_FROZENLAKE)).iter_epoch()
+    assert lake.count == 4003 and lake["obs"].dtype == np.float32
+    assert lake["obs"].shape == (4003, 16) and (lake["obs"].sum(axis=1) == 1).all()
