@@ -161,7 +161,7 @@ def _latin1(text: Any, encoding: Any) -> bytes:
 
 
 _ALLOWED: dict[tuple[str, str], Any] = {
-    **dict.fromkeys([("numpy.core.multiarray", "_reconstruct")], _reconstruct),
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy.core.numeric", "_frombuffer"): _frombuffer,
     ("numpy._core.numeric", "_frombuffer"): _frombuffer,

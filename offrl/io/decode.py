@@ -196,7 +196,7 @@ _CONVERTERS: dict[str, Callable[[Any], np.ndarray]] = {
 def convert_column(name: str, value: Any) -> np.ndarray:
     """A decoded column value -> the column's array (dtype rules in the module docstring).
 
-    Raises ValueError, TypeError or OverflowError for values the column cannot hold.
+    Raises (numpy's) exceptions for values the column cannot hold.
     """
     return _CONVERTERS.get(name, _generic_array)(value)
 
@@ -232,7 +232,7 @@ def decode_value(
                 f"column {name!r} must be a list of per-step values, found {value!r:.60}",
             )
     try:
-        return _CONVERTERS.get(name, _generic_array)(value)
+        return convert_column(name, value)
     except Exception as e:  # noqa: BLE001 - numpy raises many kinds on odd nesting
         why = str(e) or type(e).__name__
         raise DataFormatError(path, lineno, f"column {name!r}: cannot convert ({why})") from None
