@@ -110,7 +110,13 @@ def main() -> None:
     "-f",
     "run_file",
     metavar="FILE",
-    help="JSON file with run/env/config/stop/name; flags override it.",
+    help="JSON or YAML file with run/env/config/stop/name, or RLlib tuned-example "
+    "experiments name: {run, env, stop, config} (run one after another); flags override it.",
+)
+@click.option(
+    "--experiment",
+    metavar="NAME",
+    help="Run only this experiment of the -f file.",
 )
 @click.option(
     "--local-dir",

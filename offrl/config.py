@@ -35,6 +35,22 @@ ESTIMATOR_NAMES = ("simulation", "is", "wis", "dm", "dr")
 
 # Aliases accepted for RLlib users; the canonical key is what params.json records.
 ALIASES = {"sample_batch_size": "rollout_fragment_length", "lambda": "lambda_"}
+# Field names that are not the key users see (a Python keyword): shown as RLlib's key.
+USER_KEYS = {"lambda_": "lambda"}
+
+
+def user_key(name: str) -> str:
+    """The key users see for field ``name`` (``lambda_`` -> ``lambda``)."""
+    return USER_KEYS.get(name, name)
+
+
+def _one_or_list(value: Any) -> Any:
+    """RLlib took ``"input_evaluation": "simulation"`` (its docs' own example) as a list of one."""
+    return [value] if isinstance(value, str) else value
+
+
+# Values normalised before their check, as RLlib normalised them.
+_NORMALIZE = {"input_evaluation": _one_or_list}
 
 
 def opt(
@@ -197,7 +213,10 @@ class CommonConfig:
         types=(dict,),
     )
     input_evaluation: list = opt(
-        [], "off-policy estimators: simulation, is, wis, dm, dr", types=(list,)
+        [],
+        "off-policy estimators: simulation, is, wis, dm, dr (a list; one name alone is a "
+        "list of one)",
+        types=(list,),
     )
     postprocess_inputs: bool = opt(
         False, "run the learner's post-processing on offline batches", types=(bool,)
@@ -237,7 +256,8 @@ class CommonConfig:
     )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every key with its value, under the names users see (``lambda``, not ``lambda_``)."""
+        return {user_key(k): v for k, v in dataclasses.asdict(self).items()}
 
     def validate(self) -> None:
         """Checks beyond one value's type and range; algorithm configs extend it (ConfigError)."""
@@ -256,7 +276,7 @@ class CommonConfig:
 
 
 def field_meta(cls: type[CommonConfig]) -> dict[str, Mapping[str, Any]]:
-    """``key -> metadata`` for every config key of ``cls``."""
+    """``field name -> metadata`` for every config key of ``cls``."""
     return {f.name: f.metadata for f in dataclasses.fields(cls)}
 
 
@@ -278,6 +298,7 @@ def from_dict(cls: type[C], data: Mapping[str, Any], *, algo: str = "") -> C:
             raise ConfigError(
                 f"config keys {raw_key!r} and {key!r} set the same value; give only one"
             )
+        value = _NORMALIZE.get(key, lambda v: v)(value)
         check_value(raw_key, value, metas[key])  # name the key as the user typed it
         values[key] = value
     cfg = cls(**values)

@@ -325,3 +325,12 @@ def test_class_input_config_is_not_checked_as_a_file_readers(tmp_path: Path) -> 
     assert code == 2
     assert "no_such_module_xyz" in err  # the class is what fails, not its keyword arguments
     assert "input_config.columns" not in err
+
+
+def test_help_config_and_params_say_lambda(tmp_path: Path) -> None:
+    code, out, _ = invoke("train", "--run", "PG", "--help-config")
+    assert code == 0 and "  lambda = 1.0" in out and "lambda_" not in out
+    code, out, err = invoke(*train_args(tmp_path, "--stop", '{"training_iteration": 1}'))
+    assert code == 0, err
+    params = json.loads((Path(json.loads(out)["logdir"]) / "params.json").read_text())
+    assert params["lambda"] == 1.0 and "lambda_" not in params

@@ -25,6 +25,7 @@ from offrl.batch import INFOS, MultiAgentBatch, SampleBatch
 from offrl.errors import ConfigError, OffrlRuntimeError
 from offrl.io.codecs import Codec
 from offrl.io.encode import encode_record
+from offrl.io.sources import backend_error, fsspec_url, local_path, needs_fsspec
 
 DEFAULT_MAX_FILE_SIZE = 64 * 1024 * 1024
 _MAX_NAME_ATTEMPTS = 10_000
@@ -38,12 +39,6 @@ def file_name(stamp: str, worker_index: int, file_index: int) -> str:
 def local_stamp(now: float | None = None) -> str:
     """Local time as ``YYYY-mm-dd_HH-MM-SS`` (the time part of a file name)."""
     return time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(now))
-
-
-def has_scheme(path: str) -> bool:
-    """True for ``scheme://...`` paths, which are written through fsspec."""
-    head, sep, _ = path.partition("://")
-    return bool(sep) and head.replace("+", "").replace("-", "").isalnum()
 
 
 # -- targets: where files are created --------------------------------------------------
@@ -99,11 +94,9 @@ class _FsspecTarget:
         import fsspec
 
         try:
-            self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
-        except ImportError as e:
-            raise OffrlRuntimeError(
-                f"cannot write to {url}: {e}; install the fsspec backend for this scheme"
-            ) from None
+            self.fs, self.root = fsspec.core.url_to_fs(fsspec_url(url), **storage_options)
+        except (ImportError, OSError) as e:
+            raise OffrlRuntimeError(backend_error("write output to", url, e)) from None
         except ValueError as e:
             raise ConfigError(f"output {url!r}: {e}") from None
         self.url = url.rstrip("/")
@@ -153,10 +146,8 @@ class _FsspecTarget:
 
 def _make_target(path: str | Path, storage_options: Mapping[str, Any] | None) -> Any:
     text = str(path)
-    if not has_scheme(text):
-        return _LocalTarget(Path(text).expanduser())
-    if text.startswith("file://"):
-        return _LocalTarget(Path(text[len("file://") :]))
+    if not needs_fsspec(text):  # the one URI rule, shared with the reader
+        return _LocalTarget(Path(local_path(text)))
     return _FsspecTarget(text, storage_options or {})
 
 

@@ -15,7 +15,8 @@ from offrl.batch import MultiAgentBatch, SampleBatch
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError
 from offrl.imports import construct, load_class
-from offrl.io.json_writer import JsonWriter, has_scheme
+from offrl.io.json_writer import JsonWriter
+from offrl.io.sources import is_uri
 
 # "pkg.module:Class" -- dotted identifiers, one colon, no path separators.
 _CLASS_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -33,7 +34,7 @@ class OutputWriter(Protocol):
 
 def is_class_ref(output: str) -> bool:
     """True for ``"module:Class"`` (not a path or URI)."""
-    return not has_scheme(output) and bool(_CLASS_REF.match(output))
+    return not is_uri(output) and bool(_CLASS_REF.match(output))
 
 
 def load_writer_class(ref: str) -> type:
