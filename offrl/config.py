@@ -239,8 +239,9 @@ class CommonConfig:
         64 * 1024 * 1024, "bytes after which a new file starts", types=(int,), ge=1
     )
     output_codec: str = opt(
-        "offrl",
-        "compressed-column codec: 'offrl' (npy, no pickle) or 'rllib' (pickle, readable by RLlib)",
+        "rllib",
+        "compressed-column codec: 'rllib' (RLlib's own: numpy pickle, read by RLlib's "
+        "JsonReader) or 'offrl' (npy, no pickle, for pipelines that never touch RLlib)",
         types=(str,),
         choices=("offrl", "rllib"),
     )

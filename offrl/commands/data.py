@@ -220,9 +220,10 @@ def _columns_option(text: str) -> tuple[str, ...]:
 @click.option(
     "--codec",
     type=click.Choice(["offrl", "rllib"]),
-    default="offrl",
+    default="rllib",
     show_default=True,
-    help="JSON output: codec of compressed columns (rllib = pickle).",
+    help="JSON output: codec of compressed columns (rllib: RLlib's own, a numpy pickle; "
+    "offrl: npy, no pickle).",
 )
 @click.option("--multi-agent", is_flag=True, help="JSON output: RLlib 2.x MultiAgentBatch records.")
 @click.option(
