@@ -5,8 +5,9 @@ when the file opens; ``<n>`` counts this writer's files, 0, 1, 2 ...) and are
 created exclusively, so two writers in the same directory never overwrite each
 other. When another writer (another run) already holds a name, the time gets a
 suffix ``-<k>`` (``output-<time>-1_worker-0_0.json``), never the next ``<n>``:
-``_1``, ``_2`` only ever mean "the same writer rotated". Each record is one complete line, written and flushed at
-once; a failed write is cut back to the last complete record.
+``_1``, ``_2`` only ever mean "the same writer rotated". Each record is one
+complete line, written and flushed at once; a failed write is cut back to the
+last complete record.
 
 Local paths are written with plain file descriptors; a path with a URL scheme
 (``s3://``, ``memory://``, ...) goes through fsspec. On object stores a file
