@@ -187,6 +187,14 @@ def rollout(
 )
 @click.option("--gamma", type=click.FloatRange(0, 1), help="Discount [default: the checkpoint's].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="dm/dr intervals: resamples of the episodes, each refitting the model "
+    "(0: a normal interval that leaves out the model's error).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No table on stderr, only the JSON.")
 @click.option("-v", "--verbose", is_flag=True)
 @handle_errors
@@ -196,6 +204,7 @@ def evaluate_offline(
     estimators: str,
     gamma: float | None,
     seed: int,
+    bootstrap: int,
     quiet: bool,
     verbose: bool,
 ) -> None:
@@ -207,7 +216,9 @@ def evaluate_offline(
     from offrl.progress import make_console
 
     names = parse_estimators(estimators)
-    result, warnings = run_evaluate_offline(checkpoint, list(data), names, gamma=gamma, seed=seed)
+    result, warnings = run_evaluate_offline(
+        checkpoint, list(data), names, gamma=gamma, seed=seed, bootstrap=bootstrap
+    )
     console = make_console()
     for w in warnings:
         console.print(f"offrl: warning: {w}", style="yellow", markup=False)

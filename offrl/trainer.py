@@ -214,6 +214,9 @@ def _estimates(run: Run) -> dict[str, float]:
     for name, est in run.estimators.items():
         for key, value in est.estimate().items():
             out[f"off_policy_estimation/{name}/{key}"] = value
+    # Reset only after every estimate: dm and dr share their episodes, and resetting
+    # after dm's estimate left dr none ("num_episodes": 0) in the same iteration.
+    for est in run.estimators.values():
         est.reset()
     return out
 

@@ -177,7 +177,7 @@ def inspect(paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
 def validate(paths: tuple[str, ...], env: str | None, as_json: bool, quiet: bool) -> None:
     """Check files against every rule of the format; exit 1 listing (file, line, rule)."""
     from offrl.datatools.convert import total_bytes
-    from offrl.datatools.validate import validate_paths
+    from offrl.datatools.validate import WARNING_RULES, validate_paths
 
     spaces = None
     if env:
@@ -189,6 +189,9 @@ def validate(paths: tuple[str, ...], env: str | None, as_json: bool, quiet: bool
     count = 0
     with byte_progress("validate", total_bytes(files), _show_progress(quiet)) as on_bytes:
         for problem in validate_paths(files, spaces, on_bytes=on_bytes):
+            if problem.rule in WARNING_RULES:  # valid data that misleads some estimators
+                click.echo(f"offrl: warning: {problem}", err=True)
+                continue
             count += 1
             if count <= _MAX_PROBLEMS_SHOWN:
                 click.echo(json.dumps(problem.__dict__) if as_json else str(problem))
