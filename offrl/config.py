@@ -125,6 +125,13 @@ _SYNONYMS = {
     "exploration_final_epsilon": "exploration_final_eps",
     "ent_coef": "entropy_coeff",
     "max_grad_norm": "grad_norm_clipping",
+    # result keys (stop criteria)
+    "reward": "episode_reward_mean",
+    "return": "episode_reward_mean",
+    "mean_reward": "episode_reward_mean",
+    "episode_return_mean": "episode_reward_mean",
+    "timesteps": "timesteps_total",
+    "iterations": "training_iteration",
 }
 
 

@@ -13,7 +13,7 @@ from offrl.algos import canonical_name, get_config_class
 from offrl.config import CommonConfig, from_dict, suggest
 from offrl.errors import ConfigError
 from offrl.rollout import check_env_id
-from offrl.trainer import validate_stop
+from offrl.trainer import check_stop_reachable, validate_stop
 
 FILE_KEYS = (
     "run",
@@ -262,6 +262,7 @@ def resolve(
     config["seed"] = seed
     config_cls = get_config_class(run)
     cfg = from_dict(config_cls, config, algo=run)
+    check_stop_reachable(stop, run, cfg)
     return RunSpec(
         run=run,
         env=str(env),

@@ -11,6 +11,8 @@ import click
 from offrl.algos import get_algorithm, get_config_class
 from offrl.config import field_meta, user_key
 from offrl.errors import ConfigError
+from offrl.io.input import check_input_exists
+from offrl.io.output import check_output_writable
 from offrl.progress import Progress, make_console
 from offrl.results import (
     ResultLogger,
@@ -150,6 +152,8 @@ def _train_one(
     counters, restored = _restore(restore, spec, algo) if restore else (Counters(), None)
 
     console = make_console()
+    check_input_exists(spec.config)  # config errors before the run directory exists
+    check_output_writable(spec.config)
     logdir = make_run_dir(local, spec.name, spec.run, spec.env)
     params = {
         "run": spec.run,

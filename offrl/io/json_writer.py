@@ -53,7 +53,7 @@ class _LocalTarget:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        _prepare_local_dir(directory)
+        prepare_local_dir(directory)
 
     def describe(self, name: str) -> str:
         return str(self.directory / name)
@@ -66,7 +66,7 @@ class _LocalTarget:
         return os.fdopen(fd, "wb", buffering=0)
 
 
-def _prepare_local_dir(directory: Path) -> None:
+def prepare_local_dir(directory: Path) -> None:
     """Create ``directory`` if missing and prove a file can be created in it."""
     if directory.exists() and not directory.is_dir():
         raise OffrlRuntimeError(
