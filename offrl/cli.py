@@ -163,7 +163,10 @@ def train(**opts: Any) -> None:
 def rollout(
     checkpoint: str, episodes: int, env: str | None, seed: int, render: bool, verbose: bool
 ) -> None:
-    """Evaluate a checkpoint greedily; print mean, min, max return as JSON."""
+    """Evaluate a checkpoint greedily; print mean, min, max return as JSON.
+
+    CHECKPOINT is a checkpoint_<iter> directory, or a run directory (its latest checkpoint).
+    """
     from offrl.commands.rollout import run_rollout
 
     result = run_rollout(checkpoint, episodes=episodes, env=env, seed=seed, render=render)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -18,6 +19,27 @@ from rich.table import Table
 _ETA_KEYS = ("timesteps_total", "training_iteration", "time_total_s")
 # Result keys shown with -v (learner stats, evaluation, estimates).
 _DETAIL = ("info/learner/", "evaluation/", "off_policy_estimation/")
+
+
+def show_each_warning_once() -> None:
+    """Print each distinct warning (category and text) at most once in this process.
+
+    Python's own "once" is forgotten whenever a module adds a warnings filter (importing
+    torch does), so gymnasium's CartPole-v0 deprecation was printed for every env made.
+    """
+    original = warnings.showwarning
+    if getattr(original, "offrl_once", False):
+        return
+    seen: set[tuple[type, str]] = set()
+
+    def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+        key = (category, str(message))
+        if key not in seen:
+            seen.add(key)
+            original(message, category, *args, **kwargs)
+
+    show.offrl_once = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 def make_console(stream: TextIO | None = None) -> Console:

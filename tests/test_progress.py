@@ -244,3 +244,23 @@ def test_no_stop_says_once_that_the_run_goes_on_until_ctrl_c() -> None:
     with Progress(console, STOP) as progress:
         progress.update(RESULT)
     assert "until Ctrl-C" not in buf.getvalue()
+
+
+def test_each_warning_is_shown_once_even_when_filters_change() -> None:
+    """Importing torch adds filters, which made Python forget it had shown gymnasium's
+    CartPole-v0 deprecation: it was printed twice."""
+    import warnings
+
+    from offrl.progress import show_each_warning_once
+
+    shown: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *a, **k: shown.append(str(message))
+        show_each_warning_once()
+        show_each_warning_once()  # installing twice wraps once
+        for _ in range(2):
+            warnings.warn("CartPole-v0 is out of date", DeprecationWarning, stacklevel=1)
+            warnings.filterwarnings("ignore", message="unrelated")  # a filter change
+        warnings.warn("another one", UserWarning, stacklevel=1)
+    assert shown == ["CartPole-v0 is out of date", "another one"]

@@ -18,7 +18,7 @@ def tree(tmp_path: Path) -> Path:
     for rel in ["b.json", "a.json", "c.jsonl", "notes.txt", "sub/d.json", "sub/deep/e.json"]:
         p = tmp_path / rel
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text('{"x": 1}\n')
+        p.write_text('{"type": "SampleBatch", "x": 1}\n')
     return tmp_path
 
 
@@ -28,6 +28,21 @@ def test_single_file(tree: Path) -> None:
 
 def test_directory_takes_json_and_jsonl_sorted_not_recursive(tree: Path) -> None:
     assert resolve_sources(str(tree)) == [str(tree / n) for n in ("a.json", "b.json", "c.jsonl")]
+
+
+def test_directory_skips_files_that_are_not_experiences(tree: Path) -> None:
+    """A run directory written with "output": "logdir" holds result.json and params.json
+    beside the experience files; reading it used to fail on them."""
+    (tree / "result.json").write_text('{"type": "SampleBatch"}\n')  # skipped by its name
+    (tree / "params.json").write_text('{\n  "lr": 0.1\n}\n')
+    (tree / "stats.json").write_text('{"training_iteration": 1}\n')  # JSON, not a record
+    (tree / "list.json").write_text("[1, 2]\n")
+    (tree / "cut.json").write_text('{"type": "Sample')  # a first line cut by a crash: kept
+    (tree / "empty.json").write_text("")  # the reader reports it
+    got = [Path(p).name for p in resolve_sources(str(tree))]
+    assert got == ["a.json", "b.json", "c.jsonl", "cut.json", "empty.json"]
+    # files named explicitly, or by a glob, are always read
+    assert resolve_sources(str(tree / "stats.json")) == [str(tree / "stats.json")]
 
 
 def test_glob_and_recursive_glob(tree: Path) -> None:

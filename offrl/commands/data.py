@@ -80,6 +80,11 @@ def json_files(paths: tuple[str, ...]) -> list[str]:
     return source_files(list(paths))
 
 
+def _counts(counts: dict[str, int]) -> str:
+    """``{"SampleBatch": 250}`` as ``250 SampleBatch`` (no Python dict on screen)."""
+    return ", ".join(f"{n:,} {name}" for name, n in counts.items()) or "none"
+
+
 def _show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
@@ -108,7 +113,7 @@ def summary_tables(s: dict[str, Any]) -> list[Table]:
     over.add_column("value")
     rows = [
         ("files", f"{s['files']} ({s['bytes']:,} bytes)"),
-        ("lines / records", f"{s['lines']:,} / {s['records']:,} {s['record_types']}"),
+        ("lines / records", f"{s['lines']:,} / {s['records']:,} ({_counts(s['record_types'])})"),
         ("corrupt lines", str(s["corrupt_lines"])),
         ("rows (steps)", f"{s['rows']:,}  ({s['bytes_per_row'] or '-'} bytes/row)"),
         (

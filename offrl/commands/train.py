@@ -13,7 +13,7 @@ from offrl.config import field_meta, user_key
 from offrl.errors import ConfigError
 from offrl.io.input import check_input_exists
 from offrl.io.output import check_output_writable
-from offrl.progress import Progress, make_console
+from offrl.progress import Progress, make_console, show_each_warning_once
 from offrl.results import (
     ResultLogger,
     clean_result,
@@ -96,6 +96,7 @@ def run_train(
     if help_config:
         print_config_help(run)
         return 0
+    show_each_warning_once()
     experiments = load_experiments(run_file, experiment) if run_file else [Experiment({})]
     flags = {
         "run": run,

@@ -24,6 +24,37 @@ from offrl.errors import OffrlRuntimeError
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _GLOB_CHARS = frozenset("*?[")
 DATA_SUFFIXES = (".json", ".jsonl")
+# Files a run directory holds beside experience files (offrl's, RLlib's and Tune's).
+RUN_DIR_FILES = frozenset({"result.json", "params.json"})
+_SNIFF_BYTES = 1 << 16
+
+
+def is_experience_file(path: str) -> bool:
+    """True when a ``*.json``/``*.jsonl`` file found in a directory holds experiences.
+
+    FORMAT.md's rule for directories: every file is a stream of records, each a JSON
+    object with a ``"type"``. So a run directory's ``result.json``/``params.json`` are
+    not read, nor a file whose first line is complete JSON but not a record (an object
+    without ``"type"``, a list, ...). A first line too long to look at (> 64 KiB), empty,
+    or not JSON at all is left to the reader, which reports it.
+    """
+    if os.path.basename(path) in RUN_DIR_FILES:
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_SNIFF_BYTES)
+    except OSError:
+        return True  # the reader says what is wrong with it
+    first = head.lstrip().split(b"\n", 1)[0].strip()
+    if not first or (len(head) == _SNIFF_BYTES and b"\n" not in head):
+        return True
+    import json
+
+    try:
+        value = json.loads(first)
+    except ValueError:
+        return True  # a corrupt line: the reader skips it with a warning
+    return isinstance(value, dict) and "type" in value
 
 
 @lru_cache(maxsize=1)
@@ -116,7 +147,8 @@ def _resolve_local(spec: str) -> tuple[list[str], str]:
     p = Path(path)
     if p.is_dir():
         found = [str(f) for f in p.iterdir() if f.suffix in DATA_SUFFIXES and f.is_file()]
-        return sorted(found), f"*.json and *.jsonl files in directory {path!r}"
+        found = [f for f in found if is_experience_file(f)]
+        return sorted(found), f"*.json and *.jsonl experience files in directory {path!r}"
     if p.is_file():
         return [path], f"file {path!r}"
     return [], f"path {path!r} (no such file or directory)"
@@ -133,7 +165,9 @@ def _resolve_uri(spec: str, storage_options: Mapping[str, Any]) -> tuple[list[st
             what = f"URI glob {spec!r}"
         elif fs.isdir(path):
             found = [p for p in fs.ls(path, detail=False) if p.endswith(DATA_SUFFIXES)]
-            found = [p for p in found if fs.isfile(p)]
+            found = [
+                p for p in found if fs.isfile(p) and p.rsplit("/", 1)[-1] not in RUN_DIR_FILES
+            ]
             what = f"*.json and *.jsonl files under {spec!r}"
         elif fs.isfile(path):
             found, what = [path], f"URI {spec!r}"
@@ -169,8 +203,9 @@ def resolve_sources(
             found, what = _resolve_local(item)
         if not found:
             raise OffrlRuntimeError(
-                f"no input files found for {item!r}: searched {what}. "
-                "Check the path, or record data first with the 'output' config key"
+                f"no input files found for {item!r}: searched {what}. Check the path, or "
+                f"record data there first, e.g. offrl train --run PG --env CartPole-v1 "
+                f"""--config '{{"output": "{item}"}}' --stop '{{"timesteps_total": 100000}}'"""
             )
         for f in found:
             if f not in seen:
