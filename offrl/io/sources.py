@@ -165,9 +165,7 @@ def _resolve_uri(spec: str, storage_options: Mapping[str, Any]) -> tuple[list[st
             what = f"URI glob {spec!r}"
         elif fs.isdir(path):
             found = [p for p in fs.ls(path, detail=False) if p.endswith(DATA_SUFFIXES)]
-            found = [
-                p for p in found if fs.isfile(p) and p.rsplit("/", 1)[-1] not in RUN_DIR_FILES
-            ]
+            found = [p for p in found if fs.isfile(p) and p.rsplit("/", 1)[-1] not in RUN_DIR_FILES]
             what = f"*.json and *.jsonl files under {spec!r}"
         elif fs.isfile(path):
             found, what = [path], f"URI {spec!r}"
