@@ -63,7 +63,9 @@ READER_KEYS = frozenset(
         "num_rows_new_obs_invalid",
     }
 )
-KNOWN_RESULT_KEYS = ALWAYS_KEYS | EPISODE_KEYS | READER_KEYS | {"time_output_write_s"}
+KNOWN_RESULT_KEYS = (
+    ALWAYS_KEYS | EPISODE_KEYS | READER_KEYS | {"time_output_write_s", "num_worker_restarts"}
+)
 RESULT_PREFIXES = (
     "info/learner/",
     "evaluation/",
@@ -160,8 +162,10 @@ def stop_problem(key: str, run: str, cfg: CommonConfig) -> str | None:
         )
     if key in READER_KEYS and not reads_files(spec):
         return f"only runs that read recorded files report {key!r} (this one has no file input)"
-    if key == "time_output_write_s" and cfg.output is None:
-        return "only runs with an 'output' report 'time_output_write_s'"
+    if key == "time_output_write_s" and (cfg.output is None or cfg.num_workers > 0):
+        return "only runs with an 'output' written by the learner (num_workers 0) report it"
+    if key == "num_worker_restarts" and cfg.num_workers == 0:
+        return 'only runs with rollout workers report it; set "num_workers": N'
     rest = key.partition("/")[2]
     if key.startswith("evaluation/"):
         if not cfg.evaluation_interval:

@@ -108,6 +108,7 @@ def _cfg(run: str, **keys: object) -> CommonConfig:
         ("PG", "input/sampler/fraction", {}, ["input mix"]),
         ("PG", "epoch", {}, ["read recorded files"]),
         ("PG", "time_output_write_s", {}, ["'output'"]),
+        ("PG", "num_worker_restarts", {}, ['"num_workers": N']),
     ],
 )
 def test_stop_keys_the_run_never_reports_are_refused(
