@@ -133,3 +133,12 @@ def test_a_bad_later_experiment_stops_the_file_before_anything_runs(tmp_path: Pa
     assert res.exit_code == 2
     assert "line 17: config key 'lr'" in res.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_the_yaml_config_is_the_json_configs_twin() -> None:
+    root = Path(__file__).resolve().parents[1] / "configs"
+    (from_yaml,) = load_experiments(str(root / "pg-cartpole.yaml"))
+    (from_json,) = load_experiments(str(root / "pg-cartpole.json"))
+    assert from_yaml.data == {"name": "cartpole-pg", **from_json.data}
+    spec = resolve_experiment(from_yaml, **FLAGS, seed=1)
+    assert spec.config.lambda_ == 0.95 and spec.name == "cartpole-pg"
