@@ -274,6 +274,10 @@ class CommonConfig:
 
         if reads_files(self.input):  # before any run directory exists
             check_file_input_config(self.input_config)
+        if isinstance(self.input, dict):  # a mix's probabilities, before its sources are read
+            from offrl.io.mixed import normalize_mix
+
+            normalize_mix(self.input)
         for name in self.input_evaluation:
             if name not in ESTIMATOR_NAMES:
                 raise ConfigError(

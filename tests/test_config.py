@@ -390,3 +390,9 @@ def test_users_see_lambda_not_lambda_() -> None:
     shown = cfg.to_dict()
     assert shown["lambda"] == 0.9 and "lambda_" not in shown
     assert from_dict(PGConfig, shown).lambda_ == 0.9  # params.json reads back
+
+
+def test_a_mix_is_checked_with_the_config() -> None:
+    """Wrong probabilities are a config error (exit 2), found before any source is read."""
+    with pytest.raises(ConfigError, match="sum to 0.7"):
+        from_dict(CommonConfig, {"input": {"sampler": 0.4, "/no/such/dir": 0.3}})
