@@ -110,7 +110,13 @@ def main() -> None:
     "-f",
     "run_file",
     metavar="FILE",
-    help="JSON file with run/env/config/stop/name; flags override it.",
+    help="JSON or YAML file with run/env/config/stop/name, or RLlib tuned-example "
+    "experiments name: {run, env, stop, config} (run one after another); flags override it.",
+)
+@click.option(
+    "--experiment",
+    metavar="NAME",
+    help="Run only this experiment of the -f file.",
 )
 @click.option(
     "--local-dir",
@@ -157,7 +163,10 @@ def train(**opts: Any) -> None:
 def rollout(
     checkpoint: str, episodes: int, env: str | None, seed: int, render: bool, verbose: bool
 ) -> None:
-    """Evaluate a checkpoint greedily; print mean, min, max return as JSON."""
+    """Evaluate a checkpoint greedily; print mean, min, max return as JSON.
+
+    CHECKPOINT is a checkpoint_<iter> directory, or a run directory (its latest checkpoint).
+    """
     from offrl.commands.rollout import run_rollout
 
     result = run_rollout(checkpoint, episodes=episodes, env=env, seed=seed, render=render)
@@ -181,6 +190,14 @@ def rollout(
 )
 @click.option("--gamma", type=click.FloatRange(0, 1), help="Discount [default: the checkpoint's].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="dm/dr intervals: resamples of the episodes, each refitting the model "
+    "(0: a normal interval that leaves out the model's error).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No table on stderr, only the JSON.")
 @click.option("-v", "--verbose", is_flag=True)
 @handle_errors
@@ -190,6 +207,7 @@ def evaluate_offline(
     estimators: str,
     gamma: float | None,
     seed: int,
+    bootstrap: int,
     quiet: bool,
     verbose: bool,
 ) -> None:
@@ -201,7 +219,9 @@ def evaluate_offline(
     from offrl.progress import make_console
 
     names = parse_estimators(estimators)
-    result, warnings = run_evaluate_offline(checkpoint, list(data), names, gamma=gamma, seed=seed)
+    result, warnings = run_evaluate_offline(
+        checkpoint, list(data), names, gamma=gamma, seed=seed, bootstrap=bootstrap
+    )
     console = make_console()
     for w in warnings:
         console.print(f"offrl: warning: {w}", style="yellow", markup=False)

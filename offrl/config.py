@@ -35,6 +35,22 @@ ESTIMATOR_NAMES = ("simulation", "is", "wis", "dm", "dr")
 
 # Aliases accepted for RLlib users; the canonical key is what params.json records.
 ALIASES = {"sample_batch_size": "rollout_fragment_length", "lambda": "lambda_"}
+# Field names that are not the key users see (a Python keyword): shown as RLlib's key.
+USER_KEYS = {"lambda_": "lambda"}
+
+
+def user_key(name: str) -> str:
+    """The key users see for field ``name`` (``lambda_`` -> ``lambda``)."""
+    return USER_KEYS.get(name, name)
+
+
+def _one_or_list(value: Any) -> Any:
+    """RLlib took ``"input_evaluation": "simulation"`` (its docs' own example) as a list of one."""
+    return [value] if isinstance(value, str) else value
+
+
+# Values normalised before their check, as RLlib normalised them.
+_NORMALIZE = {"input_evaluation": _one_or_list}
 
 
 def opt(
@@ -109,6 +125,13 @@ _SYNONYMS = {
     "exploration_final_epsilon": "exploration_final_eps",
     "ent_coef": "entropy_coeff",
     "max_grad_norm": "grad_norm_clipping",
+    # result keys (stop criteria)
+    "reward": "episode_reward_mean",
+    "return": "episode_reward_mean",
+    "mean_reward": "episode_reward_mean",
+    "episode_return_mean": "episode_reward_mean",
+    "timesteps": "timesteps_total",
+    "iterations": "training_iteration",
 }
 
 
@@ -198,7 +221,10 @@ class CommonConfig:
         types=(dict,),
     )
     input_evaluation: list = opt(
-        [], "off-policy estimators: simulation, is, wis, dm, dr", types=(list,)
+        [],
+        "off-policy estimators: simulation, is, wis, dm, dr (a list; one name alone is a "
+        "list of one)",
+        types=(list,),
     )
     postprocess_inputs: bool = opt(
         False, "run the learner's post-processing on offline batches", types=(bool,)
@@ -221,8 +247,9 @@ class CommonConfig:
         64 * 1024 * 1024, "bytes after which a new file starts", types=(int,), ge=1
     )
     output_codec: str = opt(
-        "offrl",
-        "compressed-column codec: 'offrl' (npy, no pickle) or 'rllib' (pickle, readable by RLlib)",
+        "rllib",
+        "compressed-column codec: 'rllib' (RLlib's own: numpy pickle, read by RLlib's "
+        "JsonReader) or 'offrl' (npy, no pickle, for pipelines that never touch RLlib)",
         types=(str,),
         choices=("offrl", "rllib"),
     )
@@ -238,7 +265,8 @@ class CommonConfig:
     )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every key with its value, under the names users see (``lambda``, not ``lambda_``)."""
+        return {user_key(k): v for k, v in dataclasses.asdict(self).items()}
 
     def validate(self) -> None:
         """Checks beyond one value's type and range; algorithm configs extend it (ConfigError)."""
@@ -247,6 +275,10 @@ class CommonConfig:
 
         if reads_files(self.input):  # before any run directory exists
             check_file_input_config(self.input_config)
+        if isinstance(self.input, dict):  # a mix's probabilities, before its sources are read
+            from offrl.io.mixed import normalize_mix
+
+            normalize_mix(self.input)
         for name in self.input_evaluation:
             if name not in ESTIMATOR_NAMES:
                 raise ConfigError(
@@ -257,7 +289,7 @@ class CommonConfig:
 
 
 def field_meta(cls: type[CommonConfig]) -> dict[str, Mapping[str, Any]]:
-    """``key -> metadata`` for every config key of ``cls``."""
+    """``field name -> metadata`` for every config key of ``cls``."""
     return {f.name: f.metadata for f in dataclasses.fields(cls)}
 
 
@@ -279,6 +311,7 @@ def from_dict(cls: type[C], data: Mapping[str, Any], *, algo: str = "") -> C:
             raise ConfigError(
                 f"config keys {raw_key!r} and {key!r} set the same value; give only one"
             )
+        value = _NORMALIZE.get(key, lambda v: v)(value)
         check_value(raw_key, value, metas[key])  # name the key as the user typed it
         values[key] = value
     cfg = cls(**values)

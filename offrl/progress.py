@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -18,6 +19,27 @@ from rich.table import Table
 _ETA_KEYS = ("timesteps_total", "training_iteration", "time_total_s")
 # Result keys shown with -v (learner stats, evaluation, estimates).
 _DETAIL = ("info/learner/", "evaluation/", "off_policy_estimation/")
+
+
+def show_each_warning_once() -> None:
+    """Print each distinct warning (category and text) at most once in this process.
+
+    Python's own "once" is forgotten whenever a module adds a warnings filter (importing
+    torch does), so gymnasium's CartPole-v0 deprecation was printed for every env made.
+    """
+    original = warnings.showwarning
+    if getattr(original, "offrl_once", False):
+        return
+    seen: set[tuple[type, str]] = set()
+
+    def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+        key = (category, str(message))
+        if key not in seen:
+            seen.add(key)
+            original(message, category, *args, **kwargs)
+
+    show.offrl_once = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 def make_console(stream: TextIO | None = None) -> Console:
@@ -44,6 +66,8 @@ def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
+        if value != 0 and abs(value) < 0.01:
+            return f"{value:.3g}"  # a learning rate of 5e-4 is not "0.00"
         return f"{value:,.2f}" if abs(value) < 1e6 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
@@ -59,7 +83,10 @@ def _fmt_time(seconds: float | None) -> str:
 
 
 def summary_fields(result: Mapping[str, Any], stop: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(label, text) pairs shown for one result."""
+    """(label, text) pairs shown for one result: episode returns when the run has episodes,
+    else (offline) what it has: rows read, epoch, the learner's loss and Q, the estimates."""
+    if "episode_reward_mean" not in result and ("rows_read" in result or "epoch" in result):
+        return offline_fields(result, stop)
     return [
         ("iter", _fmt(result.get("training_iteration"))),
         ("timesteps", _fmt(result.get("timesteps_total"))),
@@ -70,6 +97,35 @@ def summary_fields(result: Mapping[str, Any], stop: Mapping[str, Any]) -> list[t
         ("time", _fmt_time(result.get("time_total_s"))),
         ("ETA", _fmt_time(eta_seconds(result, stop))),
     ]
+
+
+def offline_fields(result: Mapping[str, Any], stop: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The fields of an offline run (no episodes of its own)."""
+    rows_per_s = None
+    if result.get("time_this_iter_s"):
+        rows_per_s = float(result.get("timesteps_this_iter", 0)) / result["time_this_iter_s"]
+    loss = result.get("info/learner/loss", result.get("info/learner/total_loss"))
+    fields = [
+        ("iter", _fmt(result.get("training_iteration"))),
+        ("rows", _fmt(result.get("timesteps_total"))),
+        ("epoch", _fmt(result.get("epoch"))),
+        ("loss", _fmt(loss)),
+        ("mean Q", _fmt(result.get("info/learner/mean_q"))),
+    ]
+    for key, value in result.items():
+        if key.startswith("off_policy_estimation/") and key.endswith("/v_target"):
+            fields.append((key.split("/")[1] + " v_target", _fmt(value)))
+    return fields + [
+        ("rows/s", _fmt(rows_per_s)),
+        ("time", _fmt_time(result.get("time_total_s"))),
+        ("ETA", _fmt_time(eta_seconds(result, stop))),
+    ]
+
+
+NO_STOP_NOTE = (
+    "offrl: no --stop given: the run goes on until Ctrl-C "
+    """(e.g. --stop '{"training_iteration": 100}' to end it)"""
+)
 
 
 class Progress:
@@ -90,6 +146,8 @@ class Progress:
         self._live: Live | None = None
 
     def __enter__(self) -> Progress:
+        if not self.stop:
+            self.message(NO_STOP_NOTE, style="yellow")  # said once, before the first result
         if not self.quiet and self.console.is_terminal:
             self._live = Live(Table(), console=self.console, refresh_per_second=4, transient=False)
             self._live.__enter__()

@@ -136,11 +136,38 @@ def save_checkpoint(logdir: Path, iteration: int, state: Mapping[str, Any]) -> P
     return path
 
 
+_CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)$")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``path`` itself (a checkpoint directory or its state.pt), or for a run directory its
+    latest ``checkpoint_<iter>``. A run directory without one is a ConfigError listing
+    what it holds and how to write a checkpoint."""
+    p = Path(path).expanduser()
+    if not p.is_dir() or (p / CHECKPOINT_FILE).exists():
+        return p
+    found = sorted(
+        (int(m[1]), child)
+        for child in p.iterdir()
+        if (m := _CHECKPOINT_RE.match(child.name)) and (child / CHECKPOINT_FILE).exists()
+    )
+    if found:
+        return found[-1][1]
+    names = sorted(child.name + ("/" if child.is_dir() else "") for child in p.iterdir())
+    shown = ", ".join(names[:12]) + (f" ... ({len(names)} entries)" if len(names) > 12 else "")
+    raise ConfigError(
+        f"checkpoint not found in {str(path)!r}: it holds {shown or 'nothing'}. Give a "
+        f"checkpoint_<iter> directory (holding {CHECKPOINT_FILE}) or a run directory with "
+        "one; train with --checkpoint-at-end or --checkpoint-freq N to write them"
+    )
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint directory (or its state.pt); errors say what is wrong with it."""
+    """Read a checkpoint directory (or its state.pt, or a run directory's latest checkpoint);
+    errors say what is wrong with it."""
     import torch
 
-    p = Path(path).expanduser()
+    p = resolve_checkpoint(path)
     file = p / CHECKPOINT_FILE if p.is_dir() else p
     if not file.exists():
         raise ConfigError(

@@ -26,33 +26,99 @@ if TYPE_CHECKING:  # the protocol module imports torch; the stop checks must not
 
 EPISODE_WINDOW = 100  # episode stats are over the last 100 episodes, like RLlib
 
-KNOWN_RESULT_KEYS = frozenset(
+# Keys of every result, online or offline.
+ALWAYS_KEYS = frozenset(
     {
         "training_iteration",
         "timesteps_total",
         "timesteps_this_iter",
         "time_total_s",
         "time_this_iter_s",
+        "num_env_steps_sampled",
+        "num_env_steps_per_s",
+    }
+)
+# Keys of runs that have episodes: online (sampler) runs, and offline ones with "simulation".
+EPISODE_KEYS = frozenset(
+    {
         "episodes_total",
         "episodes_this_iter",
         "episode_reward_mean",
         "episode_reward_min",
         "episode_reward_max",
         "episode_len_mean",
-        "num_env_steps_sampled",
-        "num_env_steps_per_s",
-        "epoch",
-        "num_corrupt_lines_skipped",
-        "time_output_write_s",
     }
+)
+# episode_reward_* an offline run takes from its evaluation when evaluation_interval is set
+EVALUATION_KEYS = frozenset({"episode_reward_mean", "episode_reward_min", "episode_reward_max"})
+# Keys of runs that read recorded files (the readers' metrics).
+READER_KEYS = frozenset(
+    {
+        "epoch",
+        "rows_read",
+        "bytes_read",
+        "files",
+        "num_corrupt_lines_skipped",
+        "num_rows_new_obs_rebuilt",
+        "num_rows_new_obs_invalid",
+    }
+)
+KNOWN_RESULT_KEYS = (
+    ALWAYS_KEYS | EPISODE_KEYS | READER_KEYS | {"time_output_write_s", "num_worker_restarts"}
 )
 RESULT_PREFIXES = (
     "info/learner/",
     "evaluation/",
     "off_policy_estimation/",
     "input/",
-    "dataset/",
 )
+# What each learner reports under info/learner/ (tests/test_trainer.py checks these lists
+# against real runs).
+LEARNER_STATS = {
+    "PG": frozenset(
+        {
+            "policy_loss",
+            "entropy",
+            "vf_loss",
+            "total_loss",
+            "grad_gnorm",
+            "kl",
+            "cur_lr",
+            "num_grad_updates",
+            "stopped_early",
+        }
+    ),
+    "DQN": frozenset(
+        {
+            "mean_q",
+            "min_q",
+            "max_q",
+            "mean_td_error",
+            "loss",
+            "cur_lr",
+            "epsilon",
+            "num_updates",
+            "num_target_updates",
+            "buffer_size",
+        }
+    ),
+}
+ESTIMATE_KEYS = frozenset(
+    {
+        "v_behavior",
+        "v_target",
+        "v_gain",
+        "v_delta",
+        "v_target_std_err",
+        "v_target_ci_low",
+        "v_target_ci_high",
+        "num_episodes",
+        "ess",
+        "missing_mass",
+        "ci_includes_model_error",
+    }
+)
+MIX_KEYS = frozenset({"fraction", "row_fraction", "rows", "batches", "batch_fraction"})
 
 
 def validate_stop(stop: Mapping[str, Any]) -> None:
@@ -68,6 +134,81 @@ def validate_stop(stop: Mapping[str, Any]) -> None:
                 f"known keys: {', '.join(sorted(KNOWN_RESULT_KEYS))}, and keys under "
                 f"{', '.join(RESULT_PREFIXES)}"
             )
+
+
+def _unknown(word: str, known: frozenset[str], what: str) -> str:
+    return f"{what} reports no {word!r}{suggest(word, sorted(known))}; it reports: " + ", ".join(
+        sorted(known)
+    )
+
+
+def stop_problem(key: str, run: str, cfg: CommonConfig) -> str | None:
+    """Why this run (algorithm ``run``, config ``cfg``) never reports ``key``, with the fix;
+    None when it does."""
+    from offrl.io.input import reads_files
+
+    spec = cfg.input
+    sampled = spec == "sampler" or (isinstance(spec, dict) and "sampler" in spec)
+    simulated = "simulation" in cfg.input_evaluation
+    if key in EPISODE_KEYS and not (sampled or simulated):
+        if key in EVALUATION_KEYS and cfg.evaluation_interval:
+            return None  # filled from the evaluation's returns
+        fix = 'add "input_evaluation": ["simulation"] to the config'
+        if key in EVALUATION_KEYS:
+            fix += ' (or "evaluation_interval": N)'
+        return (
+            f"an offline run has no episodes of its own, so it never reports {key!r}; {fix}, "
+            "or stop on a key it has (training_iteration, timesteps_total, epoch)"
+        )
+    if key in READER_KEYS and not reads_files(spec):
+        return f"only runs that read recorded files report {key!r} (this one has no file input)"
+    if key == "time_output_write_s" and (cfg.output is None or cfg.num_workers > 0):
+        return "only runs with an 'output' written by the learner (num_workers 0) report it"
+    if key == "num_worker_restarts" and cfg.num_workers == 0:
+        return 'only runs with rollout workers report it; set "num_workers": N'
+    rest = key.partition("/")[2]
+    if key.startswith("evaluation/"):
+        if not cfg.evaluation_interval:
+            return (
+                f"{key!r} comes from evaluation, which this run never does; set "
+                '"evaluation_interval": N in the config'
+            )
+        if rest not in EVALUATION_KEYS:
+            return _unknown(rest, EVALUATION_KEYS, "evaluation (evaluation/)")
+    if key.startswith("info/learner/"):
+        stat = key[len("info/learner/") :]
+        if stat not in LEARNER_STATS.get(run, frozenset({stat})):
+            return _unknown(stat, LEARNER_STATS[run], f"{run}'s learner (info/learner/)")
+    if key.startswith("off_policy_estimation/"):
+        name, _, sub = rest.partition("/")
+        names = [n for n in cfg.input_evaluation if n != "simulation"]
+        if name not in names:
+            return (
+                f"{key!r} needs the estimator {name!r}, which this run does not run; add it to "
+                f'"input_evaluation" (now {names})'
+            )
+        if sub not in ESTIMATE_KEYS:
+            return _unknown(sub, ESTIMATE_KEYS, f"estimator {name!r}")
+    if key.startswith("input/"):
+        source, _, sub = rest.rpartition("/")
+        if not isinstance(spec, dict) or source not in spec:
+            mix = sorted(spec) if isinstance(spec, dict) else []
+            return (
+                f"{key!r} is reported only for a source of an input mix "
+                f"{{source: probability}}; this run's mix sources: {mix or 'none'}"
+            )
+        if sub not in MIX_KEYS:
+            return _unknown(sub, MIX_KEYS, f"input source {source!r}")
+    return None
+
+
+def check_stop_reachable(stop: Mapping[str, Any], run: str, cfg: CommonConfig) -> None:
+    """ConfigError (exit 2) naming a stop key this run will never report, why, and the fix:
+    such a run would never end."""
+    for key in stop:
+        why = stop_problem(key, run, cfg)
+        if why is not None:
+            raise ConfigError(f"--stop {key!r}: {why}")
 
 
 def should_stop(result: Mapping[str, Any], stop: Mapping[str, Any]) -> bool:
@@ -214,6 +355,9 @@ def _estimates(run: Run) -> dict[str, float]:
     for name, est in run.estimators.items():
         for key, value in est.estimate().items():
             out[f"off_policy_estimation/{name}/{key}"] = value
+    # Reset only after every estimate: dm and dr share their episodes, and resetting
+    # after dm's estimate left dr none ("num_episodes": 0) in the same iteration.
+    for est in run.estimators.values():
         est.reset()
     return out
 

@@ -325,3 +325,33 @@ def test_class_input_config_is_not_checked_as_a_file_readers(tmp_path: Path) -> 
     assert code == 2
     assert "no_such_module_xyz" in err  # the class is what fails, not its keyword arguments
     assert "input_config.columns" not in err
+
+
+def test_help_config_and_params_say_lambda(tmp_path: Path) -> None:
+    code, out, _ = invoke("train", "--run", "PG", "--help-config")
+    assert code == 0 and "  lambda = 1.0" in out and "lambda_" not in out
+    code, out, err = invoke(*train_args(tmp_path, "--stop", '{"training_iteration": 1}'))
+    assert code == 0, err
+    params = json.loads((Path(json.loads(out)["logdir"]) / "params.json").read_text())
+    assert params["lambda"] == 1.0 and "lambda_" not in params
+
+
+@pytest.mark.parametrize("kind", ["missing-input", "missing-mix-input", "output-is-a-file"])
+def test_io_errors_leave_no_run_directory(tmp_path: Path, kind: str) -> None:
+    """A missing input or an unwritable output was found only after the run directory (with
+    an empty result.json) existed."""
+    (tmp_path / "a-file").write_text("x")
+    config = {
+        "missing-input": {"input": str(tmp_path / "nothing-here")},
+        "missing-mix-input": {"input": {"sampler": 0.5, str(tmp_path / "nothing"): 0.5}},
+        "output-is-a-file": {"output": str(tmp_path / "a-file")},
+    }[kind]
+    results = tmp_path / "results"
+    code, out, err = invoke(
+        "train", "--run", "DQN", "--env", "CartPole-v1", "--local-dir", str(results),
+        "--config", json.dumps(config), "--stop", '{"training_iteration": 1}',
+    )  # fmt: skip
+    assert code == 1, err
+    assert ("no input files found" in err) or ("not a directory" in err)
+    assert out == ""
+    assert not results.exists()

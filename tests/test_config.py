@@ -118,7 +118,7 @@ def test_config_that_is_not_an_object_is_rejected() -> None:
         ("train_batch_size", 200.0, "an integer"),
         ("num_workers", None, "an integer"),
         ("postprocess_inputs", "yes", "a boolean"),
-        ("input_evaluation", "is", "a list"),
+        ("input_evaluation", 3, "a list"),
         ("model", [64, 64], "an object"),
         ("output", 3, "a string or null"),
         ("seed", "1", "an integer or null"),
@@ -373,3 +373,26 @@ def test_validate_checks_the_file_input_config_of_a_config_built_directly() -> N
     with pytest.raises(ConfigError, match=r"input_config\.columns must be a list"):
         cfg.validate()
     CommonConfig(input="pkg.mod:Reader", input_config={"columns": "obs"}).validate()
+
+
+def test_input_evaluation_one_name_is_a_list_of_one() -> None:
+    """The reference document's own example: ``"input_evaluation": "simulation"``."""
+    cfg = from_dict(CommonConfig, {"input_evaluation": "simulation"})
+    assert cfg.input_evaluation == ["simulation"]
+    with pytest.raises(ConfigError, match="unknown estimator 'simulaton'"):
+        from_dict(CommonConfig, {"input_evaluation": "simulaton"})
+
+
+def test_users_see_lambda_not_lambda_() -> None:
+    from offrl.algos.configs import PGConfig
+
+    cfg = from_dict(PGConfig, {"lambda": 0.9})
+    shown = cfg.to_dict()
+    assert shown["lambda"] == 0.9 and "lambda_" not in shown
+    assert from_dict(PGConfig, shown).lambda_ == 0.9  # params.json reads back
+
+
+def test_a_mix_is_checked_with_the_config() -> None:
+    """Wrong probabilities are a config error (exit 2), found before any source is read."""
+    with pytest.raises(ConfigError, match="sum to 0.7"):
+        from_dict(CommonConfig, {"input": {"sampler": 0.4, "/no/such/dir": 0.3}})

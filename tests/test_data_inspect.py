@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +156,31 @@ def test_without_eps_id_episodes_split_by_dones(tmp_path: Path) -> None:
     s = inspect_paths([str(path)])
     assert (s["episodes_complete"], s["episodes_partial"]) == (2, 1)
     assert s["episode_return"]["max"] == 3.0
+
+
+def test_table_prints_no_python_dict(tmp_path: Path) -> None:
+    res = CliRunner().invoke(data, ["inspect", str(RLLIB_FIXTURE)])
+    assert res.exit_code == 0, res.output
+    assert "{'" not in res.output
+    assert " (3 SampleBatch)" in res.output
+
+
+def test_a_run_directory_is_inspected_without_its_result_files(tmp_path: Path) -> None:
+    """``"output": "logdir"`` puts experiences beside result.json/params.json."""
+    with JsonWriter(tmp_path) as w:
+        w.write(
+            SampleBatch(
+                obs=np.zeros((3, 4), np.float32),
+                actions=np.zeros(3, np.int64),
+                rewards=np.ones(3, np.float32),
+                dones=np.array([False, False, True]),
+                eps_id=np.zeros(3, np.int64),
+                t=np.arange(3),
+            )
+        )
+    (tmp_path / "result.json").write_text('{"training_iteration": 1}\n' * 261)
+    (tmp_path / "params.json").write_text('{\n  "lr": 0.1\n}\n')
+    res = CliRunner().invoke(data, ["inspect", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "warning" not in res.output.lower()
+    assert re.search(r"rows \(steps\)\s+│ 3 ", res.output), res.output

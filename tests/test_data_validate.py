@@ -200,3 +200,15 @@ def test_empty_file_is_a_problem(tmp_path: Path) -> None:
     problems = list(validate_paths([str(tmp_path / "empty.json")]))
     assert [(p.rule, p.line) for p in problems] == [("record", None)]
     assert "empty" in problems[0].message
+
+
+def test_degenerate_behaviour_probabilities_warn_but_do_not_fail() -> None:
+    """RLlib's DQN writes action_prob 1.0 on every row although it explored."""
+    from shared_data import RLLIB_260_DQN_CARTPOLE
+
+    from offrl.cli import main
+
+    res = CliRunner().invoke(main, ["data", "validate", "-q", str(RLLIB_260_DQN_CARTPOLE)])
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count("[behaviour_prob]") == 1
+    assert "every action_prob is 1.0" in res.stderr and "is, wis, dr" in res.stderr

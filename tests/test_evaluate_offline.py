@@ -36,17 +36,30 @@ def test_evaluate_offline_prints_estimates(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.stderr
     ckpt = Path(json.loads(res.stdout)["logdir"]) / "checkpoint_000001"
     res = runner.invoke(
-        main, ["evaluate-offline", str(ckpt), "--input", str(data), "--estimators", "is,wis,dm"]
+        main,
+        ["evaluate-offline", str(ckpt), "--input", str(data), "--estimators", "is,wis,dm,dr"]
+        + ["--bootstrap", "3"],  # the default 20 costs ~6 s here
     )
     assert res.exit_code == 0, res.stderr
     out = json.loads(res.stdout)["off_policy_estimation"]
-    assert set(out) == {"is", "wis", "dm"}
+    assert set(out) == {"is", "wis", "dm", "dr"}
     for est in out.values():
         assert est["num_episodes"] == 30
         # a uniform-random behaviour policy on CartPole: ~22 steps, gamma 0.99
         assert 10 < est["v_behavior"] < 40
         assert est["v_target"] > 0
-    assert "v_target" in res.stderr  # the table on stderr
+        assert est["gamma"] == 0.99
+        # the undiscounted mean return of the logged episodes is larger than the discounted
+        assert est["v_behavior"] < est["v_behavior_undiscounted"] < 1.5 * est["v_behavior"]
+    # dm/dr intervals come from a bootstrap that refits the model, and say so
+    for name in ("dm", "dr"):
+        est = out[name]
+        assert est["ci_includes_model_error"] == 1.0
+        assert est["v_target_ci_low"] < est["v_target_ci_high"]
+    table = " ".join(res.stderr.split())
+    assert "v_target" in table  # the table on stderr
+    assert "discounted, gamma = 0.99" in table and "UNDISCOUNTED" in table
+    assert "worth 99.3" in table
 
 
 def test_evaluate_offline_rejects_unknown_estimator(tmp_path: Path) -> None:

@@ -329,3 +329,57 @@ def test_huge_eps_ids_in_an_object_column_are_joined() -> None:
     batch["eps_id"] = ids
     out = run(ImportanceSampling(gamma=GAMMA, seed=0), [batch.slice(0, 3), batch.slice(3, 5)])
     assert out["v_target"] == pytest.approx(IS_VALUE)
+
+
+# -- degenerate behaviour probabilities ------------------------------------------------------
+
+
+def test_degenerate_behaviour_all_ones_with_different_actions() -> None:
+    from offrl.estimators.base import degenerate_behaviour
+
+    obs = np.arange(8, dtype=np.float32).reshape(4, 2)
+    why = degenerate_behaviour(obs, np.array([0, 1, 1, 0]), np.ones(4))
+    assert why is not None and "every action_prob is 1.0" in why
+    # a greedy policy that never explored logs one action: 1.0 is then right
+    assert degenerate_behaviour(obs, np.array([1, 1, 1, 1]), np.ones(4)) is None
+    assert degenerate_behaviour(obs, np.array([0, 1, 1, 0]), np.full(4, 0.5)) is None
+
+
+def test_degenerate_behaviour_same_state_probabilities_over_one() -> None:
+    from offrl.estimators.base import degenerate_behaviour
+
+    obs = np.array([[0.0, 1.0], [0.0, 1.0], [2.0, 3.0]], dtype=np.float32)
+    # state [0, 1]: action 0 with 0.7 and action 1 with 0.6 -> 1.3 > 1
+    why = degenerate_behaviour(obs, np.array([0, 1, 0]), np.array([0.7, 0.6, 0.9]))
+    assert why is not None and "sum to 1.3 > 1" in why
+    assert degenerate_behaviour(obs, np.array([0, 1, 0]), np.array([0.7, 0.3, 0.9])) is None
+    # the same action twice in one state is not a contradiction
+    assert degenerate_behaviour(obs, np.array([0, 0, 1]), np.array([0.7, 0.7, 0.9])) is None
+
+
+def test_rllib_dqn_files_warn_once_naming_the_broken_estimators() -> None:
+    """RLlib's DQN writes action_prob 1.0 on every row although it explored."""
+    import gymnasium as gym
+    from shared_data import RLLIB_260_DQN_CARTPOLE
+
+    from offrl.config import CommonConfig
+    from offrl.estimators import estimators_for, feed_estimators
+    from offrl.io.input import make_input_reader
+
+    env = gym.make("CartPole-v1")
+    estimators = estimators_for(
+        ["is", "wis"],
+        gamma=0.99,
+        observation_space=env.observation_space,
+        action_space=env.action_space,
+        seed=0,
+    )
+    reader = make_input_reader(
+        str(RLLIB_260_DQN_CARTPOLE), config=CommonConfig(), seed=0, worker_index=0, num_workers=1
+    )
+    warnings: list[str] = []
+    for batch in reader.iter_epoch():
+        warnings += feed_estimators(estimators, batch, lambda o: np.full((len(o), 2), 0.5))
+    assert len(warnings) == 1
+    assert "every action_prob is 1.0" in warnings[0]
+    assert "is, wis, dr" in warnings[0] and "dm does not use them" in warnings[0]

@@ -21,7 +21,7 @@ from offrl.io import json_writer
 from offrl.io.encode import encode_record
 from offrl.io.json_writer import JsonWriter
 
-NAME_RE = re.compile(r"^output-(\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d)_worker-(\d+)_(\d+)\.json$")
+NAME_RE = re.compile(r"^output-(\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d)(?:-\d+)?_worker-(\d+)_(\d+)\.json$")
 
 
 def batch(tag: int, n: int = 4) -> SampleBatch:
@@ -94,10 +94,15 @@ def test_two_writers_in_the_same_second_never_overwrite(tmp_path: Path, fixed_st
         b.write(batch(2))
         a.write(batch(3))
         b.write(batch(4))
-    found = files(tmp_path)
-    assert [p.name for p in found] == [f"output-{fixed_stamp}_worker-0_{i}.json" for i in range(4)]
-    assert [tags(p) for p in found] == [[1], [2], [3], [4]]
-    assert [Path(p).name for p in a.paths] == [found[0].name, found[2].name]
+    # each writer counts its own files; the second one's names carry "-1" after the time,
+    # so "_1" never looks like a rotation of the other run's file
+    assert [Path(p).name for p in a.paths] == [
+        f"output-{fixed_stamp}_worker-0_{i}.json" for i in range(2)
+    ]
+    assert [Path(p).name for p in b.paths] == [
+        f"output-{fixed_stamp}-1_worker-0_{i}.json" for i in range(2)
+    ]
+    assert [tags(Path(p)) for p in (*a.paths, *b.paths)] == [[1], [3], [2], [4]]
 
 
 def test_existing_file_of_a_previous_run_is_kept(tmp_path: Path, fixed_stamp: str) -> None:
@@ -106,7 +111,7 @@ def test_existing_file_of_a_previous_run_is_kept(tmp_path: Path, fixed_stamp: st
     with JsonWriter(tmp_path) as w:
         w.write(batch(1))
     assert old.read_bytes() == b"previous run\n"
-    assert Path(w.paths[0]).name == f"output-{fixed_stamp}_worker-0_1.json"
+    assert Path(w.paths[0]).name == f"output-{fixed_stamp}-1_worker-0_0.json"
 
 
 def test_each_record_is_flushed_before_close(tmp_path: Path) -> None:
@@ -276,8 +281,12 @@ def test_memory_url_rotation_and_collisions(memory_dir: str, fixed_stamp: str) -
         line = fs.cat(a.paths[0])
         assert json.loads(line)["t"][0] == 1  # visible before close
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(memory_dir, detail=False))
-    assert names == [f"output-{fixed_stamp}_worker-0_{i}.json" for i in range(3)]
-    assert a.paths == [f"{memory_dir}/{names[0]}", f"{memory_dir}/{names[2]}"]
+    assert names == [
+        f"output-{fixed_stamp}-1_worker-0_0.json",
+        f"output-{fixed_stamp}_worker-0_0.json",
+        f"output-{fixed_stamp}_worker-0_1.json",
+    ]
+    assert a.paths == [f"{memory_dir}/{names[1]}", f"{memory_dir}/{names[2]}"]
     assert [json.loads(fs.cat(p))["t"][0] for p in (*a.paths, *b.paths)] == [1, 3, 2]
 
 
@@ -323,3 +332,108 @@ def test_unencodable_batch_is_a_runtime_error_and_writes_nothing(tmp_path: Path)
             w.write(SampleBatch(infos=[{"env": object()}]))
         w.write(batch(2))  # the writer is still usable
     assert tags(Path(w.paths[0])) == [1, 2]
+
+
+# -- the default output is RLlib's own format ---------------------------------------------
+
+
+def _rllib_unpack(value: str) -> Any:
+    """RLlib's ``unpack`` (rllib/utils/compression.py): base64, LZ4 frame, pickle.
+
+    Only ever called on bytes this test has just written itself.
+    """
+    import base64
+    import pickle
+
+    import lz4.frame
+
+    return pickle.loads(lz4.frame.decompress(base64.b64decode(value)))  # noqa: S301
+
+
+def _rllib_from_json(line: bytes) -> dict[str, dict[str, np.ndarray]]:
+    """What RLlib 2.x's ``JsonReader._from_json`` / ``from_json_data`` does with a line:
+    every string column is unpacked, everything else becomes an array; returns
+    ``{policy_id: columns}`` (``default_policy`` for a SampleBatch)."""
+    record = json.loads(line)
+    kind = record.pop("type")
+    if kind == "SampleBatch":
+        batches = {"default_policy": record}
+    elif kind == "MultiAgentBatch":
+        batches = record["policy_batches"]
+    else:
+        raise ValueError(f"RLlib refuses type {kind!r}")
+    out = {}
+    for pid, cols in batches.items():
+        out[pid] = {
+            k: _rllib_unpack(v)
+            if isinstance(v, (str, bytes))
+            else np.asarray(v, dtype=object)
+            if k == "infos"
+            else np.asarray(v)
+            for k, v in cols.items()
+        }
+    return out
+
+
+def _full_batch(n: int = 5) -> SampleBatch:
+    rng = np.random.default_rng(0)
+    return SampleBatch(
+        obs=rng.standard_normal((n, 4)).astype(np.float32),
+        new_obs=rng.standard_normal((n, 4)).astype(np.float32),
+        actions=np.arange(n, dtype=np.int64) % 2,
+        rewards=np.ones(n, dtype=np.float32),
+        terminateds=np.arange(n) == n - 1,
+        truncateds=np.zeros(n, dtype=bool),
+        eps_id=np.full(n, 2**60 + 3, dtype=np.int64),
+        t=np.arange(n, dtype=np.int64),
+        action_prob=np.full(n, 0.5, dtype=np.float32),
+        infos=np.array([{} for _ in range(n)], dtype=object),
+    )
+
+
+@pytest.mark.parametrize("multi_agent", [False, True])
+def test_default_output_decodes_with_rllibs_own_reader_logic(
+    tmp_path: Path, multi_agent: bool
+) -> None:
+    written = _full_batch()
+    with JsonWriter(tmp_path, multi_agent=multi_agent) as w:  # every option at its default
+        w.write(written)
+    (path,) = files(tmp_path)
+    (line,) = path.read_bytes().splitlines()
+    assert json.loads(line)["type"] == ("MultiAgentBatch" if multi_agent else "SampleBatch")
+    cols = _rllib_from_json(line)["default_policy"]
+    for name in ("obs", "new_obs", "actions", "rewards", "terminateds", "eps_id", "t"):
+        np.testing.assert_array_equal(cols[name], written[name], err_msg=name)
+    assert cols["obs"].dtype == np.float32  # a real array, not a string RLlib cannot use
+    np.testing.assert_allclose(cols["action_prob"], 0.5)
+    # RLlib's pickle codec, protocol 5, as RLlib 2.60 writes it (tests/data/rllib/)
+    import base64
+
+    import lz4.frame
+
+    raw = json.loads(line)
+    obs = raw["policy_batches"]["default_policy"]["obs"] if multi_agent else raw["obs"]
+    assert lz4.frame.decompress(base64.b64decode(obs))[:2] == b"\x80\x05"
+
+
+def test_the_npy_codec_is_opt_in_and_not_rllib_readable(tmp_path: Path) -> None:
+    with JsonWriter(tmp_path, codec="offrl") as w:
+        w.write(_full_batch())
+    (path,) = files(tmp_path)
+    with pytest.raises(Exception):  # noqa: B017 - RLlib's reader fails on the npy payload
+        _rllib_from_json(path.read_bytes().splitlines()[0])
+
+
+@pytest.mark.slow
+def test_default_output_is_read_by_real_rllib(tmp_path: Path) -> None:
+    """Runs where ``ray[rllib]`` is installed (CI need not install Ray)."""
+    pytest.importorskip("ray.rllib")
+    from ray.rllib.offline.json_reader import JsonReader as RllibJsonReader
+
+    written = _full_batch()
+    with JsonWriter(tmp_path) as w:
+        w.write(written)
+    (path,) = files(tmp_path)
+    got = RllibJsonReader(str(path)).next()
+    np.testing.assert_array_equal(np.asarray(got["obs"]), written["obs"])
+    np.testing.assert_array_equal(np.asarray(got["actions"]), written["actions"])

@@ -52,7 +52,7 @@ def test_normalize_rejects_bad_specs(spec: dict, needle: str) -> None:
 
 def test_proportions_within_binomial_bounds() -> None:
     probs = {"data": 0.4, "s3": 0.3, "sampler": 0.3}
-    readers = {"data": ConstReader(0, 10), "s3": ConstReader(1, 10), "sampler": ConstReader(2, 5)}
+    readers = {"data": ConstReader(0, 10), "s3": ConstReader(1, 10), "sampler": ConstReader(2, 10)}
     mixed = MixedInput(readers, probs, np.random.default_rng(7))
     draws = 20_000
     counts = dict.fromkeys(probs, 0)
@@ -67,10 +67,30 @@ def test_proportions_within_binomial_bounds() -> None:
         sd = math.sqrt(draws * p * (1 - p))  # binomial standard deviation, ~65-69 draws
         assert abs(counts[name] - draws * p) < 4 * sd, (name, counts[name])
     m = mixed.metrics()
-    assert m["input/data/fraction"] == counts["data"] / draws
-    assert m["input/sampler/rows"] == counts["sampler"] * 5
-    total_rows = 10 * (counts["data"] + counts["s3"]) + 5 * counts["sampler"]
-    assert m["input/s3/row_fraction"] == pytest.approx(10 * counts["s3"] / total_rows)
+    assert m["input/data/batch_fraction"] == counts["data"] / draws
+    assert m["input/sampler/rows"] == counts["sampler"] * 10
+    assert m["input/s3/batches"] == counts["s3"]
+    assert m["input/s3/row_fraction"] == pytest.approx(counts["s3"] / draws)
+    assert m["input/s3/fraction"] == m["input/s3/row_fraction"]
+
+
+def test_rows_not_batches_follow_the_probabilities() -> None:
+    """The reference document's mix: 40 % of the *experiences* from the sampler, whose
+    fragments are 4 rows, against recorded lines of 50 rows (drawing per batch gave the
+    sampler ~5 % of the rows)."""
+    probs = {"sampler": 0.4, "data": 0.6}
+    readers = {"sampler": ConstReader(2, 4), "data": ConstReader(0, 50)}
+    mixed = MixedInput(readers, probs, np.random.default_rng(3))
+    rows = dict.fromkeys(probs, 0)
+    while sum(rows.values()) < 200_000:
+        batch = mixed.next()
+        rows[str(mixed.last_source)] += batch.count
+    m = mixed.metrics()
+    assert m["input/sampler/row_fraction"] == pytest.approx(0.4, abs=0.02)
+    assert m["input/data/fraction"] == pytest.approx(0.6, abs=0.02)
+    assert m["input/sampler/row_fraction"] == rows["sampler"] / sum(rows.values())
+    # many more sampler batches than data batches: ~8.3 sampler batches per data batch
+    assert m["input/sampler/batch_fraction"] > 0.85
 
 
 def test_same_seed_same_sequence_and_other_seed_differs() -> None:
@@ -94,8 +114,10 @@ def test_single_source_and_name_mismatch() -> None:
     assert mixed.last_source == "only"
     assert mixed.metrics() == {
         "input/only/fraction": 1.0,
-        "input/only/rows": 3.0,
         "input/only/row_fraction": 1.0,
+        "input/only/rows": 3.0,
+        "input/only/batches": 1.0,
+        "input/only/batch_fraction": 1.0,
     }
     with pytest.raises(ConfigError, match="different sources"):
         MixedInput({"a": ConstReader(0, 1)}, {"b": 1.0}, np.random.default_rng(0))

@@ -196,3 +196,71 @@ def test_plain_verbose_adds_learner_stats() -> None:
     with Progress(console, STOP, verbose=True) as progress:
         progress.update(RESULT)
     assert "info/learner/policy_loss" in buf.getvalue()
+
+
+def test_small_values_are_not_rounded_to_zero() -> None:
+    """-v printed ``cur_lr 0.00`` for a learning rate of 5e-4."""
+    console, buf = _plain_console()
+    with Progress(console, STOP, verbose=True) as progress:
+        progress.update({**RESULT, "info/learner/cur_lr": 5e-4, "info/learner/x": -2.5e-7})
+    assert "info/learner/cur_lr=0.0005" in buf.getvalue()
+    assert "info/learner/x=-2.5e-07" in buf.getvalue()
+
+
+OFFLINE = {
+    "training_iteration": 2,
+    "timesteps_total": 20000,
+    "timesteps_this_iter": 10000,
+    "time_this_iter_s": 4.0,
+    "time_total_s": 8.0,
+    "epoch": 1,
+    "rows_read": 20000,
+    "info/learner/loss": 0.25,
+    "info/learner/mean_q": 41.5,
+    "off_policy_estimation/is/v_target": 30.25,
+    "off_policy_estimation/dm/v_target": 52.0,
+    "episodes_total": 0,
+}
+
+
+def test_an_offline_run_shows_what_it_has_not_empty_rewards() -> None:
+    fields = dict(summary_fields(OFFLINE, {"timesteps_total": 40000}))
+    assert "reward mean" not in fields
+    assert fields["rows"] == "20,000" and fields["epoch"] == "1"
+    assert fields["loss"] == "0.25" and fields["mean Q"] == "41.50"
+    assert fields["is v_target"] == "30.25" and fields["dm v_target"] == "52.00"
+    assert fields["rows/s"] == "2,500.00" and fields["ETA"] == "0:08"
+    # with simulation an offline run has episode returns: those are shown
+    assert "reward mean" in dict(summary_fields({**OFFLINE, "episode_reward_mean": 9.0}, {}))
+
+
+def test_no_stop_says_once_that_the_run_goes_on_until_ctrl_c() -> None:
+    console, buf = _plain_console()
+    with Progress(console, {}) as progress:
+        progress.update(RESULT)
+        progress.update(RESULT)
+    assert buf.getvalue().count("until Ctrl-C") == 1
+    console, buf = _plain_console()
+    with Progress(console, STOP) as progress:
+        progress.update(RESULT)
+    assert "until Ctrl-C" not in buf.getvalue()
+
+
+def test_each_warning_is_shown_once_even_when_filters_change() -> None:
+    """Importing torch adds filters, which made Python forget it had shown gymnasium's
+    CartPole-v0 deprecation: it was printed twice."""
+    import warnings
+
+    from offrl.progress import show_each_warning_once
+
+    shown: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *a, **k: shown.append(str(message))
+        show_each_warning_once()
+        show_each_warning_once()  # installing twice wraps once
+        for _ in range(2):
+            warnings.warn("CartPole-v0 is out of date", DeprecationWarning, stacklevel=1)
+            warnings.filterwarnings("ignore", message="unrelated")  # a filter change
+        warnings.warn("another one", UserWarning, stacklevel=1)
+    assert shown == ["CartPole-v0 is out of date", "another one"]

@@ -55,3 +55,32 @@ def test_ci_runs_the_readme_quick_start() -> None:
     setup, tests = (b.split("```", 1)[0].strip() for b in blocks)
     assert _squash(setup) in _squash(ci)
     assert _squash(tests) in _squash(ci)
+
+
+def test_quick_start_command_1_installs_only_what_training_needs() -> None:
+    blocks = README.split("## Quick start", 1)[1].split("```bash\n")[1:3]
+    setup, tests = (b.split("```", 1)[0].strip() for b in blocks)
+    assert "pip install -e . " in setup and "[test]" not in setup
+    assert "pip install -e '.[test]'" in tests and tests.endswith("python -m pytest")
+
+
+def test_ci_fails_when_pytest_collects_no_tests() -> None:
+    """pytest exits 5 when it collects nothing: CI must not turn that into success."""
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text(encoding="utf-8")
+    code = "\n".join(line for line in ci.splitlines() if not line.lstrip().startswith("#"))
+    assert "set -euo pipefail" in code
+    assert "-eq 5" not in code and "rc=0" not in code and "|| true" not in code
+    assert code.rstrip().endswith("python -m pytest")  # its exit code is the script's
+
+
+def test_training_dependencies_leave_out_the_test_tools() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    core = " ".join(project["dependencies"]).lower()
+    for tool in ("moto", "boto3", "s3fs", "pandas", "pyarrow", "tensorboard", "flask", "pytest"):
+        assert tool not in core, tool
+    test = " ".join(project["optional-dependencies"]["test"]).lower()
+    for tool in ("moto", "s3fs", "pandas", "pyarrow", "tensorboard", "pytest"):
+        assert tool in test, tool

@@ -326,3 +326,23 @@ def test_checkpoint_with_code_is_refused_without_running_it(tmp_path: Path) -> N
     with pytest.raises(OffrlRuntimeError):
         load_checkpoint(tmp_path)
     assert not marker.exists()
+
+
+def test_a_run_directory_resolves_to_its_latest_checkpoint(tmp_path: Path) -> None:
+    from offrl.results import resolve_checkpoint
+
+    for it in (2, 10, 9):
+        save_checkpoint(tmp_path, it, {"v": it})
+    (tmp_path / "checkpoint_000011").mkdir()  # unfinished: no state.pt
+    assert resolve_checkpoint(tmp_path) == tmp_path / "checkpoint_000010"
+    assert load_checkpoint(tmp_path)["v"] == 10
+    assert resolve_checkpoint(tmp_path / "checkpoint_000002") == tmp_path / "checkpoint_000002"
+
+
+def test_a_run_directory_without_checkpoints_lists_what_it_holds(tmp_path: Path) -> None:
+    (tmp_path / "result.json").write_text("")
+    (tmp_path / "params.json").write_text("{}")
+    with pytest.raises(ConfigError) as err:
+        load_checkpoint(tmp_path)
+    msg = str(err.value)
+    assert "holds params.json, result.json" in msg and "--checkpoint-at-end" in msg

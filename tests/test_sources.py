@@ -18,7 +18,7 @@ def tree(tmp_path: Path) -> Path:
     for rel in ["b.json", "a.json", "c.jsonl", "notes.txt", "sub/d.json", "sub/deep/e.json"]:
         p = tmp_path / rel
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text('{"x": 1}\n')
+        p.write_text('{"type": "SampleBatch", "x": 1}\n')
     return tmp_path
 
 
@@ -28,6 +28,21 @@ def test_single_file(tree: Path) -> None:
 
 def test_directory_takes_json_and_jsonl_sorted_not_recursive(tree: Path) -> None:
     assert resolve_sources(str(tree)) == [str(tree / n) for n in ("a.json", "b.json", "c.jsonl")]
+
+
+def test_directory_skips_files_that_are_not_experiences(tree: Path) -> None:
+    """A run directory written with "output": "logdir" holds result.json and params.json
+    beside the experience files; reading it used to fail on them."""
+    (tree / "result.json").write_text('{"type": "SampleBatch"}\n')  # skipped by its name
+    (tree / "params.json").write_text('{\n  "lr": 0.1\n}\n')
+    (tree / "stats.json").write_text('{"training_iteration": 1}\n')  # JSON, not a record
+    (tree / "list.json").write_text("[1, 2]\n")
+    (tree / "cut.json").write_text('{"type": "Sample')  # a first line cut by a crash: kept
+    (tree / "empty.json").write_text("")  # the reader reports it
+    got = [Path(p).name for p in resolve_sources(str(tree))]
+    assert got == ["a.json", "b.json", "c.jsonl", "cut.json", "empty.json"]
+    # files named explicitly, or by a glob, are always read
+    assert resolve_sources(str(tree / "stats.json")) == [str(tree / "stats.json")]
 
 
 def test_glob_and_recursive_glob(tree: Path) -> None:
@@ -149,3 +164,75 @@ def test_open_source_closes_file_when_iterator_closed(tree: Path) -> None:
     handle = frame.f_locals["handle"]
     it.close()
     assert handle.closed
+
+
+# -- what is a URI: one rule for reading and writing ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "protocol"),
+    [
+        ("s3://bucket/cartpole", "s3"),
+        ("hdfs:/archive/cartpole", "hdfs"),  # the reference document's mixing example
+        ("hdfs://namenode:8020/archive", "hdfs"),
+        ("gs://b/x/**.json", "gs"),
+        ("abfs://container/x", "abfs"),
+        ("memory://x", "memory"),
+        ("simplecache::s3://b/k", "simplecache"),
+        ("file:///tmp/x", "file"),
+        ("file:/tmp/x", "file"),
+        ("/tmp/cartpole-out", None),
+        ("data/2025/*.json", None),
+        ("C:/data/x.json", None),  # a Windows drive
+        ("mypkg.readers:MyReader", None),  # a module:Class input
+    ],
+)
+def test_uri_protocol(spec: str, protocol: str | None) -> None:
+    from offrl.io.sources import is_uri, uri_protocol
+
+    assert uri_protocol(spec) == protocol
+    assert is_uri(spec) is (protocol is not None)
+
+
+def test_fsspec_url_gives_the_double_slash_form() -> None:
+    from offrl.io.sources import fsspec_url
+
+    assert fsspec_url("hdfs:/archive/cartpole") == "hdfs:///archive/cartpole"
+    assert fsspec_url("s3://b/k") == "s3://b/k"
+    assert fsspec_url("simplecache::s3://b/k") == "simplecache::s3://b/k"
+
+
+def test_hdfs_input_is_a_uri_not_a_missing_local_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OffrlRuntimeError) as err:
+        resolve_sources("hdfs:/archive/cartpole")
+    msg = str(err.value)
+    assert "no input files found" not in msg and "hdfs needs" in msg and len(msg) < 600
+    assert "pyarrow and local java libraries required for HDFS" in msg
+
+
+def test_a_protocol_whose_implementation_is_missing_says_what_to_install() -> None:
+    pytest.importorskip("fsspec")
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("gcsfs is installed here")
+    with pytest.raises(OffrlRuntimeError) as err:
+        resolve_sources("gs://bucket/cartpole")
+    assert "the 'gs' filesystem is not installed" in str(err.value)
+    assert "gcsfs" in str(err.value)
+
+
+def test_writer_takes_the_same_uri_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hdfs:/x`` as output goes to HDFS, not to a local directory named ``hdfs:``."""
+    from offrl.io.json_writer import JsonWriter
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OffrlRuntimeError) as err:
+        JsonWriter("hdfs:/archive/out")
+    assert "hdfs needs" in str(err.value)
+    assert list(tmp_path.iterdir()) == []

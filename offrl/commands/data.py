@@ -80,6 +80,11 @@ def json_files(paths: tuple[str, ...]) -> list[str]:
     return source_files(list(paths))
 
 
+def _counts(counts: dict[str, int]) -> str:
+    """``{"SampleBatch": 250}`` as ``250 SampleBatch`` (no Python dict on screen)."""
+    return ", ".join(f"{n:,} {name}" for name, n in counts.items()) or "none"
+
+
 def _show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
@@ -108,7 +113,7 @@ def summary_tables(s: dict[str, Any]) -> list[Table]:
     over.add_column("value")
     rows = [
         ("files", f"{s['files']} ({s['bytes']:,} bytes)"),
-        ("lines / records", f"{s['lines']:,} / {s['records']:,} {s['record_types']}"),
+        ("lines / records", f"{s['lines']:,} / {s['records']:,} ({_counts(s['record_types'])})"),
         ("corrupt lines", str(s["corrupt_lines"])),
         ("rows (steps)", f"{s['rows']:,}  ({s['bytes_per_row'] or '-'} bytes/row)"),
         (
@@ -180,7 +185,7 @@ def inspect(paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
 def validate(paths: tuple[str, ...], env: str | None, as_json: bool, quiet: bool) -> None:
     """Check files against every rule of the format; exit 1 listing (file, line, rule)."""
     from offrl.datatools.convert import total_bytes
-    from offrl.datatools.validate import validate_paths
+    from offrl.datatools.validate import WARNING_RULES, validate_paths
 
     spaces = None
     if env:
@@ -192,6 +197,9 @@ def validate(paths: tuple[str, ...], env: str | None, as_json: bool, quiet: bool
     count = 0
     with byte_progress("validate", total_bytes(files), _show_progress(quiet)) as on_bytes:
         for problem in validate_paths(files, spaces, on_bytes=on_bytes):
+            if problem.rule in WARNING_RULES:  # valid data that misleads some estimators
+                click.echo(f"offrl: warning: {problem}", err=True)
+                continue
             count += 1
             if count <= _MAX_PROBLEMS_SHOWN:
                 click.echo(json.dumps(problem.__dict__) if as_json else str(problem))
@@ -223,9 +231,10 @@ def _columns_option(text: str) -> tuple[str, ...]:
 @click.option(
     "--codec",
     type=click.Choice(["offrl", "rllib"]),
-    default="offrl",
+    default="rllib",
     show_default=True,
-    help="JSON output: codec of compressed columns (rllib = pickle).",
+    help="JSON output: codec of compressed columns (rllib: RLlib's own, a numpy pickle; "
+    "offrl: npy, no pickle).",
 )
 @click.option("--multi-agent", is_flag=True, help="JSON output: RLlib 2.x MultiAgentBatch records.")
 @click.option(

@@ -21,12 +21,16 @@ TABLE_KEYS = (
     "v_target_std_err",
     "v_target_ci_low",
     "v_target_ci_high",
+    "ci_includes_model_error",
     "num_episodes",
     "ess",
     "missing_mass",
+    "v_behavior_undiscounted",
 )
 # One estimate() over the whole dataset: fit the FQE model fully (100 steps under-fit dm).
 FQE_STEPS = 600
+# dm/dr intervals: this many bootstrap resamples of the episodes, each refitting the model.
+FQE_BOOTSTRAP = 20
 
 
 def parse_estimators(text: str) -> list[str]:
@@ -42,7 +46,13 @@ def parse_estimators(text: str) -> list[str]:
 
 
 def run_evaluate_offline(
-    checkpoint: str, data: list[str], names: list[str], *, gamma: float | None, seed: int
+    checkpoint: str,
+    data: list[str],
+    names: list[str],
+    *,
+    gamma: float | None,
+    seed: int,
+    bootstrap: int = FQE_BOOTSTRAP,
 ) -> tuple[dict[str, dict[str, float]], list[str]]:
     """(``{estimator: estimates}``, warnings) over one pass of ``data``."""
     from offrl.io.input import make_input_reader
@@ -56,7 +66,7 @@ def run_evaluate_offline(
         observation_space=obs_space,
         action_space=act_space,
         seed=seed,
-        fqe_config={"n_iters": FQE_STEPS},
+        fqe_config={"n_iters": FQE_STEPS, "bootstrap": 0 if bootstrap < 2 else bootstrap},
     )
     reader = make_input_reader(
         data if len(data) > 1 else data[0], config=cfg, seed=seed, worker_index=0, num_workers=1
@@ -68,20 +78,75 @@ def run_evaluate_offline(
             "directory, glob or URI); convert Parquet with `offrl data convert` first"
         )
     warnings: list[str] = []
+    returns = EpisodeReturns()
     for batch in iter_epoch():
         warnings += feed_estimators(estimators, batch, algo.action_probs)
-    return {name: est.estimate() for name, est in estimators.items()}, warnings
+        returns.add(batch)
+    g = cfg.gamma if gamma is None else gamma
+    undiscounted = returns.mean()
+    out = {}
+    for name, est in estimators.items():
+        values = {**est.estimate(), "gamma": g}
+        if undiscounted is not None:
+            values["v_behavior_undiscounted"] = undiscounted
+        out[name] = values
+    return out, warnings
+
+
+class EpisodeReturns:
+    """Undiscounted returns of the logged episodes that ended (what ``rollout`` reports)."""
+
+    def __init__(self) -> None:
+        self._open: dict[object, float] = {}
+        self.returns: list[float] = []
+
+    def add(self, batch: Any) -> None:
+        import numpy as np
+
+        rewards = np.asarray(batch["rewards"], dtype=np.float64).reshape(-1)
+        done = batch.dones_column()
+        eps = batch["eps_id"] if "eps_id" in batch else np.zeros(len(rewards), dtype=np.int64)
+        for i, r in enumerate(rewards):
+            key = eps[i].item() if hasattr(eps[i], "item") else eps[i]
+            self._open[key] = self._open.get(key, 0.0) + float(r)
+            if done is not None and done[i]:
+                self.returns.append(self._open.pop(key))
+
+    def mean(self) -> float | None:
+        return sum(self.returns) / len(self.returns) if self.returns else None
 
 
 def _cell(key: str, value: Any) -> str:
     if value is None:
         return "-"
+    if key == "ci_includes_model_error":
+        return "yes" if value else "no"
     return f"{value:,.0f}" if key == "num_episodes" else f"{value:,.3f}"
+
+
+def table_caption(gamma: float | None) -> str:
+    """What the numbers are, and how they compare with ``offrl rollout``'s returns."""
+    g = "gamma" if gamma is None else f"gamma = {gamma:g}"
+    example = ""
+    if gamma is not None and gamma < 1:
+        example = (
+            f" (here a policy that lasts 500 steps of reward 1 is worth "
+            f"{(1 - gamma**500) / (1 - gamma):.1f})"
+        )
+    return (
+        f"v_* are DISCOUNTED values, sum_t {g}^t r_t per episode; `offrl rollout` reports the "
+        f"UNDISCOUNTED return sum_t r_t{example}. v_behavior_undiscounted is the logged "
+        "episodes' mean undiscounted return, comparable with rollout. When estimators "
+        "disagree: is/wis if missing_mass is near 0 and ess is large, else dr (both need "
+        "true behaviour probabilities); dm least (its model's bias is in no interval)."
+    )
 
 
 def estimates_table(estimates: dict[str, dict[str, Any]]) -> Table:
     """One row per quantity, one column per estimator (fits a narrow terminal)."""
-    table = Table(title="off-policy estimates")
+    gamma = next((v.get("gamma") for v in estimates.values() if "gamma" in v), None)
+    title = "off-policy estimates" + (f" (discounted, gamma = {gamma:g})" if gamma else "")
+    table = Table(title=title, caption=table_caption(gamma))
     table.add_column("")
     for name in estimates:
         table.add_column(name, justify="right")

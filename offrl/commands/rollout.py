@@ -9,7 +9,7 @@ import torch
 
 from offrl.algos import get_algorithm
 from offrl.config import from_dict
-from offrl.results import load_checkpoint
+from offrl.results import load_checkpoint, resolve_checkpoint
 from offrl.rollout import check_env_id, env_spaces, evaluate, render_episodes
 
 
@@ -39,7 +39,7 @@ def run_rollout(
         returns = evaluate(env_id, algo, episodes, seed, horizon)
     r = np.asarray(returns)
     return {
-        "checkpoint": checkpoint,
+        "checkpoint": str(resolve_checkpoint(checkpoint)),
         "env": env_id,
         "episodes": len(returns),
         "episode_reward_mean": float(r.mean()),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,9 +9,11 @@ from typing import Any
 import click
 
 from offrl.algos import get_algorithm, get_config_class
-from offrl.config import field_meta
+from offrl.config import field_meta, user_key
 from offrl.errors import ConfigError
-from offrl.progress import Progress, make_console
+from offrl.io.input import check_input_exists
+from offrl.io.output import check_output_writable
+from offrl.progress import Progress, make_console, show_each_warning_once
 from offrl.results import (
     ResultLogger,
     clean_result,
@@ -22,7 +23,7 @@ from offrl.results import (
     save_checkpoint,
 )
 from offrl.rollout import env_spaces
-from offrl.runspec import RunSpec, load_run_file, resolve
+from offrl.runspec import Experiment, RunSpec, load_experiments, resolve_experiment
 from offrl.trainer import Counters, Run, should_stop, train
 
 
@@ -35,7 +36,8 @@ def print_config_help(run: str | None) -> None:
         config_cls = get_config_class(name)
         click.echo(f"{name} config keys:")
         defaults = config_cls().to_dict()
-        for key, meta in field_meta(config_cls).items():
+        for field_name, meta in field_meta(config_cls).items():
+            key = user_key(field_name)
             click.echo(f"  {key} = {json.dumps(defaults[key])}\n      {meta['help']}")
 
 
@@ -85,21 +87,56 @@ def run_train(
     verbose: bool,
     quiet: bool,
     ray_address: str | None = None,
+    experiment: str | None = None,
 ) -> int:
-    """Run one training; returns the process exit code."""
+    """Run the training (every experiment of a ``-f`` file, one after another); the exit code.
+
+    Every experiment is resolved and checked before the first one starts.
+    """
     if help_config:
         print_config_help(run)
         return 0
-    file_data = load_run_file(run_file) if run_file else {}
-    spec = resolve(
-        file_data,
-        run=run,
-        env=env,
-        config_text=config_text,
-        stop_text=stop_text,
-        name=name,
-        seed=seed,
-    )
+    show_each_warning_once()
+    experiments = load_experiments(run_file, experiment) if run_file else [Experiment({})]
+    flags = {
+        "run": run,
+        "env": env,
+        "config_text": config_text,
+        "stop_text": stop_text,
+        "name": name,
+        "seed": seed,
+    }
+    specs = [resolve_experiment(exp, **flags) for exp in experiments]
+    code = 0
+    for exp, spec in zip(experiments, specs, strict=True):
+        code = _train_one(
+            spec,
+            exp.data,
+            local_dir,
+            checkpoint_freq,
+            checkpoint_at_end,
+            restore,
+            verbose,
+            quiet,
+            ray_address,
+        )
+        if code:
+            break
+    return code
+
+
+def _train_one(
+    spec: RunSpec,
+    file_data: dict[str, Any],
+    local_dir: Path | None,
+    checkpoint_freq: int,
+    checkpoint_at_end: bool,
+    restore: str | None,
+    verbose: bool,
+    quiet: bool,
+    ray_address: str | None,
+) -> int:
+    """Run one training; returns the process exit code."""
     local = Path(local_dir or file_data.get("local_dir") or default_local_dir())
     checkpoint_freq = checkpoint_freq or int(file_data.get("checkpoint_freq", 0))
     checkpoint_at_end = checkpoint_at_end or bool(file_data.get("checkpoint_at_end", False))
@@ -116,12 +153,14 @@ def run_train(
     counters, restored = _restore(restore, spec, algo) if restore else (Counters(), None)
 
     console = make_console()
+    check_input_exists(spec.config)  # config errors before the run directory exists
+    check_output_writable(spec.config)
     logdir = make_run_dir(local, spec.name, spec.run, spec.env)
     params = {
         "run": spec.run,
         "env": spec.env,
         "stop": spec.stop,
-        **dataclasses.asdict(spec.config),
+        **spec.config.to_dict(),
     }
     from offrl.cli import StopFlag, graceful_signals
 

@@ -33,7 +33,7 @@ class ConvertOptions:
     """How JSON output is written (ignored for Parquet output)."""
 
     compress_columns: Sequence[str] = ("obs", "new_obs")
-    codec: Codec = "offrl"
+    codec: Codec = "rllib"
     multi_agent: bool = False
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
 

@@ -203,6 +203,7 @@ class EpisodeTracker:
 
     def __init__(self) -> None:
         self.tails: dict[int, _Tail] = {}
+        self.warned_behaviour = False  # the behaviour_prob warning is given once
 
     def check(self, batch: SampleBatch, path: str, line: int) -> list[Problem]:
         """The episode rules for one record, continuing episodes seen in earlier records."""
@@ -323,10 +324,29 @@ def check_record(
     except DataFormatError as e:
         return [Problem(rec.path, rec.lineno, "record", e.reason)]
     problems = check_values(batch, rec.raw, rec.path, rec.lineno)
+    if not tracker.warned_behaviour and (w := behaviour_warning(batch, rec.path, rec.lineno)):
+        tracker.warned_behaviour = True  # once per run of validate
+        problems.append(w)
     problems += tracker.check(batch, rec.path, rec.lineno)
     if spaces is not None:
         problems += check_spaces(batch, *spaces, rec.path, rec.lineno)
     return problems
+
+
+# Rules that are warnings: the file is valid, but some use of it will mislead.
+WARNING_RULES = frozenset({"behaviour_prob"})
+
+
+def behaviour_warning(batch: SampleBatch, path: str, line: int) -> Problem | None:
+    """A ``behaviour_prob`` warning when the batch's behaviour probabilities are degenerate
+    (see :func:`offrl.estimators.base.degenerate_behaviour`)."""
+    from offrl.estimators.base import behaviour_probs, degenerate_behaviour, degenerate_warning
+
+    probs = behaviour_probs(batch)
+    if probs is None or "obs" not in batch or "actions" not in batch:
+        return None
+    why = degenerate_behaviour(batch["obs"], batch["actions"], probs)
+    return None if why is None else Problem(path, line, "behaviour_prob", degenerate_warning(why))
 
 
 def validate_paths(

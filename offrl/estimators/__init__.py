@@ -23,7 +23,14 @@ import difflib
 from typing import Any
 
 from offrl.errors import ConfigError
-from offrl.estimators.base import MissingBehaviourProbs, OffPolicyEstimator
+from offrl.estimators.base import (
+    BEHAVIOUR_ESTIMATORS,
+    MissingBehaviourProbs,
+    OffPolicyEstimator,
+    behaviour_probs,
+    degenerate_behaviour,
+    degenerate_warning,
+)
 from offrl.estimators.direct import DirectMethod, DoublyRobust, SharedFQE
 from offrl.estimators.fqe import FQEConfig
 from offrl.estimators.importance import ImportanceSampling, WeightedImportanceSampling
@@ -98,13 +105,31 @@ def estimators_for(
     return {est.name: est for est in estimators}
 
 
+def check_behaviour(estimators: dict[str, Any], batch: Any) -> list[str]:
+    """A warning (once per set of estimators) when ``batch``'s behaviour probabilities are
+    degenerate and an estimator that uses them is running."""
+    users = [est for name, est in estimators.items() if name in BEHAVIOUR_ESTIMATORS]
+    if not users or any(getattr(est, "warned_degenerate", False) for est in users):
+        return []
+    probs = behaviour_probs(batch)
+    if probs is None:
+        return []
+    why = degenerate_behaviour(batch["obs"], batch["actions"], probs)
+    if why is None:
+        return []
+    for est in users:
+        est.warned_degenerate = True
+    return [degenerate_warning(why)]
+
+
 def feed_estimators(estimators: dict[str, Any], batch: Any, target_probs: Any) -> list[str]:
     """Give ``batch`` to every estimator; drop those the data cannot serve.
 
     Returns one warning per dropped estimator (data without behaviour probabilities):
-    a skipped estimator, never a crash.
+    a skipped estimator, never a crash; and one when the behaviour probabilities are
+    degenerate (:func:`~offrl.estimators.base.degenerate_behaviour`).
     """
-    warnings: list[str] = []
+    warnings: list[str] = check_behaviour(estimators, batch)
     for name in list(estimators):
         try:
             estimators[name].process(batch, target_probs)

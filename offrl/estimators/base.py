@@ -86,6 +86,56 @@ class Episode:
         return self.target_probs[np.arange(len(self.actions)), self.actions]
 
 
+# The estimators that use the behaviour policy's probabilities.
+BEHAVIOUR_ESTIMATORS = ("is", "wis", "dr")
+
+
+def degenerate_behaviour(obs: np.ndarray, actions: np.ndarray, probs: np.ndarray) -> str | None:
+    """Why these logged behaviour probabilities cannot be right, or None.
+
+    Two signs, both seen in real data: every probability is 1.0 although different
+    actions were logged (a greedy policy that explored: RLlib's DQN writes 1.0 for its
+    epsilon-greedy actions), or one state logged with different actions whose
+    probabilities sum to more than 1. Shapes: obs (N, ...), actions (N, ...), probs (N,).
+    """
+    n = len(probs)
+    if n == 0:
+        return None
+    acts = np.asarray(actions).reshape(n, -1)
+    if np.all(probs == 1.0) and len(np.unique(acts, axis=0)) > 1:
+        return (
+            "every action_prob is 1.0, yet different actions were logged (a greedy policy "
+            "that explored; RLlib's DQN writes 1.0 for its epsilon-greedy actions)"
+        )
+    _, state = np.unique(np.asarray(obs).reshape(n, -1), axis=0, return_inverse=True)
+    state = state.reshape(-1)
+    repeated = np.flatnonzero(np.bincount(state)[state] > 1)
+    best: dict[tuple[int, bytes], float] = {}
+    for i in repeated:
+        key = (int(state[i]), acts[i].tobytes())
+        best[key] = max(best.get(key, 0.0), float(probs[i]))
+    totals: dict[int, list[float]] = {}
+    for (s_id, _), p in best.items():
+        totals.setdefault(s_id, []).append(p)
+    for ps in totals.values():
+        if len(ps) > 1 and sum(ps) > 1.0 + 1e-6:
+            return (
+                f"one state was logged with {len(ps)} different actions whose probabilities "
+                f"sum to {sum(ps):.3g} > 1"
+            )
+    return None
+
+
+def degenerate_warning(why: str) -> str:
+    """The user-facing warning for :func:`degenerate_behaviour`: what it breaks."""
+    return (
+        f"behaviour probabilities look wrong: {why}. This breaks "
+        f"{', '.join(BEHAVIOUR_ESTIMATORS)}: is/wis then report v_target = v_behavior with a "
+        "zero-width interval, and dr's correction term is wrong; dm does not use them. "
+        "Record the data with the probability the behaviour policy really gave each action"
+    )
+
+
 def discounted_sum(rewards: np.ndarray, gamma: float) -> float:
     """sum_t gamma^t r_t of one episode."""
     return float(np.sum(gamma ** np.arange(len(rewards)) * rewards))

@@ -4,6 +4,13 @@
 when new episodes arrived, runs ``fqe_config["n_iters"]`` gradient steps (bounded
 cost per call, the model keeps improving over calls) and evaluates. ``dm`` and ``dr``
 made together share one :class:`SharedFQE` (one set of episodes, one model, one fit).
+
+Intervals. The normal interval over per-episode values ignores that the model was
+fitted on those same episodes: it can exclude the truth while looking precise. With
+``fqe_config["bootstrap"] = B`` the interval is a percentile bootstrap over episodes
+in which every resample refits its own model (as many steps as the main one), so the
+model's variance is in it; ``ci_includes_model_error`` says which one a result holds
+(1.0 or 0.0). No interval covers a bias every refit shares (an under-fitted model).
 """
 
 from __future__ import annotations
@@ -22,6 +29,26 @@ from offrl.estimators.base import (
 from offrl.estimators.fqe import FittedQEvaluation, FQEConfig, episodes_to_transitions
 from offrl.estimators.importance import episode_ratios
 from offrl.estimators.stats import mean_std_err, summarize
+
+Replicate = tuple[FittedQEvaluation, list[Episode]]
+
+
+def with_interval(out: dict[str, float], replicates: np.ndarray | None) -> dict[str, float]:
+    """``out`` with a bootstrap interval from ``replicates`` (B estimates), when given.
+
+    std err = the replicates' standard deviation; the 95 % interval their 2.5 and 97.5
+    percentiles. ``ci_includes_model_error`` records which kind of interval ``out`` holds.
+    """
+    if replicates is None or len(replicates) < 2:
+        return {**out, "ci_includes_model_error": 0.0}
+    low, high = np.percentile(replicates, [2.5, 97.5])
+    return {
+        **out,
+        "v_target_std_err": float(np.std(replicates, ddof=1)),
+        "v_target_ci_low": float(low),
+        "v_target_ci_high": float(high),
+        "ci_includes_model_error": 1.0,
+    }
 
 
 def dr_episode_value(
@@ -56,6 +83,28 @@ class SharedFQE:
         self.model = FittedQEvaluation(obs_dim, action_space_n, gamma, fqe, seed)
         self.counts = {"add": 0, "fit": 0, "reset": 0}
         self._data_key = (-1, -1)  # (episodes seen, stored) when the data was last set
+        self._dims = (obs_dim, action_space_n, gamma, fqe, seed)
+        self._replicates: tuple[int, list[Replicate]] = (-1, [])
+
+    def replicates(self) -> list[Replicate]:
+        """``fqe.bootstrap`` (model, resampled episodes) pairs for the current fit, each
+        model refitted from scratch on its resample; made once per fit, shared by dm and dr."""
+        obs_dim, n_actions, gamma, fqe, seed = self._dims
+        if fqe.bootstrap == 0:
+            return []
+        if self._replicates[0] == self.counts["fit"]:
+            return self._replicates[1]
+        eps = self.collector.episodes
+        rng = np.random.default_rng([seed, self.counts["fit"], 17])
+        out: list[Replicate] = []
+        for b in range(fqe.bootstrap):
+            sample = [eps[i] for i in rng.integers(len(eps), size=len(eps))]
+            model = FittedQEvaluation(obs_dim, n_actions, gamma, fqe, seed + 1 + b)
+            model.set_data(episodes_to_transitions(sample))
+            model.train(max(self.model.steps, fqe.n_iters))
+            out.append((model, sample))
+        self._replicates = (self.counts["fit"], out)
+        return out
 
     def _first(self, op: str, caller_count: int) -> bool:
         if caller_count < self.counts[op]:
@@ -89,6 +138,7 @@ class _ModelBased:
 
     name = ""
     needs_behaviour = False
+    warned_degenerate = False  # set once a degenerate-probabilities warning was given
 
     def __init__(self, *, gamma: float, shared: SharedFQE) -> None:
         self.gamma = gamma
@@ -137,11 +187,10 @@ class DirectMethod(_ModelBased):
         if not self.collector.episodes:
             return {"num_episodes": 0.0}
         eps = self._fit()
-        starts = np.stack([e.obs[0] for e in eps])  # type: ignore[index]
-        probs = np.stack([e.target_probs[0] for e in eps])
-        values = np.sum(self.model.q_values(starts) * probs, axis=1)
-        value, se = mean_std_err(values)
-        return summarize(self._behaviour_value(eps), value, se, len(eps))
+        value, se = mean_std_err(dm_values(self.model, eps))
+        reps = self.shared.replicates()
+        boot = np.array([dm_values(m, sample).mean() for m, sample in reps]) if reps else None
+        return with_interval(summarize(self._behaviour_value(eps), value, se, len(eps)), boot)
 
 
 class DoublyRobust(_ModelBased):
@@ -155,14 +204,32 @@ class DoublyRobust(_ModelBased):
         if not self.collector.episodes:
             return {"num_episodes": 0.0}
         eps = self._fit()
-        all_q = self.model.q_values(np.concatenate([e.obs for e in eps]))  # type: ignore[misc]
-        values, start = [], 0
-        for e in eps:
-            q = all_q[start : start + len(e.rewards)]
-            start += len(e.rewards)
-            rows = np.arange(len(e.actions))
-            ratios = episode_ratios(e, self.name)
-            v = np.sum(q * e.target_probs, axis=1)
-            values.append(dr_episode_value(e.rewards, ratios, q[rows, e.actions], v, self.gamma))
-        value, se = mean_std_err(np.array(values))
-        return summarize(self._behaviour_value(eps), value, se, len(eps))
+        value, se = mean_std_err(dr_values(self.model, eps, self.gamma))
+        reps = self.shared.replicates()
+        boot = (
+            np.array([dr_values(m, sample, self.gamma).mean() for m, sample in reps])
+            if reps
+            else None
+        )
+        return with_interval(summarize(self._behaviour_value(eps), value, se, len(eps)), boot)
+
+
+def dm_values(model: FittedQEvaluation, eps: list[Episode]) -> np.ndarray:
+    """Per-episode DM values sum_a pi(a|s_0) Q^(s_0, a), (E,)."""
+    starts = np.stack([e.obs[0] for e in eps])  # type: ignore[index]
+    probs = np.stack([e.target_probs[0] for e in eps])
+    return np.sum(model.q_values(starts) * probs, axis=1)
+
+
+def dr_values(model: FittedQEvaluation, eps: list[Episode], gamma: float) -> np.ndarray:
+    """Per-episode step-wise DR values (:func:`dr_episode_value`), (E,)."""
+    all_q = model.q_values(np.concatenate([e.obs for e in eps]))  # type: ignore[misc]
+    values, start = [], 0
+    for e in eps:
+        q = all_q[start : start + len(e.rewards)]
+        start += len(e.rewards)
+        rows = np.arange(len(e.actions))
+        ratios = episode_ratios(e, "dr")
+        v = np.sum(q * e.target_probs, axis=1)
+        values.append(dr_episode_value(e.rewards, ratios, q[rows, e.actions], v, gamma))
+    return np.array(values)

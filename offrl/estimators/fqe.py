@@ -35,6 +35,9 @@ class FQEConfig:
     tau: float = 0.2  # Polyak rate of the target network, per gradient step
     hiddens: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "relu"
+    # dm/dr intervals: 0 = spread over episodes only (the model's error is NOT included);
+    # B > 0 = B bootstrap resamples of the episodes, each with its own refitted model
+    bootstrap: int = 0
 
     @staticmethod
     def from_dict(data: dict | None) -> FQEConfig:
@@ -50,6 +53,7 @@ class FQEConfig:
             "lr": cfg.lr > 0,
             "batch_size": cfg.batch_size >= 1,
             "tau": 0 < cfg.tau <= 1,
+            "bootstrap": cfg.bootstrap == 0 or cfg.bootstrap >= 2,
         }
         for key, ok in checks.items():
             if not ok:

@@ -151,6 +151,8 @@ def widened_interval(
 class _ImportanceBase:
     """Collects whole episodes with behaviour probabilities; subclasses pick the formula."""
 
+    warned_degenerate = False  # set once a degenerate-probabilities warning was given
+
     name = ""
 
     def __init__(self, *, gamma: float, seed: int) -> None:

@@ -156,7 +156,7 @@ def encode_record(
     batch: SampleBatch | MultiAgentBatch,
     *,
     compress_columns: Collection[str] = ("obs", "new_obs"),
-    codec: Codec = "offrl",
+    codec: Codec = "rllib",
     multi_agent: bool = False,
 ) -> bytes:
     """One record as a JSON line ending in ``\\n`` (RLlib's shape; see module docstring).

@@ -83,6 +83,29 @@ def reads_files(spec: Any) -> bool:
     return isinstance(spec, str) and spec != "sampler" and not is_class_spec(spec)
 
 
+def file_sources(spec: Any) -> list[str | list[str]]:
+    """The file sources an ``input`` value names (not ``sampler``, not ``module:Class``)."""
+    if isinstance(spec, dict):
+        return [source for source in spec if reads_files(source)]
+    return [spec] if reads_files(spec) else []
+
+
+def check_input_exists(config: CommonConfig) -> None:
+    """OffrlRuntimeError naming what was searched when a file input matches nothing.
+
+    Run before anything is created, so a missing input leaves no empty run directory.
+    """
+    from offrl.io.parquet import is_parquet, resolve_parquet
+    from offrl.io.sources import resolve_sources
+
+    storage_options = config.input_config.get("storage_options") or {}
+    for source in file_sources(config.input):
+        if is_parquet(source):
+            resolve_parquet(source)
+        else:
+            resolve_sources(source, storage_options)
+
+
 def make_input_reader(
     spec: str | list[str],
     *,

@@ -1,10 +1,13 @@
 """JsonWriter: experience batches to rotating JSON Lines files (FORMAT.md, "File names").
 
 Files are named ``output-<YYYY-mm-dd_HH-MM-SS>_worker-<i>_<n>.json`` (local time
-when the file opens) and are created exclusively, so two writers in the same
-directory in the same second never overwrite each other: the second one takes
-the next free ``<n>``. Each record is one complete line, written and flushed at
-once; a failed write is cut back to the last complete record.
+when the file opens; ``<n>`` counts this writer's files, 0, 1, 2 ...) and are
+created exclusively, so two writers in the same directory never overwrite each
+other. When another writer (another run) already holds a name, the time gets a
+suffix ``-<k>`` (``output-<time>-1_worker-0_0.json``), never the next ``<n>``:
+``_1``, ``_2`` only ever mean "the same writer rotated". Each record is one
+complete line, written and flushed at once; a failed write is cut back to the
+last complete record.
 
 Local paths are written with plain file descriptors; a path with a URL scheme
 (``s3://``, ``memory://``, ...) goes through fsspec. On object stores a file
@@ -25,25 +28,21 @@ from offrl.batch import INFOS, MultiAgentBatch, SampleBatch
 from offrl.errors import ConfigError, OffrlRuntimeError
 from offrl.io.codecs import Codec
 from offrl.io.encode import encode_record
+from offrl.io.sources import backend_error, fsspec_url, local_path, needs_fsspec
 
 DEFAULT_MAX_FILE_SIZE = 64 * 1024 * 1024
 _MAX_NAME_ATTEMPTS = 10_000
 
 
-def file_name(stamp: str, worker_index: int, file_index: int) -> str:
-    """``output-<stamp>_worker-<worker_index>_<file_index>.json``."""
-    return f"output-{stamp}_worker-{worker_index}_{file_index}.json"
+def file_name(stamp: str, worker_index: int, file_index: int, tag: int = 0) -> str:
+    """``output-<stamp>[-<tag>]_worker-<worker_index>_<file_index>.json`` (no suffix for tag 0)."""
+    time_part = f"{stamp}-{tag}" if tag else stamp
+    return f"output-{time_part}_worker-{worker_index}_{file_index}.json"
 
 
 def local_stamp(now: float | None = None) -> str:
     """Local time as ``YYYY-mm-dd_HH-MM-SS`` (the time part of a file name)."""
     return time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(now))
-
-
-def has_scheme(path: str) -> bool:
-    """True for ``scheme://...`` paths, which are written through fsspec."""
-    head, sep, _ = path.partition("://")
-    return bool(sep) and head.replace("+", "").replace("-", "").isalnum()
 
 
 # -- targets: where files are created --------------------------------------------------
@@ -54,7 +53,7 @@ class _LocalTarget:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        _prepare_local_dir(directory)
+        prepare_local_dir(directory)
 
     def describe(self, name: str) -> str:
         return str(self.directory / name)
@@ -67,7 +66,7 @@ class _LocalTarget:
         return os.fdopen(fd, "wb", buffering=0)
 
 
-def _prepare_local_dir(directory: Path) -> None:
+def prepare_local_dir(directory: Path) -> None:
     """Create ``directory`` if missing and prove a file can be created in it."""
     if directory.exists() and not directory.is_dir():
         raise OffrlRuntimeError(
@@ -99,11 +98,9 @@ class _FsspecTarget:
         import fsspec
 
         try:
-            self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
-        except ImportError as e:
-            raise OffrlRuntimeError(
-                f"cannot write to {url}: {e}; install the fsspec backend for this scheme"
-            ) from None
+            self.fs, self.root = fsspec.core.url_to_fs(fsspec_url(url), **storage_options)
+        except (ImportError, OSError) as e:
+            raise OffrlRuntimeError(backend_error("write output to", url, e)) from None
         except ValueError as e:
             raise ConfigError(f"output {url!r}: {e}") from None
         self.url = url.rstrip("/")
@@ -153,10 +150,8 @@ class _FsspecTarget:
 
 def _make_target(path: str | Path, storage_options: Mapping[str, Any] | None) -> Any:
     text = str(path)
-    if not has_scheme(text):
-        return _LocalTarget(Path(text).expanduser())
-    if text.startswith("file://"):
-        return _LocalTarget(Path(text[len("file://") :]))
+    if not needs_fsspec(text):  # the one URI rule, shared with the reader
+        return _LocalTarget(Path(local_path(text)))
     return _FsspecTarget(text, storage_options or {})
 
 
@@ -205,7 +200,7 @@ class JsonWriter:
         *,
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
         compress_columns: Sequence[str] = ("obs", "new_obs"),
-        codec: Codec = "offrl",
+        codec: Codec = "rllib",
         multi_agent: bool = False,
         worker_index: int = 0,
         storage_options: Mapping[str, Any] | None = None,
@@ -266,13 +261,13 @@ class JsonWriter:
         self._size = 0
 
     def _open_next(self) -> IO[bytes]:
-        """Open the next free ``output-..._<n>.json``, skipping names another writer took."""
+        """Open this writer's next file ``output-<time>_worker-<i>_<n>.json``; a name another
+        writer holds gets a ``-<k>`` suffix on the time, so ``<n>`` stays this writer's count."""
         stamp = local_stamp()
         taken = self._target.existing_names()
         index = self._next_index
-        for _ in range(_MAX_NAME_ATTEMPTS):
-            name = file_name(stamp, self.worker_index, index)
-            index += 1
+        for tag in range(_MAX_NAME_ATTEMPTS):
+            name = file_name(stamp, self.worker_index, index, tag)
             if name in taken:
                 continue
             try:
@@ -285,12 +280,12 @@ class JsonWriter:
                     f"cannot create output file {self._target.describe(name)}: "
                     f"{e.strerror or e}; check that the output directory is writable"
                 ) from None
-            self._next_index = index
+            self._next_index = index + 1
             self.paths.append(self._target.describe(name))
             return handle
         raise OffrlRuntimeError(
             f"no free output file name after {_MAX_NAME_ATTEMPTS} tries for "
-            f"{self._target.describe(file_name(stamp, self.worker_index, self._next_index))}; "
+            f"{self._target.describe(file_name(stamp, self.worker_index, index))}; "
             "use a fresh output directory"
         )
 

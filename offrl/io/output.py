@@ -15,7 +15,8 @@ from offrl.batch import MultiAgentBatch, SampleBatch
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError
 from offrl.imports import construct, load_class
-from offrl.io.json_writer import JsonWriter, has_scheme
+from offrl.io.json_writer import JsonWriter, prepare_local_dir
+from offrl.io.sources import is_uri, local_path, needs_fsspec
 
 # "pkg.module:Class" -- dotted identifiers, one colon, no path separators.
 _CLASS_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -33,7 +34,7 @@ class OutputWriter(Protocol):
 
 def is_class_ref(output: str) -> bool:
     """True for ``"module:Class"`` (not a path or URI)."""
-    return not has_scheme(output) and bool(_CLASS_REF.match(output))
+    return not is_uri(output) and bool(_CLASS_REF.match(output))
 
 
 def load_writer_class(ref: str) -> type:
@@ -95,6 +96,19 @@ def make_output_writer(
     if is_class_ref(output):
         return _custom_writer(output, dict(config.output_config))
     return _json_writer(output, worker_index, config)
+
+
+def check_output_writable(config: CommonConfig) -> None:
+    """OffrlRuntimeError when a local ``output`` directory cannot be created or written.
+
+    Run before the run directory exists, so an unwritable output leaves nothing behind
+    (the output directory itself is created here, as the writer would).
+    """
+    output = config.output
+    if not isinstance(output, str) or output == "logdir" or is_class_ref(output):
+        return
+    if not needs_fsspec(output):
+        prepare_local_dir(Path(local_path(output)))
 
 
 def close_output(writer: object | None) -> None:
