@@ -11,6 +11,7 @@ class OffrlError(Exception):
     """Base class of every error offrl reports to the user without a traceback."""
 
     exit_code: int = 1
+    detail: str = ""  # more for -v (e.g. a rollout worker's traceback)
 
 
 class ConfigError(OffrlError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.console import Console
@@ -42,13 +43,19 @@ def parse_estimators(text: str) -> list[str]:
 
 
 def run_evaluate_offline(
-    checkpoint: str, data: list[str], names: list[str], *, gamma: float | None, seed: int
+    checkpoint: str,
+    data: list[str],
+    names: list[str],
+    *,
+    gamma: float | None,
+    seed: int,
+    env: str | None = None,
 ) -> tuple[dict[str, dict[str, float]], list[str]]:
     """(``{estimator: estimates}``, warnings) over one pass of ``data``."""
     from offrl.io.input import make_input_reader
 
-    algo, state = load_policy(checkpoint)
-    obs_space, act_space = env_spaces(str(state["env"]))
+    algo, state = load_policy(checkpoint, env)
+    obs_space, act_space = env_spaces(env or str(state["env"]))
     cfg: CommonConfig = algo.config
     estimators = estimators_for(
         names,
@@ -71,6 +78,20 @@ def run_evaluate_offline(
     for batch in iter_epoch():
         warnings += feed_estimators(estimators, batch, algo.action_probs)
     return {name: est.estimate() for name, est in estimators.items()}, warnings
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities made ``None``, so ``json.dumps`` writes valid JSON
+    (``null``); an estimate is NaN when it has no data to go on (no episodes, zero weights)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return json_safe(value.item())
+    return value
 
 
 def _cell(key: str, value: Any) -> str:

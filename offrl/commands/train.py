@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
 import click
 
 from offrl.algos import get_algorithm, get_config_class
-from offrl.config import field_meta
-from offrl.errors import ConfigError
+from offrl.config import MAXIMA, field_meta
+from offrl.errors import ConfigError, OffrlRuntimeError
 from offrl.progress import Progress, make_console
 from offrl.results import (
     ResultLogger,
     clean_result,
     default_local_dir,
-    load_checkpoint,
+    load_run_checkpoint,
     make_run_dir,
     save_checkpoint,
 )
-from offrl.rollout import env_spaces
+from offrl.rollout import env_spaces, restore_policy_state
 from offrl.runspec import RunSpec, load_run_file, resolve
 from offrl.trainer import Counters, Run, should_stop, train
 
@@ -36,7 +39,14 @@ def print_config_help(run: str | None) -> None:
         click.echo(f"{name} config keys:")
         defaults = config_cls().to_dict()
         for key, meta in field_meta(config_cls).items():
-            click.echo(f"  {key} = {json.dumps(defaults[key])}\n      {meta['help']}")
+            bound = MAXIMA.get(key)
+            limit = f" (max {bound:,})" if bound is not None else ""
+            click.echo(f"  {key} = {json.dumps(defaults[key])}{limit}\n      {meta['help']}")
+    click.echo(
+        f"Bounds: every hidden-layer width (model.fcnet_hiddens, hiddens) at most "
+        f"{MAXIMA['layer_width']:,}, at most {MAXIMA['layers']} layers; "
+        f"rollout_fragment_length * num_envs_per_worker at most {MAXIMA['fragment_rows']:,}."
+    )
 
 
 def _checkpoint_state(spec: RunSpec, run: Run) -> dict[str, Any]:
@@ -57,16 +67,83 @@ def _checkpoint_state(spec: RunSpec, run: Run) -> dict[str, Any]:
 def _restore(path: str, spec: RunSpec, algo: Any) -> tuple[Counters, dict[str, Any]]:
     import torch
 
-    state = load_checkpoint(path)
+    state = load_run_checkpoint(path)
     if state.get("run") != spec.run:
         raise ConfigError(
             f"--restore {path}: the checkpoint is from {state.get('run')}, not {spec.run}; "
             f"use --run {state.get('run')}"
         )
-    algo.set_state(state["algo"])
-    if "torch_rng" in state:
-        torch.set_rng_state(state["torch_rng"])
-    return Counters.from_state(state["counters"]), state
+    restore_policy_state(algo, state, spec.env, spec.config.to_dict(), f"--restore {path}")
+    try:
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        return Counters.from_state(state["counters"]), state
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise OffrlRuntimeError(
+            f"--restore {path}: the checkpoint's counters or RNG state are unreadable "
+            f"({type(e).__name__}: {str(e)[:200]})"
+        ) from None
+
+
+# A -f file is a small text file: anything bigger, not a regular file (/dev/zero, a FIFO)
+# or not UTF-8 is refused before it is parsed; so is JSON nested deeper than any config.
+MAX_RUN_FILE_BYTES = 1 << 20
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def json_depth(text: str) -> int:
+    """How deeply ``[`` and ``{`` nest in ``text`` (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for ch in re.findall(r"[\[\]{}]", _JSON_STRING.sub("", text)):
+        depth += 1 if ch in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def check_json_depth(text: str, what: str) -> None:
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise ConfigError(f"{what}: nested more than {MAX_JSON_DEPTH} levels deep; no config is")
+
+
+def check_run_file(path: str) -> None:
+    """ConfigError when the ``-f`` file is not a small UTF-8 text file of sane nesting."""
+    p = Path(path).expanduser()
+    try:
+        info = p.stat()
+    except OSError:
+        return  # load_run_file says why it cannot be read
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"-f {path}: not a regular file; give a JSON run file")
+    if info.st_size > MAX_RUN_FILE_BYTES:
+        raise ConfigError(
+            f"-f {path}: {info.st_size:,} bytes is larger than a run file can be "
+            f"({MAX_RUN_FILE_BYTES:,} bytes at most)"
+        )
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(MAX_RUN_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"-f {path}: cannot read the file: {e.strerror}") from None
+    if len(raw) > MAX_RUN_FILE_BYTES:
+        raise ConfigError(f"-f {path}: larger than {MAX_RUN_FILE_BYTES:,} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"-f {path}: not a text file (byte {e.start} is not UTF-8); give a JSON run file"
+        ) from None
+    check_json_depth(text, f"-f {path}")
+
+
+def check_stop_finite(stop: dict[str, Any]) -> None:
+    """ConfigError for a NaN or infinite --stop threshold (NaN is never reached)."""
+    for key, value in stop.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"--stop {key!r}: threshold {value} is not a finite number, so the run "
+                "would never stop; give a number"
+            )
 
 
 def run_train(
@@ -90,6 +167,11 @@ def run_train(
     if help_config:
         print_config_help(run)
         return 0
+    for text, what in ((config_text, "--config"), (stop_text, "--stop")):
+        if text:
+            check_json_depth(text, what)
+    if run_file:
+        check_run_file(run_file)
     file_data = load_run_file(run_file) if run_file else {}
     spec = resolve(
         file_data,
@@ -100,6 +182,7 @@ def run_train(
         name=name,
         seed=seed,
     )
+    check_stop_finite(spec.stop)
     local = Path(local_dir or file_data.get("local_dir") or default_local_dir())
     checkpoint_freq = checkpoint_freq or int(file_data.get("checkpoint_freq", 0))
     checkpoint_at_end = checkpoint_at_end or bool(file_data.get("checkpoint_at_end", False))
@@ -140,6 +223,7 @@ def run_train(
             graceful_signals(flag, lambda m: progress.message(m, style="yellow")),
         ):
             the_run.counters = counters
+            the_run.stop_requested = flag.is_set  # cut the iteration short after a signal
             if (
                 restored is not None
                 and the_run.samplers
