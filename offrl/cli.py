@@ -20,7 +20,7 @@ import click
 
 from offrl import __version__
 from offrl.config import MAXIMA
-from offrl.errors import OffrlError
+from offrl.errors import OffrlError, StopNow
 
 MAX_SEED = MAXIMA["seed"]
 MAX_EPISODES = 100_000
@@ -82,15 +82,6 @@ class StopFlag:
         return self.signum is not None
 
 
-class StopNow(BaseException):
-    """A second SIGINT/SIGTERM: unwinds at once (every ``with`` and ``finally`` closes its
-    files on the way out), then exits 128 + the signal's number."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 def first_signal_message(signum: int) -> str:
     """What the first signal does, and how to stop at once (true for either signal)."""
     name = signal.Signals(signum).name
@@ -104,7 +95,7 @@ def graceful_signals(flag: StopFlag, on_first: Callable[[str], None]) -> Iterato
 
     def handler(signum: int, _frame: Any) -> None:
         if flag.signum is not None:
-            raise StopNow(signum)
+            raise StopNow(signum, signal.Signals(signum).name)
         flag.signum = signum
         on_first(first_signal_message(signum))
 

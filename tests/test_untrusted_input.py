@@ -380,3 +380,73 @@ def test_evaluate_offline_prints_null_for_nan(monkeypatch: pytest.MonkeyPatch) -
         "ess": None,
     }
     assert "null" in err and "NaN" in err  # the note says why
+
+
+# -- 3. signals: the first stops after the iteration, a second stops at once ----------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sig", "code", "hint"),
+    [
+        (15, 143, "send SIGTERM (or SIGINT) again to stop at once"),
+        (2, 130, "Ctrl-C again to stop at once"),
+    ],
+)
+def test_second_signal_stops_a_run_whose_env_hangs(
+    tmp_path: Path, sig: int, code: int, hint: str
+) -> None:
+    import time
+
+    from tests.clitools import start_offrl
+
+    args = train(tmp_path, env="tests.bad_envs:HangsInStep", config={**TINY_PG, "output": "logdir"})
+    args.remove("-q")
+    proc = start_offrl(args, tmp_path)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not list(tmp_path.glob("default/*/params.json")):
+            time.sleep(0.1)
+        time.sleep(1.0)  # inside the hanging step() by now
+        proc.send_signal(sig)
+        time.sleep(1.0)
+        assert proc.poll() is None  # the first signal waits for the iteration, which hangs
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    assert hint in err and "stopped at once" in err and "Traceback" not in err
+    logdir = next(tmp_path.glob("default/*"))
+    assert json.loads((logdir / "params.json").read_text())["env"] == "tests.bad_envs:HangsInStep"
+
+
+def test_a_signal_ends_the_iteration_at_the_next_batch() -> None:
+    import numpy as np
+
+    from offrl.batch import SampleBatch
+    from offrl.trainer import Run, _feed
+
+    class Algo:
+        def steps_per_iteration(self) -> int:
+            return 1000
+
+        def postprocess(self, batch: SampleBatch) -> SampleBatch:
+            return batch
+
+        def learn(self, batch: SampleBatch, t: int) -> dict[str, float]:
+            return {}
+
+    class Source:
+        taken = 0
+
+        def next(self) -> tuple[SampleBatch, bool]:
+            Source.taken += 1
+            return SampleBatch({"rewards": np.zeros(10, dtype=np.float32)}), False
+
+    from offrl.algos.configs import PGConfig
+
+    run = Run(Algo(), PGConfig(), "CartPole-v1", 0, Source(), list)  # type: ignore[arg-type]
+    run.stop_requested = lambda: Source.taken >= 2  # the signal arrives after two batches
+    _, rows, _, _ = _feed(run)
+    assert rows == 20 and Source.taken == 2
