@@ -149,9 +149,7 @@ class ParquetWriter:
             import pyarrow.parquet as pq
 
             # CRC32 of every data page: a flipped byte is caught on reading, not trained on.
-            self._writer = pq.ParquetWriter(
-                self._handle, table.schema, write_page_checksum=True
-            )
+            self._writer = pq.ParquetWriter(self._handle, table.schema, write_page_checksum=True)
         elif not table.schema.equals(self._writer.schema, check_metadata=True):
             raise DataFormatError(
                 str(self.path),
