@@ -450,3 +450,14 @@ def test_a_signal_ends_the_iteration_at_the_next_batch() -> None:
     run.stop_requested = lambda: Source.taken >= 2  # the signal arrives after two batches
     _, rows, _, _ = _feed(run)
     assert rows == 20 and Source.taken == 2
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("checkpoint_freq", "often"), ("checkpoint_freq", 2**70), ("local_dir", 7)],
+)
+def test_run_file_options_of_the_wrong_type_exit_2(tmp_path: Path, key: str, value: Any) -> None:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"run": "PG", "env": "CartPole-v1", key: value}))
+    code, _, err = invoke("train", "-f", str(path))
+    assert code == 2 and f"'{key}'" in err and "Traceback" not in err, err

@@ -136,6 +136,27 @@ def check_run_file(path: str) -> None:
     check_json_depth(text, f"-f {path}")
 
 
+def check_file_options(file_data: dict[str, Any], run_file: str | None) -> None:
+    """ConfigError for a ``-f`` file's local_dir, checkpoint_freq or checkpoint_at_end of the
+    wrong type (the file is parsed JSON: anything can be there)."""
+    rules = {
+        "local_dir": (str, "a string"),
+        "checkpoint_freq": (int, "an integer from 0 to 1,000,000,000"),
+        "checkpoint_at_end": (bool, "true or false"),
+    }
+    for key, (kind, allowed) in rules.items():
+        if key not in file_data:
+            continue
+        value = file_data[key]
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if ok and kind is int:
+            ok = 0 <= value <= 1_000_000_000
+        if not ok:
+            raise ConfigError(
+                f"-f {run_file}: {key!r} is {json.dumps(value)[:60]}; allowed: {allowed}"
+            )
+
+
 def check_stop_finite(stop: dict[str, Any]) -> None:
     """ConfigError for a NaN or infinite --stop threshold (NaN is never reached)."""
     for key, value in stop.items():
@@ -183,6 +204,7 @@ def run_train(
         seed=seed,
     )
     check_stop_finite(spec.stop)
+    check_file_options(file_data, run_file)
     local = Path(local_dir or file_data.get("local_dir") or default_local_dir())
     checkpoint_freq = checkpoint_freq or int(file_data.get("checkpoint_freq", 0))
     checkpoint_at_end = checkpoint_at_end or bool(file_data.get("checkpoint_at_end", False))
