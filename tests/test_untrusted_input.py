@@ -461,3 +461,10 @@ def test_run_file_options_of_the_wrong_type_exit_2(tmp_path: Path, key: str, val
     path.write_text(json.dumps({"run": "PG", "env": "CartPole-v1", key: value}))
     code, _, err = invoke("train", "-f", str(path))
     assert code == 2 and f"'{key}'" in err and "Traceback" not in err, err
+
+
+def test_readme_lists_every_bound() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    bounds = readme.split("### Bounds", 1)[1].split("\n## ", 1)[0]
+    for key, bound in MAXIMA.items():
+        assert f"| `{key}` | {bound:,} |" in bounds, key
