@@ -468,3 +468,13 @@ def test_readme_lists_every_bound() -> None:
     bounds = readme.split("### Bounds", 1)[1].split("\n## ", 1)[0]
     for key, bound in MAXIMA.items():
         assert f"| `{key}` | {bound:,} |" in bounds, key
+
+
+def test_restore_with_unreadable_sampler_state_is_named(checkpoint: Path, tmp_path: Path) -> None:
+    def garble(state: dict) -> None:
+        state["samplers"] = [{"env": {"state": "not a tensor"}}]
+
+    ck = edited(checkpoint, tmp_path, garble)
+    code, _, err = invoke(*train(tmp_path, "--restore", ck))
+    assert code == 1, err
+    assert "episodes in progress are unreadable" in err and "Traceback" not in err

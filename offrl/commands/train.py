@@ -85,6 +85,17 @@ def _restore(path: str, spec: RunSpec, algo: Any) -> tuple[Counters, dict[str, A
         ) from None
 
 
+def _restore_samplers(run: Run, restored: dict[str, Any], path: str) -> bool:
+    """``run.restore_samplers`` from a checkpoint (data from a file: any entry may be wrong)."""
+    try:
+        return run.restore_samplers(restored.get("samplers"))
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        raise OffrlRuntimeError(
+            f"--restore {path}: the checkpoint's episodes in progress are unreadable "
+            f"({type(e).__name__}: {str(e)[:200]})"
+        ) from None
+
+
 # A -f file is a small text file: anything bigger, not a regular file (/dev/zero, a FIFO)
 # or not UTF-8 is refused before it is parsed; so is JSON nested deeper than any config.
 MAX_RUN_FILE_BYTES = 1 << 20
@@ -249,7 +260,7 @@ def run_train(
             if (
                 restored is not None
                 and the_run.samplers
-                and not the_run.restore_samplers(restored.get("samplers"))
+                and not _restore_samplers(the_run, restored, str(restore))
             ):
                 progress.message(
                     "offrl: the checkpoint holds no env state for this setup: "
