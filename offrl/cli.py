@@ -229,6 +229,7 @@ def evaluate_offline(
     Prints the estimates as one JSON object on stdout and a table on stderr.
     """
     from offrl.commands.evaluate import (
+        has_non_finite,
         json_safe,
         parse_estimators,
         print_table,
@@ -246,7 +247,7 @@ def evaluate_offline(
     if not quiet:
         print_table(result, console)
     out = json_safe({"checkpoint": checkpoint, "off_policy_estimation": result})
-    if json.dumps(out) != json.dumps(result):  # NaN or Infinity became null
+    if has_non_finite(result):  # NaN or Infinity became null
         console.print(
             "offrl: note: null in the JSON is an estimate that is not a number "
             "(NaN: no usable episodes or weights for it)",

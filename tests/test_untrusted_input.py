@@ -478,3 +478,17 @@ def test_restore_with_unreadable_sampler_state_is_named(checkpoint: Path, tmp_pa
     code, _, err = invoke(*train(tmp_path, "--restore", ck))
     assert code == 1, err
     assert "episodes in progress are unreadable" in err and "Traceback" not in err
+
+
+def test_evaluate_offline_adds_no_note_when_every_estimate_is_a_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import offrl.commands.evaluate as ev
+
+    def fake(*args: Any, **kwargs: Any) -> tuple[dict, list[str]]:
+        return {"is": {"v_target": 1.0, "v_target_std_err": None}}, []
+
+    monkeypatch.setattr(ev, "run_evaluate_offline", fake)
+    code, out, err = invoke("evaluate-offline", "ck", "--input", "x", "-q")
+    assert code == 0 and "note" not in err
+    assert json.loads(out)["off_policy_estimation"]["is"]["v_target"] == 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -92,6 +93,15 @@ def json_safe(value: Any) -> Any:
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         return json_safe(value.item())
     return value
+
+
+def has_non_finite(value: Any) -> bool:
+    """True when ``value`` (nested dicts and lists) holds a NaN or an infinity."""
+    if isinstance(value, dict):
+        return any(has_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(has_non_finite(v) for v in value)
+    return isinstance(value, (float, np.floating)) and not math.isfinite(value)
 
 
 def _cell(key: str, value: Any) -> str:
