@@ -19,7 +19,12 @@ from typing import Any
 import click
 
 from offrl import __version__
-from offrl.errors import OffrlError
+from offrl.config import MAXIMA
+from offrl.errors import OffrlError, StopNow
+
+MAX_SEED = MAXIMA["seed"]
+MAX_EPISODES = 100_000
+MAX_BOOTSTRAP = 1_000  # dm/dr refits per evaluation: each is a model fit
 
 TRAIN_EXAMPLES = """
 \b
@@ -37,6 +42,9 @@ Examples:
 def _fail(err: OffrlError, verbose: bool) -> None:
     if verbose:
         traceback.print_exc()
+        detail = getattr(err, "detail", "")  # e.g. the traceback inside a rollout worker
+        if detail:
+            click.echo(detail, err=True)
     click.echo(f"offrl: error: {err}", err=True)
     sys.exit(err.exit_code)
 
@@ -54,12 +62,15 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.echo("offrl: interrupted", err=True)
             sys.exit(130)
+        except StopNow as e:
+            click.echo(f"offrl: stopped at once by a second {e}", err=True)
+            sys.exit(128 + e.signum)
 
     return wrapper
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM: the run stops cleanly after the current iteration."""
+    """Set by the first SIGINT/SIGTERM: the run stops cleanly after the current iteration."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -68,19 +79,26 @@ class StopFlag:
     def exit_code(self) -> int:
         return 0 if self.signum is None else 128 + self.signum
 
+    def is_set(self) -> bool:
+        return self.signum is not None
+
+
+def first_signal_message(signum: int) -> str:
+    """What the first signal does, and how to stop at once (true for either signal)."""
+    name = signal.Signals(signum).name
+    again = "Ctrl-C again" if signum == signal.SIGINT else "send SIGTERM (or SIGINT) again"
+    return f"{name}: stopping after this iteration ({again} to stop at once)"
+
 
 @contextmanager
 def graceful_signals(flag: StopFlag, on_first: Callable[[str], None]) -> Iterator[None]:
-    """First Ctrl-C/SIGTERM sets ``flag``; a second Ctrl-C interrupts at once."""
+    """First Ctrl-C/SIGTERM sets ``flag``; a second one of either stops at once (StopNow)."""
 
     def handler(signum: int, _frame: Any) -> None:
-        if flag.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if flag.signum is not None:
+            raise StopNow(signum, signal.Signals(signum).name)
         flag.signum = signum
-        on_first(
-            f"{signal.Signals(signum).name}: stopping after this iteration "
-            "(Ctrl-C again to stop at once)"
-        )
+        on_first(first_signal_message(signum))
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -125,7 +143,9 @@ def main() -> None:
     help="Results root [default: $OFFRL_RESULTS_DIR or ~/offrl_results].",
 )
 @click.option("--name", help="Experiment name: results go to <local-dir>/<name>/.")
-@click.option("--seed", type=click.IntRange(min=0), help="Seed (envs, exploration, init).")
+@click.option(
+    "--seed", type=click.IntRange(min=0, max=MAX_SEED), help="Seed (envs, exploration, init)."
+)
 @click.option(
     "--checkpoint-freq",
     type=click.IntRange(min=0),
@@ -154,9 +174,15 @@ def train(**opts: Any) -> None:
 
 @main.command()
 @click.argument("checkpoint")
-@click.option("--episodes", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--env", help="Override the env the checkpoint was trained on.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--episodes", type=click.IntRange(min=1, max=MAX_EPISODES), default=10, show_default=True
+)
+@click.option(
+    "--env",
+    help="Run in this env instead of the checkpoint's (needed for a module:Class env: "
+    "a checkpoint never makes offrl import a module).",
+)
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=0, show_default=True)
 @click.option("--render", is_flag=True, help="Render episodes (render_mode='human').")
 @click.option("-v", "--verbose", is_flag=True)
 @handle_errors
@@ -189,10 +215,15 @@ def rollout(
     help="Comma-separated estimators: is, wis, dm, dr.",
 )
 @click.option("--gamma", type=click.FloatRange(0, 1), help="Discount [default: the checkpoint's].")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--env",
+    help="The checkpoint's env, when it is a module:Class (a checkpoint never makes offrl "
+    "import a module).",
+)
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=0, show_default=True)
 @click.option(
     "--bootstrap",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_BOOTSTRAP),
     default=20,
     show_default=True,
     help="dm/dr intervals: resamples of the episodes, each refitting the model "
@@ -206,6 +237,7 @@ def evaluate_offline(
     data: tuple[str, ...],
     estimators: str,
     gamma: float | None,
+    env: str | None,
     seed: int,
     bootstrap: int,
     quiet: bool,
@@ -215,19 +247,33 @@ def evaluate_offline(
 
     Prints the estimates as one JSON object on stdout and a table on stderr.
     """
-    from offrl.commands.evaluate import parse_estimators, print_table, run_evaluate_offline
+    from offrl.commands.evaluate import (
+        has_non_finite,
+        json_safe,
+        parse_estimators,
+        print_table,
+        run_evaluate_offline,
+    )
     from offrl.progress import make_console
 
     names = parse_estimators(estimators)
     result, warnings = run_evaluate_offline(
-        checkpoint, list(data), names, gamma=gamma, seed=seed, bootstrap=bootstrap
+        checkpoint, list(data), names, gamma=gamma, seed=seed, env=env, bootstrap=bootstrap
     )
     console = make_console()
     for w in warnings:
         console.print(f"offrl: warning: {w}", style="yellow", markup=False)
     if not quiet:
         print_table(result, console)
-    click.echo(json.dumps({"checkpoint": checkpoint, "off_policy_estimation": result}))
+    out = json_safe({"checkpoint": checkpoint, "off_policy_estimation": result})
+    if has_non_finite(result):  # NaN or Infinity became null
+        console.print(
+            "offrl: note: null in the JSON is an estimate that is not a number "
+            "(NaN: no usable episodes or weights for it)",
+            style="yellow",
+            markup=False,
+        )
+    click.echo(json.dumps(out, allow_nan=False))
 
 
 def _register_subcommands() -> None:

@@ -53,6 +53,75 @@ def _one_or_list(value: Any) -> Any:
 _NORMALIZE = {"input_evaluation": _one_or_list}
 
 
+# The largest value of every size a config -- or a checkpoint's config -- can set, checked
+# before anything is built: no file can make offrl allocate, loop or spawn beyond these.
+# `offrl train --help-config` and the README's config reference list them.
+MAXIMA: dict[str, int] = {
+    "num_workers": 128,
+    "num_envs_per_worker": 1024,
+    "rollout_fragment_length": 100_000,
+    "train_batch_size": 1_000_000,
+    "seed": 2**32 - 1,
+    "evaluation_interval": 1_000_000_000,
+    "evaluation_num_episodes": 100_000,
+    "horizon": 1_000_000_000,
+    "num_threads": 256,
+    "shuffle_buffer_size": 100_000,
+    "output_max_file_size": 2**40,
+    "num_sgd_iter": 1_000,
+    "sgd_minibatch_size": 1_000_000,
+    "n_step": 1_000,
+    "buffer_size": 10_000_000,
+    "learning_starts": 10**12,
+    "target_network_update_freq": 10**12,
+    "prioritized_replay_beta_annealing_timesteps": 10**12,
+    "schedule_max_timesteps": 10**12,
+    "timesteps_per_iteration": 1_000_000,
+    "training_intensity": 10_000,
+    # widths of each hidden layer (model.fcnet_hiddens, DQN's hiddens) and layers per list
+    "layer_width": 16_384,
+    "layers": 16,
+    # rows of one sampled fragment: rollout_fragment_length * num_envs_per_worker
+    "fragment_rows": 1_000_000,
+}
+
+
+def check_maximum(key: str, value: Any, bound_key: str | None = None) -> None:
+    """ConfigError naming ``key`` and its bound when a number exceeds ``MAXIMA``."""
+    bound = MAXIMA.get(bound_key or key)
+    if bound is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if value > bound:
+        shown = str(value) if len(str(value)) <= 30 else f"{str(value)[:27]}..."
+        raise ConfigError(
+            f"config key {key!r}: {shown} is above offrl's maximum {bound:,}; "
+            "see `offrl train --help-config` for every bound"
+        )
+
+
+def check_widths(key: str, hiddens: Any) -> None:
+    """ConfigError unless ``hiddens`` is a list of at most ``layers`` positive widths within
+    ``layer_width``."""
+    if not isinstance(hiddens, list) or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hiddens
+    ):
+        raise ConfigError(
+            f"config key {key!r}: invalid value {_short_json(hiddens)}; "
+            "allowed: a list of positive integers"
+        )
+    if len(hiddens) > MAXIMA["layers"]:
+        raise ConfigError(
+            f"config key {key!r}: {len(hiddens)} layers is above offrl's maximum {MAXIMA['layers']}"
+        )
+    for width in hiddens:
+        check_maximum(key, width, "layer_width")
+
+
+def _short_json(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def opt(
     default: Any,
     help: str,
@@ -313,14 +382,25 @@ def from_dict(cls: type[C], data: Mapping[str, Any], *, algo: str = "") -> C:
             )
         value = _NORMALIZE.get(key, lambda v: v)(value)
         check_value(raw_key, value, metas[key])  # name the key as the user typed it
+        check_maximum(raw_key, value, key)
         values[key] = value
     cfg = cls(**values)
+    _check_fragment_rows(cfg)
     _check_model(cfg.model)
     # A partial model dict keeps the defaults of the keys it does not name.
     cfg.model = {**cls().model, **cfg.model}
     cfg.validate()
     _check_columns(cfg.output_compress_columns)
     return cfg
+
+
+def _check_fragment_rows(cfg: CommonConfig) -> None:
+    rows = cfg.rollout_fragment_length * cfg.num_envs_per_worker
+    if rows > MAXIMA["fragment_rows"]:
+        raise ConfigError(
+            f"config keys 'rollout_fragment_length' * 'num_envs_per_worker' = {rows:,} rows "
+            f"per fragment is above offrl's maximum {MAXIMA['fragment_rows']:,}"
+        )
 
 
 _ACTIVATIONS = ("tanh", "relu", "elu", "linear", "swish", "silu")
@@ -331,14 +411,7 @@ def _check_model(model: Mapping[str, Any]) -> None:
     for key in model:
         if key not in allowed:
             raise ConfigError(f"unknown config key 'model.{key}'{suggest(key, sorted(allowed))}")
-    hiddens = model.get("fcnet_hiddens", [256, 256])
-    if not isinstance(hiddens, list) or not all(
-        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hiddens
-    ):
-        raise ConfigError(
-            f"config key 'model.fcnet_hiddens': invalid value {json.dumps(hiddens)}; "
-            "allowed: a list of positive integers"
-        )
+    check_widths("model.fcnet_hiddens", model.get("fcnet_hiddens", [256, 256]))
     act = model.get("fcnet_activation", "tanh")
     if act not in _ACTIVATIONS:
         raise ConfigError(

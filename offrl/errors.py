@@ -11,6 +11,7 @@ class OffrlError(Exception):
     """Base class of every error offrl reports to the user without a traceback."""
 
     exit_code: int = 1
+    detail: str = ""  # more for -v (e.g. a rollout worker's traceback)
 
 
 class ConfigError(OffrlError):
@@ -36,3 +37,13 @@ class DataFormatError(OffrlError):
         self.reason = reason
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {reason}")
+
+
+class StopNow(BaseException):
+    """A second SIGINT/SIGTERM: unwinds at once (every ``with`` and ``finally`` closes its
+    files on the way out); the CLI then exits 128 + the signal's number. A BaseException,
+    so that no ``except Exception`` on the way swallows it."""
+
+    def __init__(self, signum: int, name: str) -> None:
+        super().__init__(name)
+        self.signum = signum

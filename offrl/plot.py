@@ -12,9 +12,11 @@ matplotlib is optional (``pip install 'offrl[plot]'``).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,18 @@ def _number(value: Any) -> float:
 
 def read_rows(run_dir: Path) -> list[dict[str, Any]]:
     """The results of one run: result.json lines, else progress.csv rows."""
+    try:
+        return _read_rows(run_dir)
+    except UnicodeDecodeError as e:
+        raise OffrlRuntimeError(
+            f"{run_dir}: its results are not text (byte {e.start} is not UTF-8); "
+            "give a run directory written by 'offrl train'"
+        ) from None
+    except csv.Error as e:
+        raise OffrlRuntimeError(f"{run_dir / 'progress.csv'}: not a valid CSV file ({e})") from None
+
+
+def _read_rows(run_dir: Path) -> list[dict[str, Any]]:
     result_json = run_dir / "result.json"
     if result_json.is_file():
         rows = []
@@ -64,14 +78,17 @@ def read_rows(run_dir: Path) -> list[dict[str, Any]]:
                 if not line.strip():
                     continue
                 try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
+                    row = json.loads(line)
+                except (json.JSONDecodeError, RecursionError) as e:
                     # A run killed mid-write leaves a partial last line: use what came before.
                     if lineno > 1 and not f.readline():
                         break
                     raise OffrlRuntimeError(
                         f"{result_json}:{lineno}: not valid JSON ({e})"
                     ) from None
+                if not isinstance(row, dict):
+                    raise OffrlRuntimeError(f"{result_json}:{lineno}: not a JSON object")
+                rows.append(row)
         return rows
     with open(run_dir / "progress.csv", newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -112,6 +129,70 @@ def load_curve(run_dir: Path, x_key: str, y_key: str) -> Curve:
     return Curve(run_dir, run_dir.resolve().parent.name, pts[:, 0], pts[:, 1])
 
 
+def usable_curves(
+    run_dirs: Sequence[Path], x_key: str, y_key: str, warn: Callable[[str], None]
+) -> list[Curve]:
+    """The curves of runs that have points; each run skipped is reported through ``warn``.
+
+    OffrlRuntimeError when no run is left to plot, saying why for each."""
+    curves: list[Curve] = []
+    reasons: list[str] = []
+    for run_dir in run_dirs:
+        rows = read_rows(run_dir)
+        missing = [k for k in (x_key, y_key) if not any(k in r for r in rows)]
+        if not rows:
+            reason = f"{run_dir}: no results (the run failed or stopped before its first result)"
+        elif missing:
+            keys = ", ".join(sorted({k for r in rows for k in r}))
+            reason = f"{run_dir}: no {' or '.join(map(repr, missing))} in its results; keys: {keys}"
+        else:
+            curve = load_curve(run_dir, x_key, y_key)
+            if len(curve.x):
+                curves.append(curve)
+                continue
+            reason = f"{run_dir}: no finite pair of {x_key!r} and {y_key!r} in its results"
+        reasons.append(reason)
+        warn(f"skipped {reason}")
+    if not curves:
+        raise OffrlRuntimeError(
+            "nothing to plot: " + "; ".join(reasons) + "; choose other keys with --x/--y"
+        )
+    return curves
+
+
+def run_title(run_dirs: Sequence[Path]) -> str:
+    """``"PG on CartPole-v1"`` (every algorithm and env, from the runs' params.json)."""
+    algos: list[str] = []
+    envs: list[str] = []
+    for run_dir in run_dirs:
+        try:
+            params = json.loads((run_dir / "params.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            continue
+        if not isinstance(params, dict):
+            continue
+        for value, seen in ((params.get("run"), algos), (params.get("env"), envs)):
+            if isinstance(value, str) and value not in seen:
+                seen.append(value)
+    if not algos and not envs:
+        return ""
+    return f"{', '.join(algos) or '?'} on {', '.join(envs) or '?'}"
+
+
+def check_output(out: Path) -> None:
+    """ConfigError unless ``out`` is a new .png file; its folder is created if missing."""
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"-o {out}: the output must be a .png file")
+    if os.path.lexists(out):
+        raise ConfigError(f"-o {out}: the file exists; give a new file (plot never overwrites)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OffrlRuntimeError(
+            f"-o {out}: cannot create the folder {str(out.parent)!r}: {e.strerror or e}"
+        ) from None
+
+
 def aggregate(curves: Sequence[Curve]) -> GroupCurve:
     """Mean and min/max of runs of one group, interpolated on their shared x range.
 
@@ -147,8 +228,10 @@ def require_matplotlib() -> None:
         ) from None
 
 
-def render(groups: Sequence[GroupCurve], x_key: str, y_key: str, out: Path) -> None:
-    """Draw the mean lines and min/max bands and save a PNG to ``out``."""
+def render(
+    groups: Sequence[GroupCurve], x_key: str, y_key: str, out: Path, title: str = ""
+) -> None:
+    """Draw the mean lines and min/max bands and save a PNG to the new file ``out``."""
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -164,12 +247,21 @@ def render(groups: Sequence[GroupCurve], x_key: str, y_key: str, out: Path) -> N
             ax.fill_between(g.x, g.low, g.high, color=color, alpha=0.2, linewidth=0)
     ax.set_xlabel(x_key)
     ax.set_ylabel(y_key)
-    ax.set_title("mean over runs; shaded: min to max", fontsize=10)
+    subtitle = "mean over runs; shaded: min to max"
+    ax.set_title(f"{title}\n{subtitle}" if title else subtitle, fontsize=10)
     ax.grid(alpha=0.3)
     if groups:
         ax.legend(loc="best")
     fig.tight_layout()
-    fig.savefig(out, format="png")
+    image = io.BytesIO()
+    fig.savefig(image, format="png")
+    try:
+        with open(out, "xb") as f:  # never overwrites, even a file made since the check
+            f.write(image.getvalue())
+    except FileExistsError:
+        raise ConfigError(f"-o {out}: the file exists; give a new file") from None
+    except OSError as e:
+        raise OffrlRuntimeError(f"-o {out}: cannot write the file: {e.strerror or e}") from None
 
 
 def plot_runs(
@@ -178,11 +270,15 @@ def plot_runs(
     *,
     x_key: str = "timesteps_total",
     y_key: str = "episode_reward_mean",
+    warn: Callable[[str], None] | None = None,
 ) -> list[GroupCurve]:
-    """Plot the runs under ``paths`` into the PNG ``out``; returns the curves drawn."""
+    """Plot the runs under ``paths`` into the new PNG ``out``; returns the curves drawn.
+
+    Runs without points of ``x_key``/``y_key`` are skipped (each reported to ``warn``)."""
     out_path = Path(out).expanduser()
-    if out_path.suffix.lower() != ".png":
-        raise ConfigError(f"-o {out}: the output must be a .png file")
-    groups = group_curves([load_curve(r, x_key, y_key) for r in find_runs(paths)])
-    render(groups, x_key, y_key, out_path)
+    check_output(out_path)
+    runs = find_runs(paths)
+    curves = usable_curves(runs, x_key, y_key, warn or (lambda _: None))
+    groups = group_curves(curves)
+    render(groups, x_key, y_key, out_path, run_title([c.run_dir for c in curves]))
     return groups

@@ -177,7 +177,54 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a corrupt file; all mean the same
-        raise OffrlRuntimeError(f"checkpoint {str(file)!r} is corrupt or unreadable: {e}") from None
+        raise OffrlRuntimeError(load_failure_message(str(file), str(e))) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise OffrlRuntimeError(f"checkpoint {str(file)!r} is not an offrl checkpoint")
     return state
+
+
+def load_run_checkpoint(path: str | Path) -> dict[str, Any]:
+    """:func:`load_checkpoint` of a training run's checkpoint, with every entry it needs."""
+    state = load_checkpoint(path)
+    check_checkpoint_entries(state, str(path))
+    return state
+
+
+# What every offrl checkpoint holds, and of which type (a checkpoint is data from a file).
+CHECKPOINT_ENTRIES = {"run": str, "env": str, "config": dict, "algo": dict}
+
+
+def check_checkpoint_entries(state: Mapping[str, Any], where: str) -> None:
+    """OffrlRuntimeError naming the first entry that is missing or of the wrong type."""
+    for key, kind in CHECKPOINT_ENTRIES.items():
+        if key not in state:
+            raise OffrlRuntimeError(
+                f"checkpoint {where!r} has no {key!r} entry; it is incomplete or not written "
+                "by offrl train"
+            )
+        if not isinstance(state[key], kind):
+            raise OffrlRuntimeError(
+                f"checkpoint {where!r}: entry {key!r} is a {type(state[key]).__name__}, "
+                f"not a {kind.__name__}"
+            )
+
+
+def load_failure_message(file: str, torch_message: str) -> str:
+    """Why torch.load failed, in offrl's words: torch's own text advises retrying with
+    ``weights_only=False``, which would run whatever code the file holds, so it is not
+    repeated."""
+    found = re.search(r"GLOBAL ([\w.]+)", torch_message)
+    if found:
+        return (
+            f"checkpoint {file!r} holds Python objects, not only tensors and plain data "
+            f"(it names {found.group(1)}); offrl refused to load it, since unpickling such a "
+            "file can run code. Use checkpoints written by offrl train"
+        )
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", torch_message)
+    if detail:
+        reason = detail.group(1)
+    elif "weights_only" in torch_message:
+        reason = "not a checkpoint torch can read as data"
+    else:
+        reason = torch_message.strip().splitlines()[0] if torch_message.strip() else ""
+    return f"checkpoint {file!r} is corrupt or unreadable: {reason[:300]}"

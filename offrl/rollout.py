@@ -17,7 +17,7 @@ import numpy as np
 
 from offrl import batch as sb
 from offrl.batch import SampleBatch
-from offrl.errors import ConfigError
+from offrl.errors import ConfigError, OffrlError, OffrlRuntimeError
 
 
 class Actor(Protocol):
@@ -32,6 +32,41 @@ def _import_class(spec: str) -> Any:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
         raise ConfigError(f"--env {spec!r}: cannot import {name!r} from {module!r}: {e}") from None
+    except (Exception, SystemExit) as e:  # the module's own code failed (or called sys.exit)
+        raise env_failure(spec, "import", e) from e
+
+
+def env_failure(env_id: str, when: str, err: BaseException) -> OffrlRuntimeError:
+    """``env X failed at <when>: <error>``; raised ``from err``, so -v shows the env's traceback."""
+    text = str(err).strip()
+    first = f": {text.splitlines()[0][:300]}" if text else ""
+    return OffrlRuntimeError(f"env {env_id} failed at {when}: {type(err).__name__}{first}")
+
+
+def env_call(env_id: str, when: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` -- a call into env code -- with its failures (even sys.exit)
+    reported as :func:`env_failure`."""
+    try:
+        return fn(*args, **kwargs)
+    except OffrlError:
+        raise
+    except (Exception, SystemExit) as e:
+        raise env_failure(env_id, when, e) from e
+
+
+def check_finite_step(env_id: str, step: int, obs: np.ndarray, rew: np.ndarray) -> None:
+    """OffrlRuntimeError at the first NaN or infinite reward or observation an env returned:
+    offrl never trains on (or records) values that are not numbers."""
+    for what, arr in (("reward", rew), ("observation", obs)):
+        bad = ~np.isfinite(np.asarray(arr, dtype=np.float64))
+        if bad.any():
+            index = np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)
+            value = float(np.asarray(arr, dtype=np.float64)[index])
+            raise OffrlRuntimeError(
+                f"env {env_id} returned a non-finite {what} ({value}) at step {step} "
+                f"(sub-env {int(index[0])}); offrl does not train on NaN or infinite values: "
+                "fix the env, or wrap it to clip or replace them"
+            )
 
 
 def env_suggestions(env_id: str, n: int = 3) -> list[str]:
@@ -59,15 +94,67 @@ def check_env_id(env_id: str) -> None:
         raise ConfigError(f"--env {env_id!r}: unknown gymnasium environment id{hint}")
 
 
+def checkpoint_env_id(stored: Any, override: str | None, checkpoint: str) -> str:
+    """The env to run a checkpoint's policy in: ``override`` (typed on the command line) or
+    the checkpoint's own env, which must be a registered gymnasium id. A checkpoint is data
+    from a file: offrl never imports a module, or calls anything, because a file names it."""
+    if override:
+        check_env_id(override)
+        return override
+    if not isinstance(stored, str) or ":" in stored or stored not in gym.registry:
+        raise ConfigError(
+            f"checkpoint {checkpoint}: its env {str(stored)[:80]!r} is not a registered "
+            "gymnasium id, and offrl never imports a module a file names; if you trust that "
+            "code, pass it yourself with --env module:Class"
+        )
+    return stored
+
+
+def restore_policy_state(
+    algo: Any, state: dict[str, Any], env_id: str, config: dict[str, Any], checkpoint: str
+) -> None:
+    """``algo.set_state(state["algo"])``; a ConfigError naming what differs when the saved
+    networks do not fit this algorithm (another env or other layer widths)."""
+    try:
+        algo.set_state(state["algo"])
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+        raise ConfigError(checkpoint_mismatch(state, env_id, config, checkpoint, e)) from None
+
+
+def checkpoint_mismatch(
+    state: dict[str, Any], env_id: str, config: dict[str, Any], checkpoint: str, err: Exception
+) -> str:
+    """What differs between a checkpoint and the run it is loaded into, in words."""
+    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    diffs = []
+    if state.get("env") != env_id:
+        diffs.append(f"it was trained on {str(state.get('env'))[:80]!r}, not {env_id!r}")
+    for key in ("model", "hiddens", "dueling", "use_baseline"):
+        old, new = saved.get(key), config.get(key)
+        if key in config and old != new:
+            diffs.append(f"its {key} is {json_short(old)}, this run's is {json_short(new)}")
+    reason = "; ".join(diffs) or f"its saved state does not fit ({type(err).__name__})"
+    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+    detail = f" [{first}]" if first and not diffs else ""
+    return f"checkpoint {checkpoint} does not fit this run: {reason}{detail}"
+
+
+def json_short(value: Any) -> str:
+    import json
+
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _single_env_fn(env_id: str, horizon: int | None) -> Callable[[], gym.Env]:
     def make() -> gym.Env:
         if ":" in env_id:
-            env = _import_class(env_id)()
+            env = env_call(env_id, "construction", _import_class(env_id))
             if horizon is not None:
                 env = gym.wrappers.TimeLimit(env, max_episode_steps=horizon)
             return env
         kwargs: dict[str, Any] = {} if horizon is None else {"max_episode_steps": horizon}
-        return gym.make(env_id, **kwargs)
+        return env_call(env_id, "construction", gym.make, env_id, **kwargs)
 
     return make
 
@@ -86,7 +173,10 @@ def make_vector_env(env_id: str, num_envs: int, horizon: int | None = None) -> g
             if env.metadata.get("autoreset_mode") in (None, gym.vector.AutoresetMode.NEXT_STEP):
                 return env
             env.close()
-    return gym.vector.SyncVectorEnv(
+    return env_call(
+        env_id,
+        "construction",
+        gym.vector.SyncVectorEnv,
         [_single_env_fn(env_id, horizon) for _ in range(num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
     )
@@ -149,11 +239,13 @@ class Sampler:
         horizon: int | None = None,
     ) -> None:
         self.env = make_vector_env(env_id, num_envs, horizon)
+        self.env_id = env_id
+        self.env_steps = 0  # vector steps taken, for error messages
         self.num_envs = num_envs
         self.policy = policy
         self.fragment_length = fragment_length
         self.rng = np.random.default_rng([seed, 7])
-        obs, _ = self.env.reset(seed=seed)
+        obs, _ = env_call(env_id, "reset", self.env.reset, seed=seed)
         self.obs = _flat_obs(obs, num_envs)
         self.autoreset = np.zeros(num_envs, dtype=bool)
         self.eps_id = self._new_ids(num_envs)
@@ -213,9 +305,12 @@ class Sampler:
         rows = 0
         while rows < target:
             actions, extras = self.policy.compute_actions(self.obs, explore=True)
-            next_obs, rew, term, trunc, _ = self.env.step(actions)
+            self.env_steps += 1
+            step = f"step {self.env_steps}"
+            next_obs, rew, term, trunc, _ = env_call(self.env_id, step, self.env.step, actions)
             next_obs = _flat_obs(next_obs, n)
             rew = np.asarray(rew, dtype=np.float32)
+            check_finite_step(self.env_id, self.env_steps, next_obs, rew)
             term = np.asarray(term, dtype=bool)
             trunc = np.asarray(trunc, dtype=bool)
             valid = ~self.autoreset
@@ -292,8 +387,9 @@ def evaluate(
     """Returns of ``num_episodes`` greedy (explore=False) episodes."""
     num_envs = min(num_episodes, 8)
     env = make_vector_env(env_id, num_envs, horizon)
+    steps = 0
     try:
-        obs, _ = env.reset(seed=seed)
+        obs, _ = env_call(env_id, "reset", env.reset, seed=seed)
         obs = _flat_obs(obs, num_envs)
         ret = np.zeros(num_envs)
         started = num_envs
@@ -302,8 +398,10 @@ def evaluate(
         returns: list[float] = []
         while active.any():
             actions, _ = policy.compute_actions(obs, explore=False)
-            obs, rew, term, trunc, _ = env.step(actions)
+            steps += 1
+            obs, rew, term, trunc, _ = env_call(env_id, f"step {steps}", env.step, actions)
             obs = _flat_obs(obs, num_envs)
+            check_finite_step(env_id, steps, obs, np.asarray(rew))
             live = active & ~autoreset
             ret += np.where(live, rew, 0.0)
             done = live & (np.asarray(term) | np.asarray(trunc))

@@ -78,7 +78,7 @@ def _key_lines(text: str) -> Lines:
 
     try:
         root = yaml.compose(text, Loader=_yaml_loader())
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return {}
     lines: Lines = {}
 
@@ -101,6 +101,8 @@ def _parse_file(path: str, text: str) -> Any:
 
     try:
         return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:  # block-style nesting, which the bracket count cannot see
+        raise ConfigError(f"-f {path}: nested too deeply; no config is") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""

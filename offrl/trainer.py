@@ -289,6 +289,7 @@ class Run:
     counters: Counters = field(default_factory=Counters)
     warnings: list[str] = field(default_factory=list)  # for the user; the caller shows them
     samplers: list[Any] = field(default_factory=list)  # local samplers, for checkpoints
+    stop_requested: Any = None  # () -> bool: True once a signal asked the run to stop
 
     def sampler_states(self) -> list[Any] | None:
         """States of every local sampler, or None when one of them cannot be saved."""
@@ -324,6 +325,8 @@ def _feed(run: Run) -> tuple[dict[str, float], int, int, float]:
     rows = sampled = 0
     write_s = 0.0
     while rows < algo.steps_per_iteration():
+        if rows and run.stop_requested is not None and run.stop_requested():
+            break  # a signal came: end this iteration with what it has learned so far
         batch, live = run.source.next()
         if live:
             sampled += batch.count

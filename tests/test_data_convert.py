@@ -197,3 +197,37 @@ def test_inspect_of_parquet_is_usage_error(tmp_path: Path) -> None:
     res = CliRunner().invoke(data, ["inspect", str(tmp_path / "a.parquet")])
     assert res.exit_code == 2
     assert "convert Parquet to JSON first" in res.output
+
+
+def test_parquet_destination_in_a_new_folder_is_created(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        data, ["convert", "-q", str(FIXTURE), str(tmp_path / "new" / "deeper" / "a.parquet")]
+    )
+    assert res.exit_code == 0, res.output
+    assert pq.read_table(tmp_path / "new" / "deeper" / "a.parquet").num_rows == 102
+
+
+def test_parquet_destination_under_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    res = CliRunner().invoke(data, ["convert", "-q", str(FIXTURE), f"{tmp_path}/file/a.parquet"])
+    assert res.exit_code == 1 and "cannot create the folder" in res.output, res.output
+
+
+def test_glob_matching_parquet_and_json_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.json").write_bytes(FIXTURE.read_bytes())
+    convert([str(FIXTURE)], str(src / "b.parquet"))
+    res = CliRunner().invoke(data, ["convert", "-q", f"{src}/*", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    assert "b.parquet" in res.output and "convert them separately" in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_glob_matching_only_parquet_reads_it_as_parquet(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    convert([str(FIXTURE)], str(src / "b.parquet"))
+    res = CliRunner().invoke(data, ["convert", "-q", f"{src}/*", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["rows"] == 102

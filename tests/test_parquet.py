@@ -149,3 +149,51 @@ def test_more_workers_than_files_split_records(tmp_path: Path) -> None:
         r = ParquetReader(str(tmp_path), seed=0, worker_index=worker, num_workers=2)
         seen.append([int(r.next()["eps_id"][0]) for _ in range(2)])
     assert seen == [[0, 2], [1, 3]]  # every record read once per epoch overall
+
+
+def _flip_last_byte_of_column(path: Path, column: int) -> None:
+    meta = pq.ParquetFile(path).metadata.row_group(0).column(column)
+    start = meta.dictionary_page_offset or meta.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start + meta.total_compressed_size - 1] ^= 0x01  # inside the last page's data
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_byte_in_a_data_page_is_caught_by_its_checksum(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    obs = rng.standard_normal((200, 4)).astype(np.float32)
+    rows = SampleBatch(obs=obs, actions=np.zeros(200, np.int64), rewards=np.ones(200, np.float32))
+    path = write(tmp_path / "a.parquet", [rows])
+    _flip_last_byte_of_column(path, 0)
+    # Without checksums the flip is silent: pyarrow reads different observations.
+    changed = np.stack(pq.read_table(path).column("obs").to_pylist())
+    assert not np.array_equal(changed, obs)
+    with pytest.raises(DataFormatError, match="a.parquet: corrupt Parquet data .*CRC"):
+        list(iter_parquet_records(str(path)))
+    with pytest.raises(DataFormatError, match="CRC"):
+        ParquetReader(str(path)).next()
+
+
+def test_infos_marked_json_holding_invalid_json_is_a_data_error(tmp_path: Path) -> None:
+    table = batch_to_table(batch(3, 1))
+    i = table.schema.get_field_index("infos")
+    bad = pa.array(['{"i": 0}', "{not json", '{"i": 2}'], type=pa.string())
+    table = table.set_column(i, table.schema.field("infos"), bad)
+    pq.write_table(table, tmp_path / "infos.parquet")
+    with pytest.raises(DataFormatError, match="infos.parquet: column 'infos' is marked JSON"):
+        ParquetReader(str(tmp_path / "infos.parquet")).next()
+
+
+def test_null_observation_rows_are_a_data_error(tmp_path: Path) -> None:
+    obs = pa.array([[0.0, 1.0], None, [2.0, 3.0]], type=pa.list_(pa.float32(), 2))
+    table = pa.table({"obs": obs, "actions": pa.array([0, 1, 0]), "rewards": pa.array([1.0] * 3)})
+    pq.write_table(table, tmp_path / "nulls.parquet")
+    with pytest.raises(DataFormatError, match="nulls.parquet: column 'obs' has 1 null rows"):
+        ParquetReader(str(tmp_path / "nulls.parquet")).next()
+
+
+def test_a_huge_record_is_served_in_bounded_pieces(tmp_path: Path) -> None:
+    path = write(tmp_path / "big.parquet", [batch(50, 1), batch(3, 2)], row_group_rows=8)
+    recs = list(iter_parquet_records(str(path), read_rows=8, batch_rows=8))
+    assert [len(r["obs"]) for r in recs] == [8, 8, 8, 8, 8, 8, 2, 3]
+    assert np.array_equal(np.concatenate([r["t"] for r in recs[:7]]), np.arange(50))

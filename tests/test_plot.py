@@ -89,14 +89,83 @@ def test_png_has_one_line_per_experiment(tmp_path: Path) -> None:
     assert color_pixels(image, "C2") == 0  # and no third line
 
 
-def test_unknown_key_is_usage_error(tmp_path: Path) -> None:
+def test_unknown_key_exits_1_naming_the_keys_and_writes_nothing(tmp_path: Path) -> None:
     run = run_json(tmp_path / "e" / "r", [(0, 1)])
     res = CliRunner().invoke(plot, [str(run), "--y", "nope", "-o", str(tmp_path / "c.png")])
-    assert res.exit_code == 2
+    assert res.exit_code == 1
+    assert "nothing to plot" in res.output
     assert "'nope'" in res.output and "episode_reward_mean" in res.output
+    assert not (tmp_path / "c.png").exists()
 
 
 def test_not_a_run_dir_is_usage_error(tmp_path: Path) -> None:
     res = CliRunner().invoke(plot, [str(tmp_path), "-o", str(tmp_path / "c.png")])
     assert res.exit_code == 2
     assert "no result.json or progress.csv" in res.output
+
+
+def test_failed_run_and_runs_without_the_key_are_skipped_with_a_warning(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    good = run_json(tmp_path / "e" / "good", [(0, 1), (10, 2)])
+    failed = tmp_path / "e" / "failed"
+    failed.mkdir()
+    (failed / "result.json").write_text("")
+    offline = tmp_path / "e" / "offline"
+    offline.mkdir()
+    (offline / "result.json").write_text('{"timesteps_total": 5, "training_iteration": 1}\n')
+    out = tmp_path / "c.png"
+    res = CliRunner().invoke(plot, [str(good), str(failed), str(offline), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert f"warning: skipped {failed}: no results" in res.stderr
+    assert f"warning: skipped {offline}: no 'episode_reward_mean'" in res.stderr
+    assert json.loads(res.stdout)["curves"] == [{"name": "e", "runs": 1}]
+    assert out.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_only_failed_runs_exit_1_and_write_no_chart(tmp_path: Path) -> None:
+    failed = tmp_path / "e" / "failed"
+    failed.mkdir(parents=True)
+    (failed / "result.json").write_text("")
+    res = CliRunner().invoke(plot, [str(failed), "-o", str(tmp_path / "c.png")])
+    assert res.exit_code == 1 and "nothing to plot" in res.output and "no results" in res.output
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_title_names_the_algorithm_and_env(tmp_path: Path) -> None:
+    from offrl.plot import run_title
+
+    a = run_json(tmp_path / "e" / "a", [(0, 1)])
+    b = run_json(tmp_path / "e" / "b", [(0, 1)])
+    (a / "params.json").write_text(json.dumps({"run": "PG", "env": "CartPole-v1"}))
+    (b / "params.json").write_text(json.dumps({"run": "DQN", "env": "CartPole-v1"}))
+    assert run_title([a, b]) == "PG, DQN on CartPole-v1"
+    assert run_title([tmp_path]) == ""
+
+
+def test_binary_result_json_is_a_clear_error(tmp_path: Path) -> None:
+    run = tmp_path / "e" / "r"
+    run.mkdir(parents=True)
+    (run / "result.json").write_bytes(bytes(range(256)))
+    res = CliRunner().invoke(plot, [str(run), "-o", str(tmp_path / "c.png")])
+    assert res.exit_code == 1 and "not text" in res.output and str(run) in res.output
+
+
+def test_existing_output_is_never_overwritten(tmp_path: Path) -> None:
+    run = run_json(tmp_path / "e" / "r", [(0, 1), (1, 2)])
+    out = tmp_path / "c.png"
+    out.write_bytes(b"keep me")
+    res = CliRunner().invoke(plot, [str(run), "-o", str(out)])
+    assert res.exit_code == 2 and "exists" in res.output and "never overwrites" in res.output
+    assert out.read_bytes() == b"keep me"
+
+
+def test_output_folder_is_created_and_a_file_in_the_way_is_named(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    run = run_json(tmp_path / "e" / "r", [(0, 1), (1, 2)])
+    res = CliRunner().invoke(plot, [str(run), "-o", str(tmp_path / "new" / "c.png")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "new" / "c.png").read_bytes()[:8] == PNG_SIGNATURE
+    (tmp_path / "file").write_text("x")
+    res = CliRunner().invoke(plot, [str(run), "-o", str(tmp_path / "file" / "c.png")])
+    assert res.exit_code == 1 and "cannot create the folder" in res.output
+    assert "Traceback" not in res.output

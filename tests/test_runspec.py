@@ -142,3 +142,12 @@ def test_the_yaml_config_is_the_json_configs_twin() -> None:
     assert from_yaml.data == {"name": "cartpole-pg", **from_json.data}
     spec = resolve_experiment(from_yaml, **FLAGS, seed=1)
     assert spec.config.lambda_ == 0.95 and spec.name == "cartpole-pg"
+
+
+def test_yaml_nested_by_indentation_too_deep_is_a_config_error(tmp_path: Path) -> None:
+    """Indentation nests without brackets, so only the parser sees the depth."""
+    lines = [" " * i + f"k{i}:" for i in range(1200)]
+    path = tmp_path / "deep.yaml"
+    path.write_text("\n".join(lines) + " 1\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_experiments(str(path))

@@ -117,8 +117,12 @@ def test_failure_becomes_the_right_error() -> None:
     crash = WorkerFailure("crash", "RuntimeError: boom", "Traceback ...").to_error(3, "; hint")
     assert isinstance(crash, OffrlRuntimeError)
     assert "rollout worker 3 failed: RuntimeError: boom; hint" in str(crash)
-    assert "Traceback ..." in str(crash)
+    # the worker's traceback is shown with -v only (cli prints ``detail``), not in the message
+    assert "Traceback ..." not in str(crash) and "Traceback ..." in crash.detail
     assert not WorkerFailure("data", "x").restartable and WorkerFailure("crash", "x").restartable
+    env = WorkerFailure.from_exception(OffrlRuntimeError("env E failed at step 3: ValueError"))
+    assert env.kind == "runtime" and env.restartable
+    assert str(env.to_error(1)) == "rollout worker 1 failed: env E failed at step 3: ValueError"
 
 
 # -- live sampling ---------------------------------------------------------------------------
@@ -267,8 +271,9 @@ def test_env_error_in_worker_is_reported_with_its_traceback(tmp_path: Path) -> N
     ):
         ws.next()
     text = str(info.value)
-    assert "rollout worker 1 failed: RuntimeError: boom at step 3" in text
-    assert "in step" in text  # the worker's traceback text came along
+    assert f"rollout worker 1 failed: env {__name__}:BoomEnv failed at step " in text
+    assert "RuntimeError: boom at step 3" in text
+    assert "in step" in info.value.detail  # the worker's traceback came along, for -v
 
 
 def test_weights_are_numpy_copies_of_the_acting_net() -> None:

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from offrl.config import CommonConfig, check_lr_schedule, opt
-from offrl.errors import ConfigError
+from offrl.config import CommonConfig, check_lr_schedule, check_widths, opt
 
 
 @dataclass
@@ -169,11 +168,7 @@ class DQNConfig(CommonConfig):
 
 def check_dqn_config(config: DQNConfig) -> None:
     """ConfigError for DQN values that types and ranges alone cannot catch."""
-    if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in config.hiddens):
-        raise ConfigError(
-            f"config key 'hiddens': invalid value {config.hiddens}; "
-            "allowed: a list of positive integers"
-        )
+    check_widths("hiddens", config.hiddens)
     check_lr_schedule(config.lr_schedule)
 
 

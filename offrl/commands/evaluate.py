@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -52,13 +54,14 @@ def run_evaluate_offline(
     *,
     gamma: float | None,
     seed: int,
+    env: str | None = None,
     bootstrap: int = FQE_BOOTSTRAP,
 ) -> tuple[dict[str, dict[str, float]], list[str]]:
     """(``{estimator: estimates}``, warnings) over one pass of ``data``."""
     from offrl.io.input import make_input_reader
 
-    algo, state = load_policy(checkpoint)
-    obs_space, act_space = env_spaces(str(state["env"]))
+    algo, state = load_policy(checkpoint, env)
+    obs_space, act_space = env_spaces(env or str(state["env"]))
     cfg: CommonConfig = algo.config
     estimators = estimators_for(
         names,
@@ -114,6 +117,29 @@ class EpisodeReturns:
 
     def mean(self) -> float | None:
         return sum(self.returns) / len(self.returns) if self.returns else None
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities made ``None``, so ``json.dumps`` writes valid JSON
+    (``null``); an estimate is NaN when it has no data to go on (no episodes, zero weights)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return json_safe(value.item())
+    return value
+
+
+def has_non_finite(value: Any) -> bool:
+    """True when ``value`` (nested dicts and lists) holds a NaN or an infinity."""
+    if isinstance(value, dict):
+        return any(has_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(has_non_finite(v) for v in value)
+    return isinstance(value, (float, np.floating)) and not math.isfinite(value)
 
 
 def _cell(key: str, value: Any) -> str:

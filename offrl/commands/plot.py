@@ -21,6 +21,9 @@ def plot(results_dirs: tuple[str, ...], x_key: str, y_key: str, output: str) -> 
     """Plot learning curves: mean and min-max band over runs of the same experiment."""
     from offrl.plot import plot_runs
 
-    groups = plot_runs(list(results_dirs), output, x_key=x_key, y_key=y_key)
+    def warn(message: str) -> None:
+        click.echo(f"offrl: warning: {message}", err=True)
+
+    groups = plot_runs(list(results_dirs), output, x_key=x_key, y_key=y_key, warn=warn)
     summary = {"output": output, "curves": [{"name": g.group, "runs": g.runs} for g in groups]}
     click.echo(json.dumps(summary))

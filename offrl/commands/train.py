@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
 import click
 
 from offrl.algos import get_algorithm, get_config_class
-from offrl.config import field_meta, user_key
-from offrl.errors import ConfigError
+from offrl.config import MAXIMA, field_meta, user_key
+from offrl.errors import ConfigError, OffrlRuntimeError
 from offrl.io.input import check_input_exists
 from offrl.io.output import check_output_writable
 from offrl.progress import Progress, make_console, show_each_warning_once
@@ -18,11 +21,11 @@ from offrl.results import (
     ResultLogger,
     clean_result,
     default_local_dir,
-    load_checkpoint,
+    load_run_checkpoint,
     make_run_dir,
     save_checkpoint,
 )
-from offrl.rollout import env_spaces
+from offrl.rollout import env_spaces, restore_policy_state
 from offrl.runspec import Experiment, RunSpec, load_experiments, resolve_experiment
 from offrl.trainer import Counters, Run, should_stop, train
 
@@ -38,7 +41,14 @@ def print_config_help(run: str | None) -> None:
         defaults = config_cls().to_dict()
         for field_name, meta in field_meta(config_cls).items():
             key = user_key(field_name)
-            click.echo(f"  {key} = {json.dumps(defaults[key])}\n      {meta['help']}")
+            bound = MAXIMA.get(field_name)
+            limit = f" (max {bound:,})" if bound is not None else ""
+            click.echo(f"  {key} = {json.dumps(defaults[key])}{limit}\n      {meta['help']}")
+    click.echo(
+        f"Bounds: every hidden-layer width (model.fcnet_hiddens, hiddens) at most "
+        f"{MAXIMA['layer_width']:,}, at most {MAXIMA['layers']} layers; "
+        f"rollout_fragment_length * num_envs_per_worker at most {MAXIMA['fragment_rows']:,}."
+    )
 
 
 def _checkpoint_state(spec: RunSpec, run: Run) -> dict[str, Any]:
@@ -59,16 +69,115 @@ def _checkpoint_state(spec: RunSpec, run: Run) -> dict[str, Any]:
 def _restore(path: str, spec: RunSpec, algo: Any) -> tuple[Counters, dict[str, Any]]:
     import torch
 
-    state = load_checkpoint(path)
+    state = load_run_checkpoint(path)
     if state.get("run") != spec.run:
         raise ConfigError(
             f"--restore {path}: the checkpoint is from {state.get('run')}, not {spec.run}; "
             f"use --run {state.get('run')}"
         )
-    algo.set_state(state["algo"])
-    if "torch_rng" in state:
-        torch.set_rng_state(state["torch_rng"])
-    return Counters.from_state(state["counters"]), state
+    restore_policy_state(algo, state, spec.env, spec.config.to_dict(), f"--restore {path}")
+    try:
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        return Counters.from_state(state["counters"]), state
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise OffrlRuntimeError(
+            f"--restore {path}: the checkpoint's counters or RNG state are unreadable "
+            f"({type(e).__name__}: {str(e)[:200]})"
+        ) from None
+
+
+def _restore_samplers(run: Run, restored: dict[str, Any], path: str) -> bool:
+    """``run.restore_samplers`` from a checkpoint (data from a file: any entry may be wrong)."""
+    try:
+        return run.restore_samplers(restored.get("samplers"))
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        raise OffrlRuntimeError(
+            f"--restore {path}: the checkpoint's episodes in progress are unreadable "
+            f"({type(e).__name__}: {str(e)[:200]})"
+        ) from None
+
+
+# A -f file is a small text file: anything bigger, not a regular file (/dev/zero, a FIFO)
+# or not UTF-8 is refused before it is parsed; so is JSON nested deeper than any config.
+MAX_RUN_FILE_BYTES = 1 << 20
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def json_depth(text: str) -> int:
+    """How deeply ``[`` and ``{`` nest in ``text`` (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for ch in re.findall(r"[\[\]{}]", _JSON_STRING.sub("", text)):
+        depth += 1 if ch in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def check_json_depth(text: str, what: str) -> None:
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise ConfigError(f"{what}: nested more than {MAX_JSON_DEPTH} levels deep; no config is")
+
+
+def check_run_file(path: str) -> None:
+    """ConfigError when the ``-f`` file is not a small UTF-8 text file of sane nesting."""
+    p = Path(path).expanduser()
+    try:
+        info = p.stat()
+    except OSError:
+        return  # load_run_file says why it cannot be read
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"-f {path}: not a regular file; give a JSON run file")
+    if info.st_size > MAX_RUN_FILE_BYTES:
+        raise ConfigError(
+            f"-f {path}: {info.st_size:,} bytes is larger than a run file can be "
+            f"({MAX_RUN_FILE_BYTES:,} bytes at most)"
+        )
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(MAX_RUN_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"-f {path}: cannot read the file: {e.strerror}") from None
+    if len(raw) > MAX_RUN_FILE_BYTES:
+        raise ConfigError(f"-f {path}: larger than {MAX_RUN_FILE_BYTES:,} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"-f {path}: not a text file (byte {e.start} is not UTF-8); give a JSON run file"
+        ) from None
+    check_json_depth(text, f"-f {path}")
+
+
+def check_file_options(file_data: dict[str, Any], run_file: str | None) -> None:
+    """ConfigError for a ``-f`` file's local_dir, checkpoint_freq or checkpoint_at_end of the
+    wrong type (the file is parsed JSON: anything can be there)."""
+    rules = {
+        "local_dir": (str, "a string"),
+        "checkpoint_freq": (int, "an integer from 0 to 1,000,000,000"),
+        "checkpoint_at_end": (bool, "true or false"),
+    }
+    for key, (kind, allowed) in rules.items():
+        if key not in file_data:
+            continue
+        value = file_data[key]
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if ok and kind is int:
+            ok = 0 <= value <= 1_000_000_000
+        if not ok:
+            raise ConfigError(
+                f"-f {run_file}: {key!r} is {json.dumps(value)[:60]}; allowed: {allowed}"
+            )
+
+
+def check_stop_finite(stop: dict[str, Any]) -> None:
+    """ConfigError for a NaN or infinite --stop threshold (NaN is never reached)."""
+    for key, value in stop.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"--stop {key!r}: threshold {value} is not a finite number, so the run "
+                "would never stop; give a number"
+            )
 
 
 def run_train(
@@ -97,6 +206,11 @@ def run_train(
         print_config_help(run)
         return 0
     show_each_warning_once()
+    for text, what in ((config_text, "--config"), (stop_text, "--stop")):
+        if text:
+            check_json_depth(text, what)
+    if run_file:
+        check_run_file(run_file)
     experiments = load_experiments(run_file, experiment) if run_file else [Experiment({})]
     flags = {
         "run": run,
@@ -107,6 +221,9 @@ def run_train(
         "seed": seed,
     }
     specs = [resolve_experiment(exp, **flags) for exp in experiments]
+    for exp, spec in zip(experiments, specs, strict=True):
+        check_stop_finite(spec.stop)
+        check_file_options(exp.data, run_file)
     code = 0
     for exp, spec in zip(experiments, specs, strict=True):
         code = _train_one(
@@ -179,10 +296,11 @@ def _train_one(
             graceful_signals(flag, lambda m: progress.message(m, style="yellow")),
         ):
             the_run.counters = counters
+            the_run.stop_requested = flag.is_set  # cut the iteration short after a signal
             if (
                 restored is not None
                 and the_run.samplers
-                and not the_run.restore_samplers(restored.get("samplers"))
+                and not _restore_samplers(the_run, restored, str(restore))
             ):
                 progress.message(
                     "offrl: the checkpoint holds no env state for this setup: "

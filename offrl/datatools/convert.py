@@ -19,7 +19,7 @@ from typing import Any
 
 from offrl.batch import SampleBatch
 from offrl.datatools import ProgressFn, iter_records, raw_only
-from offrl.errors import ConfigError
+from offrl.errors import ConfigError, OffrlRuntimeError
 from offrl.io.codecs import Codec
 from offrl.io.json_writer import DEFAULT_MAX_FILE_SIZE, JsonWriter
 from offrl.io.parquet import ParquetWriter, is_parquet, iter_parquet_records, resolve_parquet
@@ -49,8 +49,20 @@ class ConvertStats:
 
 
 def source_files(src: list[str]) -> list[str]:
-    """The files ``src`` names (Parquet or JSON, decided by the ``.parquet`` suffix)."""
-    return resolve_parquet(src) if is_parquet(src) else resolve_sources(src)
+    """The files ``src`` names (Parquet or JSON, decided by the ``.parquet`` suffix).
+
+    A directory or glob that matches both kinds is refused: JSON is never parsed out of a
+    Parquet file, nor the other way round."""
+    if is_parquet(src):
+        return resolve_parquet(src)
+    files = resolve_sources(src)
+    parquet = [f for f in files if is_parquet(f)]
+    if parquet and len(parquet) < len(files):
+        raise ConfigError(
+            f"{' '.join(src)} matches both Parquet files ({parquet[0]}) and JSON files; "
+            "convert them separately (e.g. 'src/*.json' and 'src/*.parquet')"
+        )
+    return files
 
 
 def total_bytes(files: list[str]) -> int | None:
@@ -94,6 +106,13 @@ def _parquet_batches(files: list[str], on_bytes: ProgressFn | None) -> Iterator[
 
 def _open_writer(dst: str, opts: ConvertOptions) -> Any:
     if is_parquet(dst):
+        parent = Path(dst).expanduser().parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)  # as the JSON writer makes its folders
+        except OSError as e:
+            raise OffrlRuntimeError(
+                f"cannot create the folder {str(parent)!r} for {dst}: {e.strerror or e}"
+            ) from None
         return ParquetWriter(dst)
     return JsonWriter(
         Path(dst).expanduser(),
@@ -114,7 +133,7 @@ def convert(
     stats = ConvertStats()
     batches = (
         _parquet_batches(files, on_bytes)
-        if is_parquet(src)
+        if is_parquet(files)
         else _json_batches(files, stats, on_bytes)
     )
     with _open_writer(dst, opts) as writer:

@@ -148,7 +148,8 @@ class ParquetWriter:
         if self._writer is None:
             import pyarrow.parquet as pq
 
-            self._writer = pq.ParquetWriter(self._handle, table.schema)
+            # CRC32 of every data page: a flipped byte is caught on reading, not trained on.
+            self._writer = pq.ParquetWriter(self._handle, table.schema, write_page_checksum=True)
         elif not table.schema.equals(self._writer.schema, check_metadata=True):
             raise DataFormatError(
                 str(self.path),
@@ -181,7 +182,8 @@ class ParquetWriter:
             else:
                 import pyarrow.parquet as pq
 
-                pq.write_table(self._pa.table({}), self._handle)  # no rows, still Parquet
+                # no rows, still Parquet
+                pq.write_table(self._pa.table({}), self._handle, write_page_checksum=True)
         finally:
             self._handle.close()
             self._handle = None
@@ -254,13 +256,14 @@ def iter_parquet_records(
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, page_checksum_verification=True)
     except (OSError, ValueError) as e:  # pyarrow raises ArrowInvalid (a ValueError) on garbage
         raise DataFormatError(path, None, f"not a readable Parquet file: {e}") from None
     schema = pf.schema_arrow
     pending: dict[str, np.ndarray] | None = None
-    for chunk in pf.iter_batches(batch_size=read_rows):
-        cols = {f.name: column_to_numpy(f, chunk.column(i)) for i, f in enumerate(schema)}
+    max_rows = max(read_rows, batch_rows)
+    for chunk in _checked_batches(pf, path, read_rows):
+        cols = {f.name: _column(path, f, chunk.column(i)) for i, f in enumerate(schema)}
         if pending is not None:
             cols = {k: np.concatenate([pending[k], v]) for k, v in cols.items()}
         ids = cols.pop(RECORD_COLUMN, None)
@@ -268,6 +271,9 @@ def iter_parquet_records(
         for start, end in bounds[:-1]:
             yield {k: v[start:end] for k, v in cols.items()}
         start, end = bounds[-1]
+        while end - start >= max_rows:  # a huge record comes in pieces: memory stays bounded
+            yield {k: v[start : start + max_rows] for k, v in cols.items()}
+            start += max_rows
         pending = {k: v[start:end] for k, v in cols.items()}
         if ids is not None:
             pending[RECORD_COLUMN] = ids[start:end]
@@ -275,6 +281,39 @@ def iter_parquet_records(
         pending.pop(RECORD_COLUMN, None)
         if len(next(iter(pending.values()))):
             yield pending
+
+
+def _checked_batches(pf: Any, path: str, read_rows: int) -> Iterator[Any]:
+    """``pf.iter_batches``; a page whose checksum does not match is a DataFormatError."""
+    batches = pf.iter_batches(batch_size=read_rows)
+    while True:
+        try:
+            chunk = next(batches, None)
+        except (OSError, ValueError) as e:
+            raise DataFormatError(
+                path, None, f"corrupt Parquet data ({str(e).splitlines()[0][:200]})"
+            ) from None
+        if chunk is None:
+            return
+        yield chunk
+
+
+def _column(path: str, field: Any, array: Any) -> np.ndarray:
+    """:func:`column_to_numpy`, with null rows and invalid JSON named as data errors."""
+    if array.null_count and (field.metadata or {}).get(ENCODING_KEY) != JSON_ENCODING:
+        first = next(i for i, v in enumerate(array.is_null().to_pylist()) if v)
+        raise DataFormatError(
+            path,
+            None,
+            f"column {field.name!r} has {array.null_count} null rows (the first at row {first} "
+            "of a read block); every step needs a value",
+        )
+    try:
+        return column_to_numpy(field, array)
+    except orjson.JSONDecodeError as e:
+        raise DataFormatError(
+            path, None, f"column {field.name!r} is marked JSON but holds invalid JSON ({e})"
+        ) from None
 
 
 def _record_bounds(ids: np.ndarray | None, n: int, batch_rows: int) -> list[tuple[int, int]]:

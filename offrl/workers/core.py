@@ -97,28 +97,31 @@ class WorkerFailure:
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         if isinstance(e, DataFormatError):
             return WorkerFailure("data", e.reason, tb, e.path, e.line)
-        kind = "config" if isinstance(e, ConfigError) else "crash"
-        return WorkerFailure(kind, f"{type(e).__name__}: {e}", tb)
+        if isinstance(e, ConfigError):
+            return WorkerFailure("config", str(e), tb)
+        if isinstance(e, OffrlRuntimeError):  # e.g. "env X failed at step N: ..."
+            return WorkerFailure("runtime", str(e), tb)
+        return WorkerFailure("crash", f"{type(e).__name__}: {e}", tb)
 
     @property
     def restartable(self) -> bool:
-        """Bad config or bad data fails again in a new worker; only crashes are retried."""
-        return self.kind == "crash"
+        """Bad config or bad data fails again in a new worker; crashes and env failures
+        are retried."""
+        return self.kind in ("crash", "runtime")
 
     def to_error(self, worker_index: int, hint: str = "") -> Exception:
-        """The learner-side exception: same kind, naming the worker and its traceback."""
+        """The learner-side exception: same kind, naming the worker; the worker's traceback
+        rides along as ``detail`` (shown with -v)."""
         if self.kind == "data":
             return DataFormatError(
                 self.path or "?", self.line, f"{self.message} (worker {worker_index})"
             )
         if self.kind == "config":
             return ConfigError(f"rollout worker {worker_index}: {self.message}")
-        tb = (
-            f"\n--- traceback in worker {worker_index} ---\n{self.traceback}"
-            if self.traceback
-            else ""
-        )
-        return OffrlRuntimeError(f"rollout worker {worker_index} failed: {self.message}{hint}{tb}")
+        err = OffrlRuntimeError(f"rollout worker {worker_index} failed: {self.message}{hint}")
+        if self.traceback:
+            err.detail = f"--- traceback in worker {worker_index} ---\n{self.traceback}"
+        return err
 
 
 def worker_seed(run_seed: int, worker_index: int, restart: int = 0) -> int:
