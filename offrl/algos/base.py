@@ -107,7 +107,10 @@ def discrete_n(space: gym.Space, algo: str) -> int:
     from offrl.errors import ConfigError
 
     if not isinstance(space, gym.spaces.Discrete):
-        raise ConfigError(f"{algo} needs a Discrete action space; this env has {space}")
+        raise ConfigError(
+            f"{algo} needs a Discrete action space; this env has {space}. "
+            "Use --run PG, which also learns Box (Gaussian) and MultiDiscrete actions"
+        )
     return int(space.n)
 
 
