@@ -36,12 +36,14 @@ def _shape_problem(col: str, arr: np.ndarray, space: gym.Space, expected: list) 
         return None
     return (
         f"column {col!r} has shape {(len(arr), *found)} but the environment's {space} "
-        f"expects {_shape_text(expected)} (rows first): was the data recorded in a "
-        "different environment?"
+        f"expects {_shape_text(expected)} (rows first; one row {expected[0]}, found "
+        f"{found}): was the data recorded in a different environment?"
     )
 
 
-def _integer_problem(col: str, arr: np.ndarray, low: np.ndarray, high: np.ndarray) -> str | None:
+def _integer_problem(
+    col: str, arr: np.ndarray, low: np.ndarray, high: np.ndarray, space: gym.Space
+) -> str | None:
     """Values must be integers with ``low <= value < high`` (elementwise)."""
     if arr.dtype.kind == "f":
         bad = np.flatnonzero((arr != np.round(arr)).reshape(len(arr), -1).any(axis=1))
@@ -56,7 +58,8 @@ def _integer_problem(col: str, arr: np.ndarray, low: np.ndarray, high: np.ndarra
         row = int(bad[0])
         return (
             f"column {col!r} row {row}: value {arr[row].tolist()} is outside the space's "
-            f"range [{low.tolist()}, {(high - 1).tolist()}] ({bad.size} rows out of range)"
+            f"range [{low.tolist()}, {(high - 1).tolist()}] of {space} "
+            f"({bad.size} rows out of range)"
         )
     return None
 
@@ -98,7 +101,7 @@ def _obs_problem(col: str, arr: np.ndarray, pre: Preprocessor) -> str | None:
     space = pre.space
     ints = _integer_obs(space)
     if ints is not None and tuple(arr.shape[1:]) == ints[0]:
-        return _integer_problem(col, arr, ints[1], ints[2])
+        return _integer_problem(col, arr, ints[1], ints[2], space)
     flat = (math.prod(pre.shape),)
     # A Box may be stored in its own shape or flattened (the learners flatten it).
     shape = tuple(space.shape) if isinstance(space, gym.spaces.Box) else pre.shape
@@ -115,12 +118,12 @@ def _action_problem(arr: np.ndarray, space: gym.Space) -> str | None:
     if isinstance(space, gym.spaces.Discrete):
         low = np.asarray(space.start)
         return _shape_problem(ACTIONS, arr, space, [()]) or _integer_problem(
-            ACTIONS, arr, low, low + space.n
+            ACTIONS, arr, low, low + space.n, space
         )
     if isinstance(space, gym.spaces.MultiDiscrete):
         shape = tuple(space.nvec.shape)
         return _shape_problem(ACTIONS, arr, space, [shape]) or _integer_problem(
-            ACTIONS, arr, space.start, space.start + space.nvec
+            ACTIONS, arr, space.start, space.start + space.nvec, space
         )
     if isinstance(space, gym.spaces.Box):
         shape = tuple(space.shape)
@@ -144,14 +147,19 @@ def _rewards_problem(rewards: np.ndarray) -> str | None:
 
 
 def space_problems(
-    batch: SampleBatch, observation_space: gym.Space, action_space: gym.Space
+    batch: SampleBatch,
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    *,
+    rewards: bool = True,
 ) -> list[str]:
-    """Every way ``batch`` does not fit the spaces (at most one per column)."""
+    """Every way ``batch`` does not fit the spaces (at most one per column; ``rewards``:
+    check that column too)."""
     pre = preprocessor(observation_space)
     problems = [_obs_problem(col, batch[col], pre) for col in (OBS, NEW_OBS) if col in batch]
     if ACTIONS in batch:
         problems.append(_action_problem(batch[ACTIONS], action_space))
-    if REWARDS in batch:
+    if rewards and REWARDS in batch:
         problems.append(_rewards_problem(batch[REWARDS]))
     return [p for p in problems if p is not None]
 
