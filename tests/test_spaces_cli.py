@@ -53,7 +53,7 @@ def read_all(path: Path) -> dict[str, np.ndarray]:
     files = sorted(str(p) for p in path.glob("*.json"))
     with JsonReader(files, shuffle_files=False) as reader:
         batches = list(reader.iter_epoch())
-    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0].keys()}
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
 # (env, obs column (dtype, row shape), actions (dtype, row shape), DQN applies)
