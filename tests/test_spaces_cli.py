@@ -190,3 +190,15 @@ def test_file_whose_actions_do_not_fit_the_env_names_file_line_and_column(tmp_pa
     code, _, err = train(tmp_path, "PG", "tests.envs:MultiDiscreteEnv", frozen)
     assert code == 1 and "Traceback" not in err
     assert "has shape (4003, 16)" in err
+
+
+def test_help_config_lists_the_model_keys() -> None:
+    code, out, _ = invoke("train", "--run", "PG", "--help-config")
+    assert code == 0
+    for key in ("fcnet_hiddens", "conv_filters", "conv_activation", "normalize_actions"):
+        assert key in out
+
+
+def test_bad_conv_filters_exit_2(tmp_path: Path) -> None:
+    code, _, err = train(tmp_path, "PG", "tests.envs:ImageEnv", {"model": {"conv_filters": [16]}})
+    assert code == 2 and "config key 'model.conv_filters': invalid value [16]" in err
