@@ -262,7 +262,9 @@ class Sampler:
         done = done & valid
         self.ep_return += np.where(valid, rew, 0.0)
         self.t += valid
-        keep = valid.reshape(-1, *([1] * (np.ndim(actions) - 1)))
+        keep = (
+            valid if np.ndim(actions) == 1 else valid.reshape(-1, *([1] * (np.ndim(actions) - 1)))
+        )
         self.prev_action = np.where(keep, actions, 0).astype(self.prev_action.dtype)
         self.prev_reward = np.where(valid, rew, 0.0).astype(np.float32)
         for i in np.flatnonzero(done):
