@@ -202,3 +202,22 @@ def test_help_config_lists_the_model_keys() -> None:
 def test_bad_conv_filters_exit_2(tmp_path: Path) -> None:
     code, _, err = train(tmp_path, "PG", "tests.envs:ImageEnv", {"model": {"conv_filters": [16]}})
     assert code == 2 and "config key 'model.conv_filters': invalid value [16]" in err
+
+
+@pytest.mark.parametrize("env", ["tests.envs:ImageEnv", "tests.envs:BoxActionEnv"])
+def test_convert_to_parquet_and_back_keeps_dtype_shape_and_values(tmp_path: Path, env: str) -> None:
+    out_dir = tmp_path / "out"
+    code, _, err = train(tmp_path, "PG", env, {**TINY, "output": str(out_dir)})
+    assert code == 0, err
+    parquet, back = tmp_path / "data.parquet", tmp_path / "back"
+    assert invoke("data", "convert", str(out_dir), str(parquet), "-q")[0] == 0
+    assert invoke("data", "convert", str(parquet), str(back), "-q")[0] == 0
+    before, after = read_all(out_dir), read_all(back)
+    for col in ("obs", "new_obs", "actions", "prev_actions", "action_logp", "action_dist_inputs"):
+        assert after[col].dtype == before[col].dtype, col
+        assert np.array_equal(after[col], before[col]), col
+    # and a learner reads the Parquet file directly
+    cfg = {**TINY, "input": str(parquet), "postprocess_inputs": True}
+    code, out, err = train(tmp_path, "PG", env, cfg)
+    assert code == 0, err
+    assert json.loads(out)["info/learner/num_grad_updates"] > 0

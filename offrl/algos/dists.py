@@ -34,6 +34,11 @@ def softmax_np(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return e / s, z - np.log(s)
 
 
+def _writable(actions: np.ndarray, dtype: type) -> np.ndarray:
+    """``actions`` as ``dtype``, copied if read-only (torch warns on read-only arrays)."""
+    return np.require(np.asarray(actions, dtype=dtype), requirements="W")
+
+
 class Categorical:
     """One of ``n`` actions; inputs are n logits."""
 
@@ -61,7 +66,7 @@ class Categorical:
         return softmax_np(inputs)[1][rows, np.asarray(actions, dtype=np.int64).reshape(-1)]
 
     def actions_tensor(self, actions: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(actions, dtype=np.int64).reshape(-1))
+        return torch.as_tensor(_writable(actions, np.int64).reshape(-1))
 
     def logp(self, inputs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         logp_all = torch.log_softmax(inputs, dim=-1)
@@ -105,7 +110,7 @@ class MultiCategorical:
         return sum(p.logp_np(self._split(inputs, i), a[:, i]) for i, p in enumerate(self.parts))
 
     def actions_tensor(self, actions: np.ndarray) -> torch.Tensor:
-        a = np.asarray(actions, dtype=np.int64)
+        a = _writable(actions, np.int64)
         return torch.as_tensor(a.reshape(len(a), len(self.parts)))
 
     def logp(self, inputs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -153,7 +158,7 @@ class DiagGaussian:
         return (-0.5 * z * z - log_std - 0.5 * _LOG_2PI).sum(axis=1)
 
     def actions_tensor(self, actions: np.ndarray) -> torch.Tensor:
-        a = np.asarray(actions, dtype=np.float32)
+        a = _writable(actions, np.float32)
         return torch.as_tensor(a.reshape(len(a), self.dim))
 
     def logp(self, inputs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
