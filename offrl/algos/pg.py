@@ -3,6 +3,9 @@
 Reads top to bottom: config, network, acting, post-processing (returns and
 advantages), then the loss and the learner step. With the defaults it is RLlib's
 PG: loss = -mean(logp(a|s) * G), G the discounted return of the episode segment.
+The policy is a categorical, one categorical per MultiDiscrete component, or a
+diagonal Gaussian for Box actions (``offrl/algos/dists.py``); only the categorical
+over an MLP has the numpy fast path (``_step_numpy``), everything else uses autograd.
 """
 
 from __future__ import annotations
