@@ -241,7 +241,7 @@ def build_run(
             simulate=simulate,
             samplers=local_samplers,
         )
-        if estimators:
+        if cfg.input_evaluation:
             from offrl.estimators import skipped_estimators
 
             run.warnings.extend(skipped_estimators(cfg.input_evaluation, act_space))
