@@ -200,3 +200,16 @@ class WrongShapeObsEnv(_CueEnv):
 
     def _obs(self) -> np.ndarray:
         return np.zeros(3, dtype=np.float32)
+
+
+class SixteenStatesTwoActions(_CueEnv):
+    """Discrete(16) observations like FrozenLake's, but only Discrete(2) actions: FrozenLake's
+    recorded actions (0-3) do not fit it."""
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        super().__init__(render_mode)
+        self.observation_space = gym.spaces.Discrete(16)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def _obs(self) -> int:
+        return self.cue

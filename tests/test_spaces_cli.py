@@ -221,3 +221,13 @@ def test_convert_to_parquet_and_back_keeps_dtype_shape_and_values(tmp_path: Path
     code, out, err = train(tmp_path, "PG", env, cfg)
     assert code == 0, err
     assert json.loads(out)["info/learner/num_grad_updates"] > 0
+
+
+def test_file_whose_actions_are_out_of_the_env_range_names_file_line_row_value(
+    tmp_path: Path,
+) -> None:
+    cfg = {"input": str(RLLIB_260_PPO_FROZENLAKE), "postprocess_inputs": True}
+    code, _, err = train(tmp_path, "PG", "tests.envs:SixteenStatesTwoActions", cfg)
+    assert code == 1 and "Traceback" not in err
+    assert "output-2026-12-07_01-09-52_worker-0_0.json:1: column 'actions' row" in err
+    assert "is outside the space's range [0, 1] of Discrete(2)" in err
