@@ -259,7 +259,10 @@ class CommonConfig:
     )
     model: dict = opt(
         {"fcnet_hiddens": [256, 256], "fcnet_activation": "tanh"},
-        "network: fcnet_hiddens (list of widths), fcnet_activation (tanh, relu, elu, linear)",
+        "network: fcnet_hiddens (list of widths), fcnet_activation (tanh, relu, elu, linear); "
+        "image observations (Box of rank 3) first pass conv_filters ([[out_channels, [kh, kw], "
+        "stride], ...], default [[16, [4, 4], 2], [32, [4, 4], 2], [64, [3, 3], 2]]) with "
+        "conv_activation (default relu)",
         types=(dict,),
     )
     evaluation_interval: int | None = opt(
@@ -407,7 +410,7 @@ _ACTIVATIONS = ("tanh", "relu", "elu", "linear", "swish", "silu")
 
 
 def _check_model(model: Mapping[str, Any]) -> None:
-    allowed = {"fcnet_hiddens", "fcnet_activation"}
+    allowed = {"fcnet_hiddens", "fcnet_activation", "conv_filters", "conv_activation"}
     for key in model:
         if key not in allowed:
             raise ConfigError(f"unknown config key 'model.{key}'{suggest(key, sorted(allowed))}")
@@ -416,6 +419,31 @@ def _check_model(model: Mapping[str, Any]) -> None:
     if act not in _ACTIVATIONS:
         raise ConfigError(
             f"config key 'model.fcnet_activation': invalid value {json.dumps(act)}; "
+            f"allowed: one of {', '.join(_ACTIVATIONS)}"
+        )
+    _check_conv_model(model)
+
+
+def _check_conv_model(model: Mapping[str, Any]) -> None:
+    """conv_filters: [[out_channels, [kh, kw], stride], ...] (null: default); conv_activation."""
+    filters = model.get("conv_filters")
+    ok = filters is None or (isinstance(filters, list) and len(filters) > 0)
+    for f in filters if isinstance(filters, list) else []:
+        ok = ok and isinstance(f, list) and len(f) == 3 and isinstance(f[1], list)
+        ok = ok and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0
+            for v in ([f[0], f[2], *f[1]] if ok else [])
+        )
+        ok = ok and len(f[1]) == 2
+    if not ok:
+        raise ConfigError(
+            f"config key 'model.conv_filters': invalid value {json.dumps(filters)}; allowed: "
+            "a non-empty list of [out_channels, [kernel_h, kernel_w], stride], positive integers"
+        )
+    act = model.get("conv_activation", "relu")
+    if act not in _ACTIVATIONS:
+        raise ConfigError(
+            f"config key 'model.conv_activation': invalid value {json.dumps(act)}; "
             f"allowed: one of {', '.join(_ACTIVATIONS)}"
         )
 

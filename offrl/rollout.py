@@ -18,6 +18,7 @@ import numpy as np
 from offrl import batch as sb
 from offrl.batch import SampleBatch
 from offrl.errors import ConfigError, OffrlError, OffrlRuntimeError
+from offrl.preprocess import CheckObservations, preprocessor
 
 
 class Actor(Protocol):
@@ -149,7 +150,7 @@ def json_short(value: Any) -> str:
 def _single_env_fn(env_id: str, horizon: int | None) -> Callable[[], gym.Env]:
     def make() -> gym.Env:
         if ":" in env_id:
-            env = env_call(env_id, "construction", _import_class(env_id))
+            env = CheckObservations(env_call(env_id, "construction", _import_class(env_id)))
             if horizon is not None:
                 env = gym.wrappers.TimeLimit(env, max_episode_steps=horizon)
             return env
@@ -217,9 +218,17 @@ def _tensor(arr: np.ndarray) -> Any:
     return torch.from_numpy(np.array(arr, copy=True))
 
 
-def _flat_obs(obs: Any, num_envs: int) -> np.ndarray:
-    arr = np.asarray(obs)
-    return arr.reshape(num_envs, -1).astype(np.float32, copy=False)
+def _to_env(policy: Actor, actions: np.ndarray) -> np.ndarray:
+    """What the env receives for the recorded ``actions`` (a Gaussian's are clipped)."""
+    convert = getattr(policy, "env_actions", None)
+    return actions if convert is None else convert(actions)
+
+
+def _zero_actions(space: gym.Space, n: int) -> np.ndarray:
+    """``prev_actions`` at t=0: zeros shaped and typed like the space's recorded actions."""
+    if isinstance(space, gym.spaces.Box):
+        return np.zeros((n, *space.shape), dtype=np.float32)
+    return np.zeros((n, *(space.shape or ())), dtype=np.int64)
 
 
 class Sampler:
@@ -245,12 +254,13 @@ class Sampler:
         self.policy = policy
         self.fragment_length = fragment_length
         self.rng = np.random.default_rng([seed, 7])
+        self.preprocess = preprocessor(self.env.single_observation_space)
         obs, _ = env_call(env_id, "reset", self.env.reset, seed=seed)
-        self.obs = _flat_obs(obs, num_envs)
+        self.obs = self.preprocess(obs, num_envs)
         self.autoreset = np.zeros(num_envs, dtype=bool)
         self.eps_id = self._new_ids(num_envs)
         self.t = np.zeros(num_envs, dtype=np.int64)
-        self.prev_action = np.zeros(num_envs, dtype=np.int64)
+        self.prev_action = _zero_actions(self.env.single_action_space, num_envs)
         self.prev_reward = np.zeros(num_envs, dtype=np.float32)
         self.ep_return = np.zeros(num_envs, dtype=np.float64)
         self.unroll_id = 0
@@ -307,8 +317,9 @@ class Sampler:
             actions, extras = self.policy.compute_actions(self.obs, explore=True)
             self.env_steps += 1
             step = f"step {self.env_steps}"
-            next_obs, rew, term, trunc, _ = env_call(self.env_id, step, self.env.step, actions)
-            next_obs = _flat_obs(next_obs, n)
+            env_actions = _to_env(self.policy, actions)
+            next_obs, rew, term, trunc, _ = env_call(self.env_id, step, self.env.step, env_actions)
+            next_obs = self.preprocess(next_obs, n)
             rew = np.asarray(rew, dtype=np.float32)
             check_finite_step(self.env_id, self.env_steps, next_obs, rew)
             term = np.asarray(term, dtype=bool)
@@ -347,7 +358,10 @@ class Sampler:
         done = done & valid
         self.ep_return += np.where(valid, rew, 0.0)
         self.t += valid
-        self.prev_action = np.where(valid, actions, 0).astype(np.int64)
+        keep = (
+            valid if np.ndim(actions) == 1 else valid.reshape(-1, *([1] * (np.ndim(actions) - 1)))
+        )
+        self.prev_action = np.where(keep, actions, 0).astype(self.prev_action.dtype)
         self.prev_reward = np.where(valid, rew, 0.0).astype(np.float32)
         for i in np.flatnonzero(done):
             self._episodes.append((float(self.ep_return[i]), int(self.t[i])))
@@ -389,8 +403,9 @@ def evaluate(
     env = make_vector_env(env_id, num_envs, horizon)
     steps = 0
     try:
+        preprocess = preprocessor(env.single_observation_space)
         obs, _ = env_call(env_id, "reset", env.reset, seed=seed)
-        obs = _flat_obs(obs, num_envs)
+        obs = preprocess(obs, num_envs)
         ret = np.zeros(num_envs)
         started = num_envs
         active = np.ones(num_envs, dtype=bool)
@@ -399,8 +414,9 @@ def evaluate(
         while active.any():
             actions, _ = policy.compute_actions(obs, explore=False)
             steps += 1
-            obs, rew, term, trunc, _ = env_call(env_id, f"step {steps}", env.step, actions)
-            obs = _flat_obs(obs, num_envs)
+            env_actions = _to_env(policy, actions)
+            obs, rew, term, trunc, _ = env_call(env_id, f"step {steps}", env.step, env_actions)
+            obs = preprocess(obs, num_envs)
             check_finite_step(env_id, steps, obs, np.asarray(rew))
             live = active & ~autoreset
             ret += np.where(live, rew, 0.0)
@@ -433,13 +449,14 @@ def render_episodes(
     except (gym.error.DependencyNotInstalled, TypeError) as e:
         raise OffrlRuntimeError(f"--render: cannot render {env_id}: {e}") from None
     returns: list[float] = []
+    preprocess = preprocessor(env.observation_space)
     try:
         for k in range(num_episodes):
             obs, _ = env.reset(seed=seed + k)
             total, done = 0.0, False
             while not done:
-                actions, _ = policy.compute_actions(_flat_obs(obs, 1), explore=False)
-                obs, rew, term, trunc, _ = env.step(actions[0])
+                actions, _ = policy.compute_actions(preprocess.one(obs), explore=False)
+                obs, rew, term, trunc, _ = env.step(_to_env(policy, actions)[0])
                 total += float(rew)
                 done = bool(term or trunc)
             returns.append(total)

@@ -348,7 +348,8 @@ def _estimate_batch(run: Run, batch: SampleBatch) -> None:
     """Feed an offline batch to every estimator; drop (with a warning) those that cannot run."""
     from offrl.estimators import feed_estimators
 
-    run.warnings.extend(feed_estimators(run.estimators, batch, run.algo.action_probs))
+    action_logp = getattr(run.algo, "action_logp", None)  # non-Discrete actions (is/wis)
+    run.warnings.extend(feed_estimators(run.estimators, batch, run.algo.action_probs, action_logp))
 
 
 def _estimates(run: Run) -> dict[str, float]:

@@ -45,8 +45,7 @@ class OfflineSource:
         batch = self.reader.next()
         position = getattr(self.reader, "position", None)
         where = f"{position[0]}:{position[1]}" if position else self.where
-        self._check(batch, *self.spaces, where=where)
-        return batch
+        return self._check(batch, *self.spaces, where=where)  # integer obs made one-hot
 
     def metrics(self) -> dict[str, Any]:
         metrics = getattr(self.reader, "metrics", None)
@@ -242,6 +241,10 @@ def build_run(
             simulate=simulate,
             samplers=local_samplers,
         )
+        if cfg.input_evaluation:
+            from offrl.estimators import skipped_estimators
+
+            run.warnings.extend(skipped_estimators(cfg.input_evaluation, act_space))
         for ws in worker_sets:
             run.warnings.extend(ws.warnings)
             ws.warnings = run.warnings  # start-up and restart warnings reach the user

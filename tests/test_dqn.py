@@ -346,3 +346,18 @@ def test_checkpoint_with_a_torch_adam_state_restores_into_the_numpy_learner() ->
     assert fast.adam.step_count == slow.optimizer.state_dict()["state"][0]["step"]
     a, b = feed(fast, batches[3:]), feed(slow, batches[3:])
     assert a[-1]["loss"] == pytest.approx(b[-1]["loss"], rel=1e-4)
+
+
+def test_image_observations_stay_uint8_in_replay() -> None:
+    from offrl.rollout import Sampler, env_spaces
+
+    obs_space, act_space = env_spaces("tests.envs:ImageEnv")
+    cfg = from_dict(DQNConfig, {"seed": 0, "learning_starts": 16, "model": {"fcnet_hiddens": [8]}})
+    algo = DQN(cfg, obs_space, act_space)
+    sampler = Sampler("tests.envs:ImageEnv", 2, algo, 8, 0)
+    stats = algo.learn(algo.postprocess(sampler.next()), 0)
+    sampler.close()
+    assert algo.buffer.columns["obs"].dtype == np.uint8
+    assert algo.buffer.columns["n_step_new_obs"].dtype == np.uint8
+    assert algo.buffer.columns["obs"].shape[1:] == (10 * 12 * 3,)
+    assert stats["num_updates"] > 0 and np.isfinite(stats["loss"])

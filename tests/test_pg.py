@@ -395,3 +395,84 @@ def test_torch_adam_checkpoint_restores_into_the_numpy_learner() -> None:
     b = slow.learn(slow.postprocess(batch), 128)
     assert a["total_loss"] == pytest.approx(b["total_loss"], rel=1e-4)
     np.testing.assert_allclose(fast._flat, slow._flat, rtol=1e-4, atol=1e-5)
+
+
+# -- Box (Gaussian) and MultiDiscrete actions ---------------------------------------------
+
+BOX_ACT = gym.spaces.Box(np.array([-2.0, -1.0], np.float32), np.array([2.0, 1.0], np.float32))
+
+
+def make_gaussian_pg(**config: object) -> PG:
+    cfg = from_dict(PGConfig, {"seed": 0, "model": {"fcnet_hiddens": [8]}, **config})
+    return PG(cfg, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), BOX_ACT)
+
+
+def test_gaussian_records_the_unclipped_sample_and_the_env_gets_it_clipped() -> None:
+    from offrl.algos.dists import DiagGaussian
+    from offrl.rollout import Sampler
+
+    algo = make_gaussian_pg(train_batch_size=400)
+    with torch.no_grad():
+        algo.model.log_std.fill_(1.0)  # std e: many samples fall outside [-1, 1]
+    sampler = Sampler("tests.envs:BoxActionEnv", 1, algo, algo.rollout_fragment_length(), 0)
+    batch = sampler.next()
+    received = np.array(sampler.env.envs[0].unwrapped.received)
+    sampler.close()
+    actions = batch[sb.ACTIONS]
+    assert actions.shape == (400, 2) and actions.dtype == np.float32
+    assert (np.abs(actions) > 1.0).any()  # recorded as sampled, not clipped
+    # normalize_actions (default): [-1, 1] -> [low, high], then clipped into the bounds
+    expected = np.clip(BOX_ACT.low + (actions + 1.0) * (BOX_ACT.high - BOX_ACT.low) / 2, -2, 2)
+    expected = np.clip(expected, BOX_ACT.low, BOX_ACT.high)
+    assert np.allclose(received, expected, atol=1e-6)
+    dist = DiagGaussian((2,))
+    logp = dist.logp_np(batch[sb.ACTION_DIST_INPUTS], actions)
+    assert np.allclose(batch[sb.ACTION_LOGP], logp, atol=1e-5)
+    assert np.allclose(batch[sb.ACTION_DIST_INPUTS][:, 2:], 1.0)  # the log-stds
+
+
+def test_gaussian_greedy_action_is_the_mean() -> None:
+    algo = make_gaussian_pg()
+    obs = np.array([[0.5, -0.5], [1.0, 1.0]], np.float32)
+    actions, extras = algo.compute_actions(obs, explore=False)
+    assert np.array_equal(actions, extras[sb.ACTION_DIST_INPUTS][:, :2])
+
+
+def test_gaussian_step_moves_the_mean_toward_positive_advantage_actions() -> None:
+    algo = make_gaussian_pg(lr=0.01)
+    obs = np.zeros((2, 2), np.float32)
+    before = algo.compute_actions(obs[:1], explore=False)[0][0]
+    batch = SampleBatch(
+        obs=obs,
+        actions=np.array([[1.0, -1.0], [1.0, -1.0]], np.float32),
+        advantages=np.array([1.0, 1.0], np.float32),
+    )
+    for _ in range(20):
+        algo.learn(batch, 0)
+    after = algo.compute_actions(obs[:1], explore=False)[0][0]
+    assert after[0] > before[0] + 0.05 and after[1] < before[1] - 0.05
+    # and its state round-trips, log-std included
+    state = algo.get_state()
+    other = make_gaussian_pg(lr=0.01)
+    other.set_state(state)
+    assert np.array_equal(
+        other.compute_actions(obs, explore=False)[0], algo.compute_actions(obs, explore=False)[0]
+    )
+    assert torch.equal(other.model.log_std, algo.model.log_std)
+
+
+def test_multidiscrete_actions_and_their_logp() -> None:
+    cfg = from_dict(PGConfig, {"seed": 0, "model": {"fcnet_hiddens": [8]}})
+    algo = PG(cfg, OBS_SPACE, gym.spaces.MultiDiscrete([2, 3]))
+    obs = np.zeros((5, 4), np.float32)
+    actions, extras = algo.compute_actions(obs, explore=True)
+    assert actions.shape == (5, 2) and actions.dtype == np.int64
+    assert (actions[:, 0] < 2).all() and (actions[:, 1] < 3).all()
+    assert extras[sb.ACTION_DIST_INPUTS].shape == (5, 5)
+    assert np.allclose(extras[sb.ACTION_LOGP], algo.action_logp(obs, actions))
+    # near-uniform initial policy: log(1/2) + log(1/3)
+    assert np.allclose(extras[sb.ACTION_LOGP], math.log(1 / 6), atol=0.05)
+    batch = SampleBatch(obs=obs, actions=actions, advantages=np.ones(5, np.float32))
+    assert algo.learn(batch, 0)["num_grad_updates"] == 1.0
+    with pytest.raises(ConfigError, match="action probabilities need Discrete actions"):
+        algo.action_probs(obs)

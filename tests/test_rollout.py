@@ -411,3 +411,52 @@ def test_custom_env_spaces_are_exposed() -> None:
         assert len(_count_envs(sampler)) == 2
     finally:
         sampler.close()
+
+
+# -- every space: what the sampler records, what the env receives ---------------------------
+
+
+class _RecordingBoxPolicy:
+    """Always the recorded action [3.0, -0.25]; env_actions clips the first into [-2, 2]."""
+
+    def __init__(self) -> None:
+        self.seen: list[np.ndarray] = []
+
+    def compute_actions(
+        self, obs: np.ndarray, *, explore: bool
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        self.seen.append(obs)
+        return np.tile(np.array([[3.0, -0.25]], np.float32), (len(obs), 1)), {}
+
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        return np.clip(actions, [-2.0, -1.0], [2.0, 1.0]).astype(np.float32)
+
+
+def test_sampler_records_policy_actions_and_steps_the_env_with_env_actions() -> None:
+    policy = _RecordingBoxPolicy()
+    sampler = Sampler("tests.envs:BoxActionEnv", 2, policy, 8, seed=0)
+    batch = sampler.next()
+    received = sampler.env.envs[0].unwrapped.received
+    sampler.close()
+    assert batch[sb.ACTIONS].shape == (16, 2) and batch[sb.ACTIONS].dtype == np.float32
+    assert np.all(batch[sb.ACTIONS] == [3.0, -0.25])
+    assert all(np.array_equal(a, [2.0, -0.25]) for a in received)
+    # prev_actions: zeros at t=0, then the previous recorded action, same shape and dtype
+    prev = batch[sb.PREV_ACTIONS]
+    assert prev.shape == (16, 2) and prev.dtype == np.float32
+    assert np.all(prev[batch[sb.T] == 0] == 0) and np.all(prev[batch[sb.T] > 0] == [3.0, -0.25])
+
+
+def test_sampler_preprocesses_dict_observations_and_render_path_works() -> None:
+    from offrl.rollout import render_episodes
+
+    policy = ConstPolicy(0)
+    sampler = Sampler("tests.envs:DictObsEnv", 3, policy, 4, seed=0)
+    batch = sampler.next()
+    sampler.close()
+    assert batch[sb.OBS].shape == (12, 8) and batch[sb.OBS].dtype == np.float32
+    assert np.all(batch[sb.OBS][:, -2:] == [0.5, -0.5])  # "pos", last in sorted key order
+    # render_episodes steps one unbatched env (the test env ignores render_mode): episode k
+    # seeded seed + k, as evaluate's env k is, so a constant policy gets the same returns
+    rendered = render_episodes("tests.envs:DictObsEnv", policy, 2, seed=0)
+    assert rendered == evaluate("tests.envs:DictObsEnv", policy, 2, seed=0)

@@ -109,6 +109,63 @@ def test_non_finite_rewards_refused(bad: float) -> None:
     assert "refuses NaN/Infinity rewards" in str(e.value)
 
 
-def test_unsupported_spaces_not_checked() -> None:
-    space = gym.spaces.Dict({"a": gym.spaces.Discrete(2)})
-    check_batch_spaces(batch(obs_dim=7), space, TWO_ACTIONS, where="d")
+def test_dict_observations_checked_flattened() -> None:
+    space = gym.spaces.Dict({"a": gym.spaces.Discrete(2), "b": gym.spaces.Box(0, 1, (3,))})
+    check_batch_spaces(batch(obs_dim=5), space, TWO_ACTIONS, where="d")  # 2 one-hot + 3
+    with pytest.raises(DataFormatError, match=r"column 'obs' has shape \(3, 7\).*\(None, 5\)"):
+        check_batch_spaces(batch(obs_dim=7), space, TWO_ACTIONS, where="d")
+
+
+def test_discrete_observations_one_hot_as_rllib_writes_them() -> None:
+    space = gym.spaces.Discrete(4)
+    one_hot = np.eye(4, dtype=np.float32)[[0, 3, 1]]
+    b = SampleBatch(obs=one_hot, actions=np.array([0, 1, 0]), rewards=np.zeros(3, np.float32))
+    out = check_batch_spaces(b, space, TWO_ACTIONS, where="d")
+    assert out["obs"] is one_hot
+    b["obs"] = np.array([[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1]], np.float32)
+    with pytest.raises(DataFormatError, match=r"row 1: \[0.0, 1.0, 1.0, 0.0\] is not a one-hot"):
+        check_batch_spaces(b, space, TWO_ACTIONS, where="d")
+
+
+def test_integer_discrete_observations_become_one_hot() -> None:
+    space = gym.spaces.Discrete(3, start=1)
+    b = SampleBatch(
+        obs=np.array([1, 3, 2]), actions=np.array([0, 1, 0]), rewards=np.zeros(3, np.float32)
+    )
+    out = check_batch_spaces(b, space, TWO_ACTIONS, where="d")
+    assert out["obs"].dtype == np.float32
+    assert out["obs"].tolist() == [[1, 0, 0], [0, 0, 1], [0, 1, 0]]
+
+
+def test_multidiscrete_observations_integers_or_one_hot() -> None:
+    space = gym.spaces.MultiDiscrete([3, 2])
+    ints = SampleBatch(
+        obs=np.array([[2, 0], [0, 1]]), actions=np.array([0, 1]), rewards=np.zeros(2, np.float32)
+    )
+    out = check_batch_spaces(ints, space, TWO_ACTIONS, where="d")
+    assert out["obs"].tolist() == [[0, 0, 1, 1, 0], [1, 0, 0, 0, 1]]
+    ints["obs"] = np.array([[3, 0], [0, 1]])
+    with pytest.raises(DataFormatError, match=r"row 0: value \[3, 0\] is outside"):
+        check_batch_spaces(ints, space, TWO_ACTIONS, where="d")
+
+
+def test_image_observations_keep_shape_or_flattened() -> None:
+    space = gym.spaces.Box(0, 255, (8, 10, 3), np.uint8)
+    frames = np.zeros((2, 8, 10, 3), np.uint8)
+    b = SampleBatch(obs=frames, actions=np.array([0, 1]), rewards=np.zeros(2, np.float32))
+    assert check_batch_spaces(b, space, TWO_ACTIONS, where="d")["obs"] is frames
+    b["obs"] = frames.reshape(2, -1)
+    check_batch_spaces(b, space, TWO_ACTIONS, where="d")
+    b["obs"] = np.zeros((2, 10, 8, 3), np.uint8)
+    with pytest.raises(DataFormatError, match=r"\(2, 10, 8, 3\).*expects \(None, 8, 10, 3\)"):
+        check_batch_spaces(b, space, TWO_ACTIONS, where="f.json:3")
+
+
+def test_box_actions_shape_and_finite_values_not_bounds() -> None:
+    space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+    b = batch(actions=[[0.5], [-3.9], [4.2]])  # unclipped Gaussian samples, as RLlib writes
+    check_batch_spaces(b, CARTPOLE_OBS, space, where="d")
+    with pytest.raises(DataFormatError, match=r"column 'actions' row 1 is \[nan\]"):
+        check_batch_spaces(batch(actions=[[0.5], [np.nan], [0.0]]), CARTPOLE_OBS, space, where="d")
+    with pytest.raises(DataFormatError, match=r"has shape \(3, 2\).*expects \(None, 1\)"):
+        check_batch_spaces(batch(actions=[[0.5, 1]] * 3), CARTPOLE_OBS, space, where="d")

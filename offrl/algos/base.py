@@ -36,9 +36,13 @@ class Algorithm(Protocol):
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Actions for ``obs`` (N, *obs_shape) and extra columns of the behaviour policy.
 
-        Returns ``actions`` (N,) and a dict with at least ``action_prob`` (N,),
-        ``action_logp`` (N,) and ``action_dist_inputs`` (N, n_actions): the
-        probability of the returned action under the policy that chose it.
+        Returns ``actions`` as recorded ((N,) for Discrete, (N, *shape) otherwise) and
+        a dict with at least ``action_prob`` (N,), ``action_logp`` (N,) and
+        ``action_dist_inputs`` (N, width): the probability (a density for Box actions)
+        of the returned action under the policy that chose it. An algorithm whose
+        recorded actions differ from what the env takes also has
+        ``env_actions(actions)`` (PG: Box actions unsquashed and clipped), which the
+        sampler applies before ``env.step``.
         """
         ...
 
@@ -107,7 +111,10 @@ def discrete_n(space: gym.Space, algo: str) -> int:
     from offrl.errors import ConfigError
 
     if not isinstance(space, gym.spaces.Discrete):
-        raise ConfigError(f"{algo} needs a Discrete action space; this env has {space}")
+        raise ConfigError(
+            f"{algo} needs a Discrete action space; this env has {space}. "
+            "Use --run PG, which also learns Box (Gaussian) and MultiDiscrete actions"
+        )
     return int(space.n)
 
 

@@ -73,6 +73,12 @@ class PGConfig(CommonConfig):
         types=(int, type(None)),
         ge=1,
     )
+    normalize_actions: bool = opt(
+        True,
+        "Box actions: the Gaussian acts in [-1, 1], mapped to the space's bounds before the "
+        "env (RLlib's default; files then hold the normalized actions, as RLlib's do)",
+        types=(bool,),
+    )
 
 
 @dataclass

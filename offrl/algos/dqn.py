@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from offrl import batch as sb
-from offrl.algos.base import as_tensor, discrete_n, obs_dim, set_cpu_threads
+from offrl.algos.base import as_tensor, discrete_n, set_cpu_threads
 from offrl.algos.configs import DQNConfig, scheduled_lr
 from offrl.algos.configs import check_dqn_config as check_config
 from offrl.algos.fastmlp import Adam, clip_grad_norm, flatten_parameters
@@ -28,6 +28,7 @@ from offrl.algos.qnet import FastQ, QNetwork, fast_q, huber, huber_grad, td_targ
 from offrl.algos.replay import PrioritizedReplayBuffer, ReplayBuffer
 from offrl.batch import SampleBatch
 from offrl.errors import OffrlRuntimeError
+from offrl.preprocess import preprocessor
 from offrl.returns import n_step_targets
 
 # Columns postprocess() adds; learn() computes them itself for batches that skipped it.
@@ -97,13 +98,19 @@ def transitions(batch: SampleBatch, gamma: float, n_step: int) -> dict[str, np.n
         eps = batch[sb.EPS_ID]
         seg_end[:-1] |= eps[1:] != eps[:-1]
     ret, nxt, disc = n_step_targets(batch[sb.REWARDS], term, seg_end, gamma, n_step)
-    new_obs = np.asarray(batch[sb.NEW_OBS], dtype=np.float32).reshape(n, -1)
+    new_obs = np.asarray(batch[sb.NEW_OBS])
+    new_obs = new_obs.reshape(n, -1).astype(_obs_dtype(new_obs), copy=False)
     return {
         N_STEP_RETURNS: ret.astype(np.float32),
         N_STEP_DISCOUNTS: disc.astype(np.float32),
         N_STEP_NEW_OBS: new_obs[nxt],
         TD_VALID: known & known[nxt],
     }
+
+
+def _obs_dtype(obs: np.ndarray) -> type:
+    """uint8 frames stay uint8 until the network reads them; anything else is float32."""
+    return np.uint8 if obs.dtype == np.uint8 else np.float32
 
 
 # -- the learner -------------------------------------------------------------------
@@ -125,8 +132,10 @@ class DQN:
         set_cpu_threads(config.num_threads)
         with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
             torch.manual_seed(seed)
-            self.online = QNetwork(obs_dim(observation_space), self.n_actions, config)
-        self.target = QNetwork(obs_dim(observation_space), self.n_actions, config)
+            self.online = QNetwork(observation_space, self.n_actions, config)
+        self.target = QNetwork(observation_space, self.n_actions, config)
+        # Replay keeps uint8 frames as uint8 (4x less memory); everything else is float32.
+        self.obs_dtype = preprocessor(observation_space).dtype
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False)
         # Parameter lists cached once: .parameters() walks the module tree on every call.
@@ -232,7 +241,8 @@ class DQN:
             batch = SampleBatch({**batch.columns, **transitions(batch, self.config.gamma, 1)})
         keep = np.asarray(batch[TD_VALID], dtype=bool)
         rows = {name: np.asarray(batch[name])[keep] for name in _REPLAY_COLUMNS}
-        rows[sb.OBS] = rows[sb.OBS].reshape(len(rows[sb.OBS]), -1).astype(np.float32)
+        for col in (sb.OBS, N_STEP_NEW_OBS):
+            rows[col] = rows[col].reshape(len(rows[col]), -1).astype(self.obs_dtype, copy=False)
         rows[sb.ACTIONS] = rows[sb.ACTIONS].astype(np.int64)
         if keep.any():
             self.buffer.add(rows)
@@ -315,8 +325,8 @@ class DQN:
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """One autograd update (any layer type): (q_taken, td, loss)."""
         c = self.config
-        obs = torch.from_numpy(cols[sb.OBS])
-        next_obs = torch.from_numpy(cols[N_STEP_NEW_OBS])
+        obs = as_tensor(cols[sb.OBS])
+        next_obs = as_tensor(cols[N_STEP_NEW_OBS])
         # One forward pass over obs and next_obs: at these sizes call overhead dominates.
         q_all = self.online(torch.cat([obs, next_obs]))
         q, q_next_online = q_all[: len(obs)], q_all[len(obs) :].detach()

@@ -3,6 +3,9 @@
 Reads top to bottom: config, network, acting, post-processing (returns and
 advantages), then the loss and the learner step. With the defaults it is RLlib's
 PG: loss = -mean(logp(a|s) * G), G the discounted return of the episode segment.
+The policy is a categorical, one categorical per MultiDiscrete component, or a
+diagonal Gaussian for Box actions (``offrl/algos/dists.py``); only the categorical
+over an MLP has the numpy fast path (``_step_numpy``), everything else uses autograd.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import torch
 from torch import nn
 
 from offrl import batch as sb
-from offrl.algos.base import as_tensor, discrete_n, obs_dim, set_cpu_threads
+from offrl.algos.base import as_tensor, set_cpu_threads
 from offrl.algos.configs import PGConfig, scheduled_lr
+from offrl.algos.dists import Categorical, action_dist
 from offrl.algos.fastmlp import (
     Adam,
     MLPPlan,
@@ -28,9 +32,11 @@ from offrl.algos.fastmlp import (
     forward,
     plan_sequential,
 )
+from offrl.algos.models import is_mlp
 from offrl.algos.pgnet import FastForward, PGModel, pg_loss, softmax_np
 from offrl.batch import SampleBatch
 from offrl.errors import ConfigError
+from offrl.preprocess import env_actions, flat_size
 from offrl.returns import segment_discounted_sums
 
 NEW_OBS_VALID = "new_obs_valid"
@@ -40,19 +46,20 @@ NEW_OBS_VALID = "new_obs_valid"
 
 
 class PG:
-    """Policy gradient learner plus the categorical policy that acts for it."""
+    """Policy gradient learner plus the policy that acts for it (see ``offrl/algos/dists.py``)."""
 
     def __init__(
         self, config: PGConfig, observation_space: gym.Space, action_space: gym.Space
     ) -> None:
         self.config = config
-        self.n_actions = discrete_n(action_space, "PG")
-        self.obs_dim = obs_dim(observation_space)
+        self.action_space = action_space
+        self.dist = action_dist(action_space, "PG")
+        self.obs_dim = flat_size(observation_space)
         seed = 0 if config.seed is None else config.seed
         set_cpu_threads(config.num_threads)
         with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
             torch.manual_seed(seed)
-            self.model = PGModel(self.obs_dim, self.n_actions, config.model, config.use_baseline)
+            self.model = PGModel(observation_space, self.dist, config.model, config.use_baseline)
         # The numpy fast path (see offrl/algos/fastmlp.py) when every layer is supported:
         # first, because it moves the parameters that everything below takes views of.
         self._flat, where = flatten_parameters(self.model)
@@ -63,8 +70,12 @@ class PG:
             if self.model.vf is None
             else plan_sequential(self.model.vf, where, self._flat, self._grad)
         )
-        self.fast = self._pi_plan is not None and (
-            self.model.vf is None or self._vf_plan is not None
+        # The hand-written gradients are the categorical policy's; other distributions
+        # (and conv encoders, which have no plan) learn with autograd.
+        self.fast = (
+            isinstance(self.dist, Categorical)
+            and self._pi_plan is not None
+            and (self.model.vf is None or self._vf_plan is not None)
         )
         self.adam = Adam(len(self._flat))
         self.lr = scheduled_lr(config.lr, config.lr_schedule, 0)
@@ -73,19 +84,27 @@ class PG:
         self.rng = np.random.default_rng([seed, 11])
         self.num_grad_updates = 0
         act = config.model.get("fcnet_activation", "tanh")
-        self._pi_fast = FastForward(self.model.pi, act)
-        self._vf_fast = None if self.model.vf is None else FastForward(self.model.vf, act)
+        self._pi_fast = FastForward(self.model.pi, act) if is_mlp(self.model.pi) else None
+        vf = self.model.vf
+        self._vf_fast = FastForward(vf, act) if vf is not None and is_mlp(vf) else None
 
     # -- acting ---------------------------------------------------------------------------
     def _obs_np(self, obs: np.ndarray) -> np.ndarray:
         return np.asarray(obs, dtype=np.float32).reshape(len(obs), self.obs_dim)
 
     def _logits(self, obs: np.ndarray) -> np.ndarray:
-        """Policy logits (N, A) for observations (N, ...)."""
+        """``action_dist_inputs`` (N, dist.n_inputs) for observations (N, ...): logits,
+        or a Gaussian's means then log-stds."""
         if self._pi_plan is not None:
-            return forward(self._pi_plan, self._obs_np(obs))[-1]
-        with torch.inference_mode():
-            return self._pi_fast(self._obs_tensor(obs)).numpy()
+            out = forward(self._pi_plan, self._obs_np(obs))[-1]
+        else:
+            with torch.inference_mode():
+                x = self._obs_tensor(obs)
+                out = (self._pi_fast or self.model.pi)(x).numpy()
+        log_std = self.model.log_std
+        if log_std is None:
+            return out
+        return np.concatenate([out, np.broadcast_to(log_std.detach().numpy(), out.shape)], 1)
 
     def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
         """Observations (N, ...) as a float32 (N, obs_dim) tensor."""
@@ -94,27 +113,33 @@ class PG:
     def compute_actions(
         self, obs: np.ndarray, *, explore: bool
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Sample (explore) or argmax actions; extras are the behaviour policy's columns."""
-        logits = self._logits(obs)
-        probs, logp_all = softmax_np(logits)
-        if explore:
-            # Inverse-CDF sampling in numpy: cheaper than torch.distributions per step.
-            u = self.rng.random((len(obs), 1), dtype=np.float32)
-            actions = (probs.cumsum(axis=1) < u).sum(axis=1)
-            np.minimum(actions, self.n_actions - 1, out=actions)  # cumsum may end at 1 - eps
-        else:
-            actions = logits.argmax(axis=1)
-        logp = logp_all[np.arange(len(actions)), actions]
+        """Sample (explore) or greedy actions (the mode; a Gaussian's mean), as recorded;
+        extras are the behaviour policy's columns, ``action_logp`` that of the recorded
+        action. :meth:`env_actions` turns them into what the env receives."""
+        inputs = self._logits(obs)
+        actions, logp = self.dist.sample(inputs, self.rng, explore)
         extras = {
             sb.ACTION_PROB: np.exp(logp),
             sb.ACTION_LOGP: logp,
-            sb.ACTION_DIST_INPUTS: logits,
+            sb.ACTION_DIST_INPUTS: inputs,
         }
-        return actions.astype(np.int64), extras
+        return actions, extras
+
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Recorded actions -> the env's: Box actions un-normalized and clipped to the bounds."""
+        return env_actions(self.action_space, actions, self.config.normalize_actions)
 
     def action_probs(self, obs: np.ndarray) -> np.ndarray:
-        """Probabilities (N, n_actions) of every action under the current policy."""
+        """Probabilities (N, n_actions) of every action under the current policy (Discrete)."""
+        if not isinstance(self.dist, Categorical):
+            raise ConfigError(
+                f"action probabilities need Discrete actions, not {self.action_space}"
+            )
         return softmax_np(self._logits(obs))[0]
+
+    def action_logp(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """log pi(actions | obs) (N,) under the current policy, for any action space."""
+        return self.dist.logp_np(self._logits(obs), actions)
 
     def rollout_fragment_length(self) -> int:
         """Vector steps per fragment, so that one fragment of all envs is one train batch."""
@@ -126,12 +151,13 @@ class PG:
 
     # -- post-processing ------------------------------------------------------------------
     def _values(self, obs: np.ndarray) -> np.ndarray:
-        if self._vf_fast is None:
+        if self.model.vf is None:
             return np.zeros(len(obs))
         if self._vf_plan is not None:
             return forward(self._vf_plan, self._obs_np(obs))[-1][:, 0].astype(np.float64)
         with torch.inference_mode():
-            return self._vf_fast(self._obs_tensor(obs)).squeeze(-1).numpy().astype(np.float64)
+            x = self._obs_tensor(obs)
+            return (self._vf_fast or self.model.vf)(x).squeeze(-1).numpy().astype(np.float64)
 
     def postprocess(self, batch: SampleBatch) -> SampleBatch:
         """Add ``advantages`` and ``value_targets`` (and ``vf_preds`` with a baseline)."""
@@ -182,7 +208,7 @@ class PG:
         if self.fast and (targets is not None or self.model.vf is None):
             return self._learn_numpy(batch)
         obs = self._obs_tensor(batch[sb.OBS])
-        actions = as_tensor(batch[sb.ACTIONS], torch.int64)
+        actions = self.dist.actions_tensor(batch[sb.ACTIONS])
         adv = as_tensor(batch[sb.ADVANTAGES])
         if cfg.normalize_advantages and len(adv) > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
@@ -193,7 +219,7 @@ class PG:
         old_logp = None
         if cfg.kl_target is not None:
             with torch.no_grad():
-                old_logp = torch.log_softmax(self.model.pi(obs), dim=-1)
+                old_logp = self.model.dist_inputs(obs)
 
         def step(rows: np.ndarray | None) -> dict[str, float]:
             idx = None if rows is None else torch.from_numpy(rows)

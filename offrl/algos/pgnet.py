@@ -9,27 +9,45 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import cast
 
-import numpy as np
+import gymnasium as gym
 import torch
 from torch import nn
 
-from offrl.algos.base import mlp
 from offrl.algos.configs import PGConfig
+from offrl.algos.dists import ActionDist, DiagGaussian
+from offrl.algos.dists import softmax_np as softmax_np
+from offrl.algos.models import network
 
 
 class PGModel(nn.Module):
-    """Policy logits network and, with a baseline, a separate value network."""
+    """Policy network (the action distribution's inputs) and, with a baseline, a value network.
 
-    def __init__(self, in_dim: int, n_actions: int, model: dict, use_baseline: bool) -> None:
+    Both are :func:`~offrl.algos.models.network`: an image encoder for image
+    observations, then ``fcnet_hiddens``. For a Gaussian the policy network outputs the
+    means and ``log_std`` is one learned parameter per action component (state-independent).
+    """
+
+    def __init__(
+        self, obs_space: gym.Space, dist: ActionDist, model: dict, use_baseline: bool
+    ) -> None:
         super().__init__()
-        hiddens = model.get("fcnet_hiddens", [256, 256])
-        act = model.get("fcnet_activation", "tanh")
-        self.pi = mlp(in_dim, hiddens, n_actions, act)
+        self.dist = dist
+        self.pi = network(obs_space, model, dist.n_params)
         # A near-uniform initial policy keeps early exploration wide (as in RLlib/CleanRL).
         head = cast(nn.Linear, self.pi[-1])
         nn.init.normal_(head.weight, std=0.01)
         nn.init.zeros_(head.bias)
-        self.vf = mlp(in_dim, hiddens, 1, act) if use_baseline else None
+        self.vf = network(obs_space, model, 1) if use_baseline else None
+        self.log_std = (
+            nn.Parameter(torch.zeros(dist.dim)) if isinstance(dist, DiagGaussian) else None
+        )
+
+    def dist_inputs(self, obs: torch.Tensor) -> torch.Tensor:
+        """``action_dist_inputs`` (B, dist.n_inputs): logits, or means then log-stds."""
+        out = self.pi(obs)
+        if self.log_std is None:
+            return out
+        return torch.cat([out, self.log_std.expand(len(out), -1)], dim=1)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(obs) (B,); zeros without a baseline."""
@@ -73,14 +91,6 @@ class FastForward:
         return torch.addmm(bias, x, weight_t)
 
 
-def softmax_np(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(probs, log_probs) of logits (N, A), computed stably in numpy."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    s = e.sum(axis=1, keepdims=True)
-    return e / s, z - np.log(s)
-
-
 def pg_loss(
     model: PGModel,
     obs: torch.Tensor,
@@ -88,22 +98,24 @@ def pg_loss(
     advantages: torch.Tensor,
     value_targets: torch.Tensor | None,
     cfg: PGConfig,
-    old_logp_all: torch.Tensor | None = None,
+    old_inputs: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """total = -mean(logp(a|s) * A) - entropy_coeff * H + vf_loss_coeff * 0.5 * mean((V - vt)^2).
 
-    Shapes: obs (B, obs_dim), actions (B,) int64, advantages (B,), value_targets (B,),
-    old_logp_all (B, n_actions): log-probabilities before this batch's first step, for
-    the reported ``kl`` = mean KL(old || current).
+    Shapes: obs (B, obs_dim), actions (B,) int64 (Discrete), (B, k) int64
+    (MultiDiscrete) or (B, dim) float32 (Box), advantages (B,), value_targets (B,),
+    old_inputs (B, dist.n_inputs): the distribution before this batch's first step
+    (for Discrete, logits or log-probabilities), for the reported ``kl`` = mean KL(old || now).
     """
-    logp_all = torch.log_softmax(model.pi(obs), dim=-1)
-    logp = logp_all.gather(1, actions.unsqueeze(1)).squeeze(1)
+    dist = model.dist
+    inputs = model.dist_inputs(obs)
+    logp = dist.logp(inputs, actions)
     policy_loss = -(logp * advantages).mean()
-    entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+    entropy = dist.entropy(inputs).mean()
     total = policy_loss - cfg.entropy_coeff * entropy
     out = {"policy_loss": policy_loss, "entropy": entropy}
-    if old_logp_all is not None:
-        out["kl"] = (old_logp_all.exp() * (old_logp_all - logp_all.detach())).sum(-1).mean()
+    if old_inputs is not None:
+        out["kl"] = dist.kl(old_inputs, inputs.detach()).mean()
     if value_targets is not None and model.vf is not None:
         vf_loss = 0.5 * (model.value(obs) - value_targets).pow(2).mean()
         total = total + cfg.vf_loss_coeff * vf_loss

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from offrl.algos.base import mlp
 from offrl.algos.configs import DQNConfig
 from offrl.algos.fastmlp import MLPPlan, backward, plan_sequential
 from offrl.algos.fastmlp import forward as mlp_forward
+from offrl.algos.models import trunk
 
 
 def td_targets(
@@ -44,14 +46,16 @@ def huber(x: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
 
 
 class QNetwork(nn.Module):
-    """Trunk (``model.fcnet_hiddens``) then a Q head, or value + advantage heads (dueling)."""
+    """Trunk (image encoder for image observations, then ``model.fcnet_hiddens``) then a
+    Q head, or value + advantage heads (dueling)."""
 
-    def __init__(self, in_dim: int, n_actions: int, config: DQNConfig) -> None:
+    def __init__(self, obs_space: gym.Space, n_actions: int, config: DQNConfig) -> None:
         super().__init__()
         widths = list(config.model.get("fcnet_hiddens", [256, 256]))
         act = config.model.get("fcnet_activation", "tanh")
+        encoder, in_dim = trunk(obs_space, config.model)
         # mlp() ends in a bare Linear; dropping it leaves layers that end in the activation.
-        self.trunk = nn.Sequential(*list(mlp(in_dim, widths, 1, act))[:-1])
+        self.trunk = nn.Sequential(*encoder, *list(mlp(in_dim, widths, 1, act))[:-1])
         last = widths[-1] if widths else in_dim
         self.dueling = config.dueling
         self.advantage = mlp(last, config.hiddens, n_actions, "relu")

@@ -12,7 +12,7 @@ from rich.table import Table
 from offrl.commands.rollout import load_policy
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError
-from offrl.estimators import ESTIMATORS, estimators_for, feed_estimators
+from offrl.estimators import ESTIMATORS, estimators_for, feed_estimators, skipped_estimators
 from offrl.rollout import env_spaces
 
 TABLE_KEYS = (
@@ -80,10 +80,11 @@ def run_evaluate_offline(
             "evaluate-offline reads the data once: give JSON experience files (a file, "
             "directory, glob or URI); convert Parquet with `offrl data convert` first"
         )
-    warnings: list[str] = []
+    warnings = skipped_estimators(names, act_space)
+    action_logp = getattr(algo, "action_logp", None)  # non-Discrete actions (is/wis)
     returns = EpisodeReturns()
     for batch in iter_epoch():
-        warnings += feed_estimators(estimators, batch, algo.action_probs)
+        warnings += feed_estimators(estimators, batch, algo.action_probs, action_logp)
         returns.add(batch)
     g = cfg.gamma if gamma is None else gamma
     undiscounted = returns.mean()

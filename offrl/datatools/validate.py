@@ -137,25 +137,20 @@ def check_values(batch: SampleBatch, raw: Mapping[str, Any], path: str, line: in
 def check_spaces(
     batch: SampleBatch, obs_space: Any, act_space: Any, path: str, line: int
 ) -> list[Problem]:
-    """Observations and actions conform to the env's spaces (shape, bounds, action range)."""
-    out = []
-    shape = tuple(getattr(obs_space, "shape", None) or ())
+    """Observations and actions conform to the env's spaces (shape, one-hots, action range:
+    ``offrl/io/spaces.py``, the reader's own checks), and Box observations to its bounds."""
+    from offrl.io.spaces import space_problems
+
+    out = [
+        Problem(path, line, "spaces", p)
+        for p in space_problems(batch, obs_space, act_space, rewards=False)
+    ]
+    if out or not hasattr(obs_space, "low"):  # not a Box: no bounds to check
+        return out
+    shape = tuple(obs_space.shape)
     for name in (OBS, NEW_OBS):
         arr = batch.get(name)
-        if arr is None or not shape or not len(arr):
-            continue
-        if arr.shape[1:] != shape and arr[0].size != int(np.prod(shape)):
-            out.append(
-                Problem(
-                    path,
-                    line,
-                    "spaces",
-                    f"{name} rows have shape {arr.shape[1:]}, "
-                    f"the env's observation space has shape {shape}",
-                )
-            )
-            continue
-        if not hasattr(obs_space, "low"):  # not a Box: no bounds to check
+        if arr is None or not len(arr):
             continue
         low = np.broadcast_to(obs_space.low, shape).reshape(-1)
         high = np.broadcast_to(obs_space.high, shape).reshape(-1)
@@ -168,31 +163,6 @@ def check_spaces(
                     line,
                     "spaces",
                     f"{name} outside the observation space bounds at {_rows(bad)}",
-                )
-            )
-    n = getattr(act_space, "n", None)
-    if n is not None:
-        actions = batch[ACTIONS]
-        start = int(getattr(act_space, "start", 0))
-        bad = (actions < start) | (actions >= start + int(n))
-        if actions.ndim != 1 or actions.dtype.kind not in "iu":
-            out.append(
-                Problem(
-                    path,
-                    line,
-                    "spaces",
-                    f"actions must be integers for Discrete({n}), "
-                    f"found dtype {actions.dtype} shape {actions.shape[1:]}",
-                )
-            )
-        elif bad.any():
-            out.append(
-                Problem(
-                    path,
-                    line,
-                    "spaces",
-                    f"actions outside Discrete({n}) "
-                    f"[{start}, {start + int(n) - 1}] at {_rows(bad)}",
                 )
             )
     return out

@@ -22,6 +22,10 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
+
+from offrl.batch import ACTIONS, OBS, SampleBatch
 from offrl.errors import ConfigError
 from offrl.estimators.base import (
     BEHAVIOUR_ESTIMATORS,
@@ -36,6 +40,7 @@ from offrl.estimators.fqe import FQEConfig
 from offrl.estimators.importance import ImportanceSampling, WeightedImportanceSampling
 
 ESTIMATORS = ("is", "wis", "dm", "dr")
+MODEL_BASED = ("dm", "dr")  # need a Q model over Discrete actions
 
 __all__ = ["ESTIMATORS", "MissingBehaviourProbs", "OffPolicyEstimator", "make_estimators"]
 
@@ -91,13 +96,15 @@ def estimators_for(
     seed: int,
     fqe_config: dict | None = None,
 ) -> dict[str, OffPolicyEstimator]:
-    """``{name: estimator}`` for an env's spaces (``"simulation"`` is skipped)."""
-    from offrl.algos.base import discrete_n, obs_dim
+    """``{name: estimator}`` for an env's spaces (``"simulation"`` is skipped, and so are
+    ``dm``/``dr`` without Discrete actions: see :func:`skipped_estimators`)."""
+    from offrl.algos.base import obs_dim
 
+    discrete = isinstance(action_space, gym.spaces.Discrete)
     estimators = make_estimators(
-        [n for n in names if n != "simulation"],
+        [n for n in names if n != "simulation" and (discrete or n not in MODEL_BASED)],
         gamma=gamma,
-        action_space_n=discrete_n(action_space, "off-policy estimation"),
+        action_space_n=int(action_space.n) if discrete else 1,
         obs_dim=obs_dim(observation_space),
         seed=seed,
         fqe_config=fqe_config,
@@ -122,14 +129,56 @@ def check_behaviour(estimators: dict[str, Any], batch: Any) -> list[str]:
     return [degenerate_warning(why)]
 
 
-def feed_estimators(estimators: dict[str, Any], batch: Any, target_probs: Any) -> list[str]:
+def skipped_estimators(names: list[str], action_space: Any) -> list[str]:
+    """One warning per ``dm``/``dr`` in ``names`` that an action space other than
+    Discrete rules out (their Q model has one output per action)."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return []
+    return [
+        f"input_evaluation: {name!r} skipped: it needs a Discrete action space and this env "
+        f"has {action_space}; 'is' and 'wis' work with any action space"
+        for name in names
+        if name in MODEL_BASED
+    ]
+
+
+def logged_action_view(batch: SampleBatch, action_logp: Any) -> tuple[SampleBatch, Any]:
+    """(batch, target_probs) for importance sampling with any action space.
+
+    ``is``/``wis`` only need pi(a_t | s_t) of each logged action (a density for Box
+    actions, as is ``exp(action_logp)`` of the behaviour policy). The view has one
+    pseudo-action 0 per row whose target probability is exactly that.
+    """
+    probs = np.exp(np.asarray(action_logp(batch[OBS], batch[ACTIONS]), dtype=np.float64))
+    view = SampleBatch({**batch.columns, ACTIONS: np.zeros(batch.count, dtype=np.int64)})
+
+    def target_probs(obs: Any) -> np.ndarray:
+        return probs[:, None]
+
+    return view, target_probs
+
+
+def _discrete_actions(batch: SampleBatch) -> bool:
+    actions = batch[ACTIONS]
+    return actions.ndim == 1 and actions.dtype.kind in "iub"
+
+
+def feed_estimators(
+    estimators: dict[str, Any], batch: Any, target_probs: Any, action_logp: Any = None
+) -> list[str]:
     """Give ``batch`` to every estimator; drop those the data cannot serve.
 
     Returns one warning per dropped estimator (data without behaviour probabilities):
     a skipped estimator, never a crash; and one when the behaviour probabilities are
-    degenerate (:func:`~offrl.estimators.base.degenerate_behaviour`).
+    degenerate (:func:`~offrl.estimators.base.degenerate_behaviour`, Discrete actions).
+    ``action_logp(obs, actions)`` (the policy's log-probability of given actions) serves
+    batches whose actions are not Discrete.
     """
-    warnings: list[str] = check_behaviour(estimators, batch)
+    warnings: list[str] = []
+    if _discrete_actions(batch):
+        warnings += check_behaviour(estimators, batch)
+    elif estimators and action_logp is not None:
+        batch, target_probs = logged_action_view(batch, action_logp)
     for name in list(estimators):
         try:
             estimators[name].process(batch, target_probs)
