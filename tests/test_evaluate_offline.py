@@ -101,3 +101,28 @@ def test_offline_run_with_simulation_reports_true_returns(tmp_path: Path) -> Non
     # the background env acted as many steps as the learner read rows: whole episodes ended
     assert result["episodes_this_iter"] >= 3
     assert result["episode_reward_min"] <= result["episode_reward_mean"] <= 500
+
+
+def test_checkpoint_input_config_does_not_steer_the_reader(tmp_path: Path) -> None:
+    """A checkpoint is data: its input_config (storage options, limits) is not used to read
+    the files given on the command line. Here it holds a 1-byte column limit that would
+    refuse every compressed column of the data."""
+    data = tmp_path / "data"
+    assert save_experiences(["--out", str(data), "--episodes", "5", "--seed", "0"]) == 0
+    runner = CliRunner()
+    config = {
+        "train_batch_size": 200,
+        "model": {"fcnet_hiddens": [8]},
+        "input_config": {"max_column_bytes": 1},
+    }
+    res = runner.invoke(
+        main,
+        ["train", "--run", "PG", "--env", "CartPole-v1", "--local-dir", str(tmp_path), "-q"]
+        + ["--config", json.dumps(config), "--stop", '{"training_iteration": 1}']
+        + ["--checkpoint-at-end"],
+    )
+    assert res.exit_code == 0, res.stderr
+    ckpt = Path(json.loads(res.stdout)["logdir"]) / "checkpoint_000001"
+    res = runner.invoke(main, ["evaluate-offline", str(ckpt), "--input", str(data), "-q"])
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["off_policy_estimation"]["is"]["num_episodes"] == 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -71,8 +72,15 @@ def run_evaluate_offline(
         seed=seed,
         fqe_config={"n_iters": FQE_STEPS, "bootstrap": 0 if bootstrap < 2 else bootstrap},
     )
+    # The checkpoint's input_config is not used to read: a shared checkpoint is data and must
+    # not choose the reader's storage options (an endpoint, credentials) or its limits.
+    reader_cfg = dataclasses.replace(cfg, input_config={})
     reader = make_input_reader(
-        data if len(data) > 1 else data[0], config=cfg, seed=seed, worker_index=0, num_workers=1
+        data if len(data) > 1 else data[0],
+        config=reader_cfg,
+        seed=seed,
+        worker_index=0,
+        num_workers=1,
     )
     iter_epoch = getattr(reader, "iter_epoch", None)
     if not callable(iter_epoch):
