@@ -26,6 +26,14 @@ processes hits all alike; figures are rows per wall second and per CPU second of
 process, and ratios to ``rllib``. ``--big-mb`` streams a file of real lines repeated in a
 fresh process and reports its peak RSS before and after reading.
 
+Where the time goes on the real DQN file (CPU ms of one pass, best round, round-robin with
+``rllib``'s whole pass): each phase of offrl's reader alone (orjson's parse; the compressed
+columns; the other columns' lists into arrays), and the parse of the other parsers the
+issue allows (``pyarrow.json.read_json`` of the whole file; pysimdjson's parse, and its parse
+plus every numeric column exported as a flat float64 buffer with nothing checked), when they
+are installed. ``ceiling`` = RLlib's pass / (that parse + the compressed columns): the most
+a reader built on that parser could reach if everything else cost nothing.
+
     python benchmarks/bench_reader.py [--rounds 5] [--real-mb 50] [--big-mb 500]
 """
 
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import io
 import json
 import os
@@ -46,10 +55,11 @@ from pathlib import Path
 
 import lz4.frame
 import numpy as np
+import orjson
 from threadpoolctl import threadpool_limits
 
 from offrl.batch import SampleBatch
-from offrl.io.decode import NEW_OBS_VALID
+from offrl.io.decode import NEW_OBS_VALID, columns_of, decode_value, is_column
 from offrl.io.json_reader import JsonReader
 from offrl.io.json_writer import JsonWriter
 
@@ -193,15 +203,112 @@ def report(name: str, path: Path, rounds: int) -> None:
         )
 
 
+# -- where the time goes ----------------------------------------------------------------
+
+
+def each(fn: Callable[[object], object], items: list) -> Callable[[], None]:
+    """A pass applying ``fn`` to every item, dropping the results (as a reader does)."""
+
+    def run() -> None:
+        for item in items:
+            fn(item)
+
+    return run
+
+
+def simdjson_numeric(lines: list[bytes]) -> None:
+    """pysimdjson's parse, every numeric column as a flat float64 buffer, nothing checked."""
+    import simdjson
+
+    parser = simdjson.Parser()
+    for line in lines:
+        doc = parser.parse(line)
+        cols = doc["policy_batches"]["default_policy"] if "policy_batches" in doc else doc
+        for key in cols:
+            value = cols[key]
+            if not isinstance(value, str):
+                try:
+                    np.frombuffer(value.as_buffer(of_type="d"), dtype=np.float64)
+                except Exception:  # noqa: BLE001, S112 - bools, dicts: counted as free
+                    continue
+        del doc, cols, value  # the parser is reused only when no proxy refers to it
+
+
+def parser_phases(path: Path) -> dict[str, Callable[[], object]]:
+    """One pass's phases over ``path``'s lines, and the other parsers' (when installed)."""
+    data = b"".join(f.read_bytes() for f in files_of(path))
+    lines = [line for line in data.splitlines() if line.strip()]
+    parsed = [columns_of(orjson.loads(line), str(path), i) for i, line in enumerate(lines)]
+    values = [(k, v) for cols in parsed for k, v in cols.items() if is_column(k, v)]
+    packed = [(k, v) for k, v in values if isinstance(v, str)]
+    plain = [(k, v) for k, v in values if not isinstance(v, str)]
+    phases: dict[str, Callable[[], object]] = {
+        "rllib, whole pass": lambda: rllib_read(path),
+        "offrl, whole pass": lambda: offrl_read(path),
+        "offrl: orjson.loads": each(orjson.loads, lines),
+        "offrl: compressed columns": each(lambda kv: decode_value(*kv, "-", 0), packed),
+        "offrl: lists to arrays": each(lambda kv: decode_value(*kv, "-", 0), plain),
+    }
+    gc.collect()
+    gc.freeze()  # the prepared inputs are not traversed by the collections timed below
+    try:
+        import pyarrow as pa
+        import pyarrow.json as pj
+
+        opts = pj.ReadOptions(use_threads=False, block_size=1 << 20)
+        phases["pyarrow.json.read_json"] = lambda: pj.read_json(
+            pa.py_buffer(data), read_options=opts
+        )
+    except ImportError:
+        print("pyarrow not installed: its parse not measured")
+    try:
+        import simdjson
+
+        parser = simdjson.Parser()
+        phases["simdjson parse"] = each(lambda line: parser.parse(line) and None, lines)
+        phases["simdjson + numeric buffers"] = lambda: simdjson_numeric(lines)
+    except ImportError:
+        print("pysimdjson not installed: its parse not measured")
+    return phases
+
+
+def report_phases(path: Path, rounds: int) -> None:
+    phases = parser_phases(path)
+    best = dict.fromkeys(phases, float("inf"))
+    for _ in range(rounds):
+        for name, run in phases.items():
+            c0 = time.process_time()
+            run()
+            best[name] = min(best[name], time.process_time() - c0)
+    gc.unfreeze()  # the later reports run as the ones before
+    rllib, packed = best["rllib, whole pass"], best["offrl: compressed columns"]
+    for name, cpu in best.items():
+        note = ""
+        if name in ("offrl: orjson.loads", "pyarrow.json.read_json", "simdjson parse") or (
+            name == "simdjson + numeric buffers"
+        ):
+            note = f"ceiling x{rllib / (cpu + packed):4.2f} vs rllib"
+        elif name == "offrl, whole pass":
+            note = f"x{rllib / cpu:4.2f} vs rllib"
+        print(f"  {name:28s} {cpu * 1e3:7.1f} CPU ms  {note}", flush=True)
+
+
 def peak_rss_streaming(path: Path) -> str:
-    """Stream ``path`` in a fresh process; its peak RSS before and after reading."""
+    """Stream ``path`` in a fresh process; its peak RSS before and after reading.
+
+    The peak is the process's own (``VmHWM``): ``ru_maxrss`` would carry over the peak of
+    this forked benchmark, which holds the test files, across ``exec``.
+    """
     code = (
-        "import resource\n"
+        "import re\n"
         "from offrl.io.json_reader import JsonReader\n"
-        "r0=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "def hwm():\n"
+        "    with open('/proc/self/status') as f:\n"
+        "        return int(re.search(r'VmHWM:\\s+(\\d+)', f.read()).group(1)) / 1024\n"
+        "r0=hwm()\n"
         f"n=sum(b.count for b in JsonReader({str(path)!r}).iter_epoch())\n"
-        "r1=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(f'rows={n} peak RSS before reading {r0/1024:.0f} MB, after {r1/1024:.0f} MB')\n"
+        "r1=hwm()\n"
+        "print(f'rows={n} peak RSS before reading {r0:.0f} MB, after {r1:.0f} MB')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return out.stdout.strip()
@@ -220,6 +327,8 @@ def main() -> None:
         repeated = repeat_lines(dqn, t / "dqn-repeated.json", args.real_mb)
         times = round(repeated.stat().st_size / sum(f.stat().st_size for f in files_of(dqn)))
         report("rllib-2.60 dqn-cartpole", dqn, args.rounds)
+        print("where the time goes on rllib-2.60 dqn-cartpole:")
+        report_phases(dqn, max(args.rounds, 7))
         report(f"rllib-2.60 dqn-cartpole x{times}", repeated, max(1, args.rounds // 2))
         for name in ("rllib-2.60 ppo-pendulum", "rllib-2.60 ppo-frozenlake", "rllib-old cartpole"):
             report(name, REAL[name], args.rounds)
