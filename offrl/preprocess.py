@@ -94,12 +94,12 @@ class Preprocessor:
                 return np.asarray(obs).reshape(n, *self.shape).astype(self.dtype, copy=False)
             parts = _flat_parts(self.space, obs, n)
         except (ValueError, IndexError, KeyError, TypeError) as e:
-            raise ObservationMismatch(self.space, obs, e) from None
+            raise observation_mismatch(self.space, obs, e) from None
         if len(parts) == 1:
             return parts[0]
         out = np.concatenate(parts, axis=1)
         if out.shape[1] != self.shape[0]:
-            raise ObservationMismatch(self.space, obs, None)
+            raise observation_mismatch(self.space, obs, None)
         return out
 
     def one(self, obs: Any) -> np.ndarray:
@@ -110,16 +110,22 @@ class Preprocessor:
         return self(batched, 1)
 
 
-class ObservationMismatch(ConfigError):
-    """An env returned observations its own observation_space does not describe."""
+class ObservationMismatch(ValueError):
+    """An env returned observations its own observation_space does not describe: a fault of
+    the env's code, which the caller reports like the env's other failures (``env X failed at
+    reset/step N``, exit 1)."""
 
-    def __init__(self, space: gym.Space, obs: Any, cause: Exception | None) -> None:
-        got = f"shape {np.shape(obs)}" if not isinstance(obs, dict | tuple) else type(obs).__name__
-        why = f" ({cause})" if cause is not None else ""
-        super().__init__(
-            f"the environment returned observations ({got}) that do not fit its "
-            f"observation_space {space}{why}; fix the env's observation_space or its observations"
-        )
+
+def observation_mismatch(
+    space: gym.Space, obs: Any, cause: Exception | None
+) -> ObservationMismatch:
+    """The error for a batch of observations ``obs`` that ``space`` does not describe."""
+    got = f"shape {np.shape(obs)}" if not isinstance(obs, dict | tuple) else type(obs).__name__
+    why = f" ({cause})" if cause is not None else ""
+    return ObservationMismatch(
+        f"the environment returned observations ({got}) that do not fit its "
+        f"observation_space {space}{why}; fix the env's observation_space or its observations"
+    )
 
 
 def preprocessor(space: gym.Space) -> Preprocessor:
@@ -180,7 +186,7 @@ class CheckObservations(gym.Wrapper):
         self._checks_left -= 1
         problem = obs_problem(self.observation_space, obs)
         if problem:
-            raise ConfigError(
+            raise ObservationMismatch(
                 f"{type(self.env.unwrapped).__name__}.{where} returned an observation that does "
                 f"not fit its observation_space {self.observation_space}: {problem}"
             )

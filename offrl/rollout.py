@@ -256,7 +256,7 @@ class Sampler:
         self.rng = np.random.default_rng([seed, 7])
         self.preprocess = preprocessor(self.env.single_observation_space)
         obs, _ = env_call(env_id, "reset", self.env.reset, seed=seed)
-        self.obs = self.preprocess(obs, num_envs)
+        self.obs = env_call(env_id, "reset", self.preprocess, obs, num_envs)
         self.autoreset = np.zeros(num_envs, dtype=bool)
         self.eps_id = self._new_ids(num_envs)
         self.t = np.zeros(num_envs, dtype=np.int64)
@@ -319,7 +319,7 @@ class Sampler:
             step = f"step {self.env_steps}"
             env_actions = _to_env(self.policy, actions)
             next_obs, rew, term, trunc, _ = env_call(self.env_id, step, self.env.step, env_actions)
-            next_obs = self.preprocess(next_obs, n)
+            next_obs = env_call(self.env_id, step, self.preprocess, next_obs, n)
             rew = np.asarray(rew, dtype=np.float32)
             check_finite_step(self.env_id, self.env_steps, next_obs, rew)
             term = np.asarray(term, dtype=bool)
@@ -405,7 +405,7 @@ def evaluate(
     try:
         preprocess = preprocessor(env.single_observation_space)
         obs, _ = env_call(env_id, "reset", env.reset, seed=seed)
-        obs = preprocess(obs, num_envs)
+        obs = env_call(env_id, "reset", preprocess, obs, num_envs)
         ret = np.zeros(num_envs)
         started = num_envs
         active = np.ones(num_envs, dtype=bool)
@@ -416,7 +416,7 @@ def evaluate(
             steps += 1
             env_actions = _to_env(policy, actions)
             obs, rew, term, trunc, _ = env_call(env_id, f"step {steps}", env.step, env_actions)
-            obs = preprocess(obs, num_envs)
+            obs = env_call(env_id, f"step {steps}", preprocess, obs, num_envs)
             check_finite_step(env_id, steps, obs, np.asarray(rew))
             live = active & ~autoreset
             ret += np.where(live, rew, 0.0)

@@ -11,6 +11,7 @@ import pytest
 from offrl.errors import ConfigError
 from offrl.preprocess import (
     CheckObservations,
+    ObservationMismatch,
     env_actions,
     flat_size,
     obs_problem,
@@ -95,9 +96,10 @@ def test_obs_problem_names_what_does_not_fit() -> None:
     assert obs_problem(space, {"b": 1}) == "expected a dict with keys ['a'], got ['b']"
 
 
-def test_check_observations_wrapper_raises_config_error() -> None:
+def test_check_observations_wrapper_names_the_mismatch() -> None:
     env = CheckObservations(WrongShapeObsEnv())
-    with pytest.raises(ConfigError, match=r"WrongShapeObsEnv.reset\(\) returned an observation"):
+    expected = r"WrongShapeObsEnv.reset\(\) returned an observation"
+    with pytest.raises(ObservationMismatch, match=expected):
         env.reset(seed=0)
 
 
