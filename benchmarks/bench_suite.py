@@ -6,8 +6,8 @@ For each config in ``configs/`` named on the command line and each seed: train w
 then greedy-evaluate the final checkpoint with ``offrl rollout CKPT --episodes 20``.
 
 With ``--sb3`` (``pip install stable-baselines3``; installed only for this script) the
-same env is trained with SB3 for the same number of steps, with rl-zoo3's
-hyperparameters (DQN for DQN configs, A2C with 8 envs for PG configs), torch 1 thread,
+same env is trained with SB3 for the same number of steps: DQN with rl-zoo3's
+hyperparameters for DQN configs, A2C with SB3's defaults and 8 envs for PG configs, torch 1 thread,
 and evaluated the same way (20 greedy episodes, ``deterministic=True``).
 
 Goals (greedy mean): dqn-acrobot / pg-acrobot >= -100, dqn-lunarlander >= 150,
@@ -97,7 +97,7 @@ def run_offrl(name: str, seed: int, results: Path) -> dict[str, Any]:
 
 
 def run_sb3(name: str, seed: int) -> dict[str, Any]:
-    """The same env and budget with SB3 (DQN or 8-env A2C, rl-zoo3 hyperparameters)."""
+    """The same env and budget with SB3 (DQN with rl-zoo3's settings, or 8-env A2C)."""
     import gymnasium as gym
     import numpy as np
     import torch

@@ -7,7 +7,7 @@ each row back into (H, W, C), scales uint8 pixels to [0, 1] and runs the
 convolutions of ``model.conv_filters`` (RLlib's key: ``[[out_channels, [kh, kw],
 stride], ...]``) with ``model.conv_activation``. Each convolution pads by
 ``(k - 1) // 2`` ("same"-like), so the default filters work for any H x W >= 8 x 8;
-RLlib's own default exists only for 84x84, 64x64, 42x42 and 10x10 frames, with
+RLlib's own defaults exist only for a fixed list of frame sizes (84x84, 64x64, 42x42, ...), with
 its last layer a "valid" convolution down to 1 x 1.
 """
 
