@@ -1,4 +1,4 @@
-"""Read throughput on files RLlib 2.60 wrote, against RLlib's own reader algorithm.
+"""Read throughput on files RLlib 2.60 wrote, against RLlib's reader (real, and its algorithm).
 
 Files (real first):
 
@@ -14,25 +14,31 @@ Readers, each one cold pass (a fresh reader, one epoch, every row decoded) per r
 
 * ``offrl``: :class:`offrl.io.json_reader.JsonReader`, every column;
 * ``offrl cols``: ``JsonReader(columns=TRAINING_COLUMNS)`` (what offline DQN trains on);
-* ``rllib``: RLlib's ``JsonReader._from_json`` re-implemented (ray is not installed):
+* ``rllib algo``: RLlib's ``JsonReader._from_json`` re-implemented (runs without Ray):
   ``json.loads`` of each text line, ``unpack_if_needed`` per column (base64, LZ4 frame,
   unpickle, with find_class limited to numpy since the project never runs plain
   ``pickle.loads`` on file content; the C unpickler costs the same), then
   ``SampleBatch(...)``'s ``np.array`` of every list column. (For offrl's npy codec, which
   RLlib cannot read, the payload is read with ``np.load`` instead of unpickled.)
+* ``rllib real``: where ``ray[rllib]`` is importable, RLlib's own
+  ``ray.rllib.offline.json_reader.JsonReader`` over the same files (``read_all_files()``:
+  every line, every column, as RLlib's SampleBatch/MultiAgentBatch). Without Ray its rows
+  say "not installed"; it is not run on offrl's npy codec, which it cannot read.
 
 The readers run round-robin and each keeps its best round, so that load from other
 processes hits all alike; figures are rows per wall second and per CPU second of this
-process, and ratios to ``rllib``. ``--big-mb`` streams a file of real lines repeated in a
-fresh process and reports its peak RSS before and after reading.
+process, and ratios to ``rllib algo`` and (when installed) ``rllib real``. ``--big-mb``
+streams a file of real lines repeated in a fresh process and reports its peak RSS before
+and after reading.
 
 Where the time goes on the real DQN file (CPU ms of one pass, best round, round-robin with
-``rllib``'s whole pass): each phase of offrl's reader alone (orjson's parse; the compressed
-columns; the other columns' lists into arrays), and the parse of the other parsers the
-issue allows (``pyarrow.json.read_json`` of the whole file; pysimdjson's parse, and its parse
-plus every numeric column exported as a flat float64 buffer with nothing checked), when they
-are installed. ``ceiling`` = RLlib's pass / (that parse + the compressed columns): the most
-a reader built on that parser could reach if everything else cost nothing.
+the whole passes of ``rllib algo`` and ``rllib real``): each phase of offrl's reader alone
+(orjson's parse; the compressed columns; the other columns' lists into arrays), and the
+parse of the other parsers the issue allows (``pyarrow.json.read_json`` of the whole file;
+pysimdjson's parse, and its parse plus every numeric column exported as a flat float64
+buffer with nothing checked), when they are installed. ``ceiling`` = ``rllib algo``'s pass /
+(that parse + the compressed columns): the most a reader built on that parser could reach
+if everything else cost nothing.
 
     python benchmarks/bench_reader.py [--rounds 5] [--real-mb 50] [--big-mb 500]
 """
@@ -44,6 +50,7 @@ import base64
 import gc
 import io
 import json
+import logging
 import os
 import pickle
 import subprocess
@@ -65,7 +72,7 @@ from offrl.io.json_writer import JsonWriter
 
 ROOT = Path(__file__).resolve().parent.parent / "tests" / "data" / "rllib"
 RLLIB_260 = ROOT / "rllib-2.60"
-REAL = {
+FILES = {
     "rllib-2.60 dqn-cartpole": RLLIB_260 / "dqn-cartpole",
     "rllib-2.60 ppo-pendulum": RLLIB_260 / "ppo-pendulum",
     "rllib-2.60 ppo-frozenlake": RLLIB_260 / "ppo-frozenlake",
@@ -138,11 +145,29 @@ def offrl_read_columns(path: Path) -> int:
     return sum(b.count for b in reader.iter_epoch())
 
 
+ALGO = "rllib algo"  # RLlib's reader algorithm, re-implemented above
+REAL = "rllib real"  # RLlib's own JsonReader (only where ray[rllib] is importable)
 READERS: dict[str, Callable[[Path], int]] = {
     "offrl": offrl_read,
     "offrl cols": offrl_read_columns,
-    "rllib": rllib_read,
+    ALGO: rllib_read,
 }
+
+
+def real_rllib_reader() -> tuple[Callable[[Path], int] | None, str]:
+    """RLlib's own JsonReader as a reader of this benchmark, and the Ray version (or why not)."""
+    try:
+        import ray
+        from ray.rllib.offline.json_reader import JsonReader as RllibJsonReader
+    except ImportError as e:
+        return None, f"not installed ({e})"
+    logging.getLogger("ray.rllib").setLevel(logging.ERROR)  # its per-reader info lines
+
+    def read(path: Path) -> int:
+        reader = RllibJsonReader([str(f) for f in files_of(path)])  # a list: no glob
+        return sum(batch.count for batch in reader.read_all_files())
+
+    return read, f"ray {ray.__version__}"
 
 
 # -- files -------------------------------------------------------------------------------
@@ -175,12 +200,14 @@ def rewrite_with_offrl(src: Path, dest: Path, codec: str | None) -> Path:
 # -- timing ------------------------------------------------------------------------------
 
 
-def best_times(path: Path, rounds: int) -> tuple[int, dict[str, tuple[float, float]]]:
+def best_times(
+    path: Path, rounds: int, readers: dict[str, Callable[[Path], int]]
+) -> tuple[int, dict[str, tuple[float, float]]]:
     """Rows, and per reader the best (wall, CPU) seconds of ``rounds`` round-robin passes."""
-    best = {name: (float("inf"), float("inf")) for name in READERS}
+    best = {name: (float("inf"), float("inf")) for name in readers}
     counts = set()
     for _ in range(rounds):
-        for name, read in READERS.items():
+        for name, read in readers.items():
             w0, c0 = time.perf_counter(), time.process_time()
             counts.add(read(path))
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
@@ -190,17 +217,26 @@ def best_times(path: Path, rounds: int) -> tuple[int, dict[str, tuple[float, flo
     return counts.pop(), best
 
 
-def report(name: str, path: Path, rounds: int) -> None:
+def report(
+    name: str, path: Path, rounds: int, readers: dict[str, Callable[[Path], int]], real_note: str
+) -> None:
+    """One row per reader; ``real_note`` is printed instead when ``rllib real`` is absent."""
     mb = sum(f.stat().st_size for f in files_of(path)) / 1e6
-    rows, best = best_times(path, rounds)
-    base_wall, base_cpu = best["rllib"]
+    rows, best = best_times(path, rounds, readers)
     for reader, (wall, cpu) in best.items():
+        ratios = [f"x{best[ALGO][0] / wall:4.2f} wall  x{best[ALGO][1] / cpu:4.2f} CPU vs algo"]
+        if REAL in best:
+            ratios.append(
+                f"x{best[REAL][0] / wall:4.2f} wall  x{best[REAL][1] / cpu:4.2f} CPU vs real"
+            )
         print(
             f"{name:26s} {mb:6.1f} MB {rows:8d} rows  {reader:10s} "
             f"{rows / wall / 1e6:5.2f}M rows/s  {rows / cpu / 1e6:5.2f}M rows/CPU-s  "
-            f"x{base_wall / wall:4.2f} wall  x{base_cpu / cpu:4.2f} CPU vs rllib",
+            + "  ".join(ratios),
             flush=True,
         )
+    if REAL not in best:
+        print(f"{name:26s} {mb:6.1f} MB {rows:8d} rows  {REAL:10s} {real_note}", flush=True)
 
 
 # -- where the time goes ----------------------------------------------------------------
@@ -234,7 +270,9 @@ def simdjson_numeric(lines: list[bytes]) -> None:
         del doc, cols, value  # the parser is reused only when no proxy refers to it
 
 
-def parser_phases(path: Path) -> dict[str, Callable[[], object]]:
+def parser_phases(
+    path: Path, real: Callable[[Path], int] | None
+) -> dict[str, Callable[[], object]]:
     """One pass's phases over ``path``'s lines, and the other parsers' (when installed)."""
     data = b"".join(f.read_bytes() for f in files_of(path))
     lines = [line for line in data.splitlines() if line.strip()]
@@ -243,12 +281,14 @@ def parser_phases(path: Path) -> dict[str, Callable[[], object]]:
     packed = [(k, v) for k, v in values if isinstance(v, str)]
     plain = [(k, v) for k, v in values if not isinstance(v, str)]
     phases: dict[str, Callable[[], object]] = {
-        "rllib, whole pass": lambda: rllib_read(path),
+        "rllib algo, whole pass": lambda: rllib_read(path),
         "offrl, whole pass": lambda: offrl_read(path),
         "offrl: orjson.loads": each(orjson.loads, lines),
         "offrl: compressed columns": each(lambda kv: decode_value(*kv, "-", 0), packed),
         "offrl: lists to arrays": each(lambda kv: decode_value(*kv, "-", 0), plain),
     }
+    if real is not None:
+        phases["rllib real, whole pass"] = lambda: real(path)
     gc.collect()
     gc.freeze()  # the prepared inputs are not traversed by the collections timed below
     try:
@@ -272,8 +312,8 @@ def parser_phases(path: Path) -> dict[str, Callable[[], object]]:
     return phases
 
 
-def report_phases(path: Path, rounds: int) -> None:
-    phases = parser_phases(path)
+def report_phases(path: Path, rounds: int, real: Callable[[Path], int] | None) -> None:
+    phases = parser_phases(path, real)
     best = dict.fromkeys(phases, float("inf"))
     for _ in range(rounds):
         for name, run in phases.items():
@@ -281,15 +321,17 @@ def report_phases(path: Path, rounds: int) -> None:
             run()
             best[name] = min(best[name], time.process_time() - c0)
     gc.unfreeze()  # the later reports run as the ones before
-    rllib, packed = best["rllib, whole pass"], best["offrl: compressed columns"]
+    rllib, packed = best["rllib algo, whole pass"], best["offrl: compressed columns"]
     for name, cpu in best.items():
         note = ""
         if name in ("offrl: orjson.loads", "pyarrow.json.read_json", "simdjson parse") or (
             name == "simdjson + numeric buffers"
         ):
-            note = f"ceiling x{rllib / (cpu + packed):4.2f} vs rllib"
+            note = f"ceiling x{rllib / (cpu + packed):4.2f} vs rllib algo"
         elif name == "offrl, whole pass":
-            note = f"x{rllib / cpu:4.2f} vs rllib"
+            note = f"x{rllib / cpu:4.2f} vs rllib algo"
+            if "rllib real, whole pass" in best:
+                note += f", x{best['rllib real, whole pass'] / cpu:4.2f} vs rllib real"
         print(f"  {name:28s} {cpu * 1e3:7.1f} CPU ms  {note}", flush=True)
 
 
@@ -321,20 +363,30 @@ def main() -> None:
     ap.add_argument("--big-mb", type=float, default=0, help="also stream a file of this size")
     args = ap.parse_args()
     threadpool_limits(limits=1, user_api="blas")  # as `offrl train` does (num_threads)
-    dqn = REAL["rllib-2.60 dqn-cartpole"]
+    real, real_note = real_rllib_reader()
+    print(f"{REAL}: RLlib's own JsonReader, {real_note}", flush=True)
+    readers = dict(READERS, **({REAL: real} if real else {}))
+    # RLlib cannot read offrl's npy codec (by design): that file is read by the others only.
+    npy_note = "not run: RLlib cannot read offrl's npy codec" if real else real_note
+    dqn = FILES["rllib-2.60 dqn-cartpole"]
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         repeated = repeat_lines(dqn, t / "dqn-repeated.json", args.real_mb)
         times = round(repeated.stat().st_size / sum(f.stat().st_size for f in files_of(dqn)))
-        report("rllib-2.60 dqn-cartpole", dqn, args.rounds)
+        report("rllib-2.60 dqn-cartpole", dqn, args.rounds, readers, real_note)
         print("where the time goes on rllib-2.60 dqn-cartpole:")
-        report_phases(dqn, max(args.rounds, 7))
-        report(f"rllib-2.60 dqn-cartpole x{times}", repeated, max(1, args.rounds // 2))
+        report_phases(dqn, max(args.rounds, 7), real)
+        rounds = max(1, args.rounds // 2)
+        report(f"rllib-2.60 dqn-cartpole x{times}", repeated, rounds, readers, real_note)
         for name in ("rllib-2.60 ppo-pendulum", "rllib-2.60 ppo-frozenlake", "rllib-old cartpole"):
-            report(name, REAL[name], args.rounds)
+            report(name, FILES[name], args.rounds, readers, real_note)
         for codec in ("offrl", "rllib", None):
             name = f"offrl-written {codec or 'plain'}"
-            report(name, rewrite_with_offrl(dqn, t / f"own-{codec}", codec), args.rounds)
+            own = rewrite_with_offrl(dqn, t / f"own-{codec}", codec)
+            if codec == "offrl":
+                report(name, own, args.rounds, READERS, npy_note)
+            else:
+                report(name, own, args.rounds, readers, real_note)
         if args.big_mb:
             big = repeat_lines(dqn, t / "big.json", args.big_mb)
             print(f"streaming {big.stat().st_size / 1e6:.0f} MB: {peak_rss_streaming(big)}")

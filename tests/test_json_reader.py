@@ -550,3 +550,52 @@ def test_reads_rllib_260_ppo_box_actions_and_one_hot_obs() -> None:
     (lake,) = JsonReader(str(RLLIB_260_PPO_FROZENLAKE)).iter_epoch()
     assert lake.count == 4003 and lake["obs"].dtype == np.float32
     assert lake["obs"].shape == (4003, 16) and (lake["obs"].sum(axis=1) == 1).all()
+
+
+# RLlib's output_compress_columns: its default, and every numeric column of the PPO files.
+_RLLIB_DEFAULT = ["obs", "new_obs"]
+_RLLIB_NUMERIC = [*_RLLIB_DEFAULT, "actions", "rewards", "terminateds", "action_dist_inputs"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("multi_agent", "compress"),
+    [(False, _RLLIB_DEFAULT), (True, _RLLIB_DEFAULT), (False, _RLLIB_NUMERIC)],
+)
+def test_reads_what_real_rllib_writes_as_it_was(
+    tmp_path: Path, multi_agent: bool, compress: list[str]
+) -> None:
+    """RLlib 2.60's own JsonWriter writes batches offrl read from RLlib's files; offrl
+    reads them back identically (needs ``ray[rllib]``)."""
+    pytest.importorskip("ray.rllib")
+    from ray.rllib.offline.json_writer import JsonWriter as RllibJsonWriter
+    from ray.rllib.policy.sample_batch import MultiAgentBatch as RllibMultiAgentBatch
+    from ray.rllib.policy.sample_batch import SampleBatch as RllibSampleBatch
+
+    dqn = JsonReader(str(RLLIB_260_DQN_CARTPOLE), shuffle_files=False).iter_epoch()
+    source = [next(dqn) for _ in range(3)]
+    for path in (RLLIB_260_PPO_PENDULUM, RLLIB_260_PPO_FROZENLAKE, RLLIB_FIXTURE):
+        source.extend(JsonReader(str(path), shuffle_files=False).iter_epoch())
+    writer = RllibJsonWriter(str(tmp_path), compress_columns=compress)
+    for b in source:  # as RLlib holds them: without the columns offrl's reader derives
+        rllib_batch = RllibSampleBatch(
+            {k: v.copy() for k, v in b.items() if k not in ("new_obs_valid", "dones")}
+        )
+        if multi_agent:
+            rllib_batch = RllibMultiAgentBatch({"default_policy": rllib_batch}, b.count)
+        writer.write(rllib_batch)
+    writer.cur_file.close()
+    (written,) = tmp_path.glob("output-*.json")
+    assert written.read_text().count("BCJNG") == sum(  # each of those columns compressed
+        name in b for b in source for name in compress
+    )
+    got = list(JsonReader(str(tmp_path), shuffle_files=False).iter_epoch())
+    assert len(got) == len(source)
+    for want, back in zip(source, got, strict=True):
+        assert set(back.keys()) == set(want.keys())
+        for name, col in want.items():
+            assert back[name].dtype == col.dtype and back[name].shape == col.shape, name
+            if name == "infos":
+                assert list(back[name]) == list(col)
+            else:
+                np.testing.assert_array_equal(back[name], col, err_msg=name)

@@ -19,7 +19,13 @@ from offrl.batch import SampleBatch
 from offrl.errors import ConfigError, OffrlRuntimeError
 from offrl.io import json_writer
 from offrl.io.encode import encode_record
+from offrl.io.json_reader import JsonReader
 from offrl.io.json_writer import JsonWriter
+from tests.shared_data import (
+    RLLIB_260_DQN_CARTPOLE,
+    RLLIB_260_PPO_FROZENLAKE,
+    RLLIB_260_PPO_PENDULUM,
+)
 
 NAME_RE = re.compile(r"^output-(\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d)(?:-\d+)?_worker-(\d+)_(\d+)\.json$")
 
@@ -437,3 +443,91 @@ def test_default_output_is_read_by_real_rllib(tmp_path: Path) -> None:
     got = RllibJsonReader(str(path)).next()
     np.testing.assert_array_equal(np.asarray(got["obs"]), written["obs"])
     np.testing.assert_array_equal(np.asarray(got["actions"]), written["actions"])
+
+
+def _truncated_episode(n: int = 6) -> SampleBatch:
+    """One episode cut by a time limit, columns in the sampler's order (dones last)."""
+    terminateds = np.zeros(n, dtype=bool)
+    truncateds = np.arange(n) == n - 1
+    return SampleBatch(
+        obs=np.arange(n * 3, dtype=np.float32).reshape(n, 3),
+        actions=np.linspace(-2, 2, n, dtype=np.float32).reshape(n, 1),
+        rewards=np.full(n, -0.5, dtype=np.float32),
+        terminateds=terminateds,
+        truncateds=truncateds,
+        eps_id=np.full(n, 7, dtype=np.int64),
+        t=np.arange(n, dtype=np.int64),
+        dones=terminateds | truncateds,
+    )
+
+
+@pytest.mark.parametrize("multi_agent", [False, True])
+def test_dones_is_written_before_terminateds(tmp_path: Path, multi_agent: bool) -> None:
+    # RLlib 2.x's reader renames dones to terminateds key by key: written after
+    # terminateds, dones would turn every truncation into a termination.
+    with JsonWriter(tmp_path, multi_agent=multi_agent) as w:
+        w.write(_truncated_episode())
+    (path,) = files(tmp_path)
+    record = json.loads(path.read_bytes())
+    cols = record["policy_batches"]["default_policy"] if multi_agent else record
+    names = [k for k in cols if k != "type"]
+    assert names == [
+        "obs",
+        "actions",
+        "rewards",
+        "dones",
+        "terminateds",
+        "truncateds",
+        "eps_id",
+        "t",
+    ]
+    assert cols["terminateds"] == [False] * 6 and cols["dones"] == [False] * 5 + [True]
+
+
+def _real_rllib_batches() -> list[SampleBatch]:
+    """Batches offrl read from files RLlib 2.60 wrote: DQN CartPole (3 episodes),
+    PPO Pendulum (Box actions, time-limit truncations), PPO FrozenLake (one-hot obs)."""
+    dqn = JsonReader(str(RLLIB_260_DQN_CARTPOLE), shuffle_files=False).iter_epoch()
+    out = [next(dqn) for _ in range(3)]
+    for path in (RLLIB_260_PPO_PENDULUM, RLLIB_260_PPO_FROZENLAKE):
+        out.extend(JsonReader(str(path), shuffle_files=False).iter_epoch())
+    return [SampleBatch({k: v for k, v in b.items() if k != "new_obs_valid"}) for b in out]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("multi_agent", "options"),
+    [(False, {}), (True, {}), (False, {"compress_columns": []})],
+    ids=["default", "multi-agent", "plain-lists"],
+)
+def test_default_output_of_real_rllib_data_is_read_back_by_real_rllib(
+    tmp_path: Path, multi_agent: bool, options: dict[str, Any]
+) -> None:
+    """RLlib 2.60's own JsonReader reads every column offrl wrote (needs ``ray[rllib]``)."""
+    pytest.importorskip("ray.rllib")
+    from ray.rllib.offline.json_reader import JsonReader as RllibJsonReader
+
+    written = _real_rllib_batches()
+    assert sum(int(b["truncateds"].sum()) for b in written) == 20  # Pendulum's time limits
+    with JsonWriter(tmp_path, multi_agent=multi_agent, **options) as w:
+        for b in written:
+            w.write(b)
+    (path,) = files(tmp_path)
+    got = list(RllibJsonReader(str(path)).read_all_files())
+    assert len(got) == len(written)
+    for want, batch in zip(written, got, strict=True):
+        cols = batch.policy_batches["default_policy"] if multi_agent else batch
+        assert cols.count == want.count
+        # RLlib renames dones to terminateds; everything else comes back under its name.
+        assert set(cols.keys()) == set(want.keys()) - {"dones"}
+        for name in ("obs", "new_obs"):  # compressed: the very float32 arrays; plain
+            # lists: float64 in RLlib (as from its own files), checked by value below
+            expected = np.float64 if "compress_columns" in options else want[name].dtype
+            assert cols[name].dtype == expected, name
+        for name in set(want.keys()) - {"dones", "infos"}:
+            got_col = np.asarray(cols[name])
+            # Plain float lists come back float64 in RLlib, as from its own files: the
+            # exact widening of offrl's float32 values.
+            assert got_col.shape == want[name].shape, name
+            np.testing.assert_array_equal(got_col, want[name], err_msg=name)
+        assert list(cols["infos"]) == list(want["infos"])

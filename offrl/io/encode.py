@@ -24,7 +24,7 @@ import lz4.frame
 import numpy as np
 import orjson
 
-from offrl.batch import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch
+from offrl.batch import DEFAULT_POLICY_ID, DONES, TERMINATEDS, MultiAgentBatch, SampleBatch
 from offrl.io.codecs import Codec, encode_column, npy_bytes
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
@@ -120,11 +120,29 @@ def _column_value(name: str, arr: np.ndarray, compress: Collection[str], codec: 
     return compress_column(arr, codec)
 
 
+def column_order(names: list[str]) -> list[str]:
+    """``names`` in the batch's order, except that ``dones`` goes just before ``terminateds``.
+
+    RLlib 2.x's reader renames ``dones`` to ``terminateds`` as it meets the keys, so a
+    ``dones`` written after ``terminateds`` would overwrite it: every time-limit
+    truncation would read as a termination. Written first, the real ``terminateds``
+    wins, and readers that only know ``dones`` still find it.
+    """
+    if DONES not in names or TERMINATEDS not in names:
+        return names
+    rest = [name for name in names if name != DONES]
+    at = rest.index(TERMINATEDS)
+    return [*rest[:at], DONES, *rest[at:]]
+
+
 def batch_columns(
     batch: SampleBatch, compress_columns: Collection[str], codec: Codec
 ) -> dict[str, Any]:
-    """``column -> JSON-ready value`` for every column of ``batch``, in the batch's order."""
-    return {name: _column_value(name, arr, compress_columns, codec) for name, arr in batch.items()}
+    """``column -> JSON-ready value`` for every column of ``batch`` (:func:`column_order`)."""
+    return {
+        name: _column_value(name, batch[name], compress_columns, codec)
+        for name in column_order(list(batch.keys()))
+    }
 
 
 def record_dict(
