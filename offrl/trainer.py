@@ -20,6 +20,7 @@ from offrl.batch import SampleBatch
 from offrl.config import CommonConfig, suggest
 from offrl.errors import ConfigError
 from offrl.rollout import evaluate
+from offrl.seeding import Stream, int_seed
 
 if TYPE_CHECKING:  # the protocol module imports torch; the stop checks must not
     from offrl.algos.base import Algorithm
@@ -145,7 +146,7 @@ def _unknown(word: str, known: frozenset[str], what: str) -> str:
 def stop_problem(key: str, run: str, cfg: CommonConfig) -> str | None:
     """Why this run (algorithm ``run``, config ``cfg``) never reports ``key``, with the fix;
     None when it does."""
-    from offrl.io.input import reads_files
+    from offrl.io.specs import reads_files
 
     spec = cfg.input
     sampled = spec == "sampler" or (isinstance(spec, dict) and "sampler" in spec)
@@ -375,7 +376,7 @@ def _evaluate(run: Run) -> dict[str, float]:
         run.env_id,
         run.algo,
         cfg.evaluation_num_episodes,
-        seed=run.seed + 100_003 * it,
+        seed=int_seed(run.seed, Stream.EVALUATION, it),
         horizon=cfg.horizon,
     )
     stats = episode_stats(returns, [0] * len(returns))

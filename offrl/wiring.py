@@ -15,6 +15,7 @@ from offrl.algos.base import Algorithm
 from offrl.batch import SampleBatch
 from offrl.config import CommonConfig
 from offrl.rollout import Sampler, env_spaces
+from offrl.seeding import Stream, generator, int_seed
 from offrl.trainer import Run
 
 SAMPLER = "sampler"
@@ -92,7 +93,8 @@ def _offline_reader(
 ) -> OfflineSource:
     from offrl.io.input import make_input_reader
 
-    reader = make_input_reader(spec, config=cfg, seed=seed, worker_index=0, num_workers=1)
+    reader_seed = int_seed(seed, Stream.READER)
+    reader = make_input_reader(spec, config=cfg, seed=reader_seed, worker_index=0, num_workers=1)
     # Check spaces before shuffling, so an error can name the record's file and line.
     return _shuffled(OfflineSource(reader, obs_space, act_space, where), cfg, seed)
 
@@ -103,13 +105,13 @@ def _shuffled(reader: Any, cfg: CommonConfig, seed: int) -> Any:
         return reader
     from offrl.io.shuffle import ShuffledInput
 
-    return ShuffledInput(reader, cfg.shuffle_buffer_size, np.random.default_rng([seed, 11]))
+    return ShuffledInput(reader, cfg.shuffle_buffer_size, generator(seed, Stream.SHUFFLE))
 
 
 def _input_plan(spec: Any) -> tuple[dict[str, Any], dict[str, float] | None]:
     """``input`` -> ({name: source spec}, probabilities or None)."""
     if isinstance(spec, dict):
-        from offrl.io.mixed import normalize_mix
+        from offrl.io.specs import normalize_mix
 
         probs = normalize_mix(spec)
         return {name: name for name in probs}, probs
@@ -129,7 +131,7 @@ def _worker_set(
 ) -> Any:
     """N rollout worker processes (or Ray actors) for one input source."""
     if cfg.framework == "ray" or ray_address:
-        from offrl.ray_backend import RayWorkerSet
+        from offrl.workers.ray import RayWorkerSet
 
         return RayWorkerSet(
             algo_name,
@@ -187,7 +189,7 @@ def build_run(
                     cfg.num_envs_per_worker,
                     algo,
                     algo.rollout_fragment_length(),
-                    seed,
+                    int_seed(seed, Stream.SAMPLER),
                     cfg.horizon,
                 )
                 stack.callback(sampler.close)
@@ -204,7 +206,7 @@ def build_run(
                 cfg.num_envs_per_worker,
                 algo,
                 algo.rollout_fragment_length(),
-                seed + 1,
+                int_seed(seed, Stream.SIMULATION),
                 cfg.horizon,
             )
             stack.callback(sim.close)
@@ -234,7 +236,7 @@ def build_run(
             config=cfg,
             env_id=env_id,
             seed=seed,
-            source=TrainingSource(sources, probs, np.random.default_rng([seed, 5])),
+            source=TrainingSource(sources, probs, generator(seed, Stream.INPUT_MIX)),
             pop_episodes=pop_episodes,
             output=output,
             estimators=estimators,

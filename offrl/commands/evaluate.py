@@ -59,6 +59,7 @@ def run_evaluate_offline(
 ) -> tuple[dict[str, dict[str, float]], list[str]]:
     """(``{estimator: estimates}``, warnings) over one pass of ``data``."""
     from offrl.io.input import make_input_reader
+    from offrl.seeding import Stream, int_seed
 
     algo, state = load_policy(checkpoint, env)
     obs_space, act_space = env_spaces(env or str(state["env"]))
@@ -72,7 +73,11 @@ def run_evaluate_offline(
         fqe_config={"n_iters": FQE_STEPS, "bootstrap": 0 if bootstrap < 2 else bootstrap},
     )
     reader = make_input_reader(
-        data if len(data) > 1 else data[0], config=cfg, seed=seed, worker_index=0, num_workers=1
+        data if len(data) > 1 else data[0],
+        config=cfg,
+        seed=int_seed(seed, Stream.READER),
+        worker_index=0,
+        num_workers=1,
     )
     iter_epoch = getattr(reader, "iter_epoch", None)
     if not callable(iter_epoch):

@@ -27,6 +27,8 @@ from offrl.results import (
 )
 from offrl.rollout import env_spaces, restore_policy_state
 from offrl.runspec import Experiment, RunSpec, load_experiments, resolve_experiment
+from offrl.seeding import Stream, int_seed
+from offrl.signals import StopFlag, graceful_signals
 from offrl.trainer import Counters, Run, should_stop, train
 
 
@@ -262,7 +264,7 @@ def _train_one(
 
     from offrl.wiring import build_run
 
-    torch.manual_seed(spec.seed)
+    torch.manual_seed(int_seed(spec.seed, Stream.TORCH_GLOBAL))
     torch.set_num_threads(spec.config.num_threads)
     config_cls, algo_cls = get_algorithm(spec.run)
     obs_space, act_space = env_spaces(spec.env)
@@ -279,8 +281,6 @@ def _train_one(
         "stop": spec.stop,
         **spec.config.to_dict(),
     }
-    from offrl.cli import StopFlag, graceful_signals
-
     flag = StopFlag()
     result: dict[str, Any] = {}
     with (

@@ -38,6 +38,7 @@ from offrl.estimators.base import (
 from offrl.estimators.direct import DirectMethod, DoublyRobust, SharedFQE
 from offrl.estimators.fqe import FQEConfig
 from offrl.estimators.importance import ImportanceSampling, WeightedImportanceSampling
+from offrl.seeding import Stream, int_seed
 
 ESTIMATORS = ("is", "wis", "dm", "dr")
 MODEL_BASED = ("dm", "dr")  # need a Q model over Discrete actions
@@ -61,7 +62,7 @@ def make_estimators(
     for i, name in enumerate(names):
         if name == "simulation":
             continue  # run by the trainer with the rollout, not an estimator over data
-        est_seed = seed + 1000 * i  # independent but reproducible reservoirs and model inits
+        est_seed = int_seed(seed, Stream.ESTIMATOR, i)
         if name == "is":
             out.append(ImportanceSampling(gamma=gamma, seed=est_seed))
         elif name == "wis":

@@ -35,11 +35,12 @@ from typing import Any, Literal
 import lz4.frame
 import numpy as np
 
+from offrl.io.specs import DEFAULT_MAX_COLUMN_BYTES
+
 Codec = Literal["offrl", "rllib"]
 
 LZ4_B64_PREFIX = "BCJNG"
 NPY_MAGIC = b"\x93NUMPY"
-DEFAULT_MAX_COLUMN_BYTES = 256 * 2**20
 # LZ4 writes at least one byte per 255 bytes of output (a match length's extension
 # bytes), so a frame of n bytes never holds more than 255 * n (plus one short block).
 LZ4_MAX_RATIO = 255
