@@ -308,9 +308,8 @@ def _train_one(
                     style="yellow",
                 )
             for result in train(the_run):
-                for warning in the_run.warnings:
+                for warning in the_run.take_warnings():
                     progress.message(f"offrl: warning: {warning}", style="yellow")
-                the_run.warnings.clear()
                 logger.log(result)
                 progress.update(result)
                 it = result["training_iteration"]

@@ -20,6 +20,7 @@ from offrl.imports import construct, load_class
 from offrl.io.json_reader import JsonReader
 from offrl.io.specs import (
     DEFAULT_MAX_COLUMN_BYTES,
+    SAMPLER,
     InputReader,
     check_file_input_config,
     file_sources,
@@ -77,7 +78,7 @@ def make_input_reader(
     num_workers: int = 1,
 ) -> InputReader:
     """Build the offline reader for ``spec`` (worker ``worker_index`` of ``num_workers``)."""
-    if isinstance(spec, dict) or spec == "sampler":
+    if isinstance(spec, dict) or spec == SAMPLER:
         raise ValueError(
             f"make_input_reader handles offline inputs only, not {spec!r} "
             "(the trainer builds the sampler and input mixes)"

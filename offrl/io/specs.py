@@ -20,6 +20,8 @@ from offrl.io.sources import is_uri
 if TYPE_CHECKING:
     from offrl.batch import MultiAgentBatch, SampleBatch
 
+# The ``input`` value that means "sample the env now" (alone or as a source of a mix).
+SAMPLER = "sampler"
 # The most one compressed column may decode to, unless input_config.max_column_bytes says.
 DEFAULT_MAX_COLUMN_BYTES = 256 * 2**20
 # |sum - 1| up to this is rounding in a hand-written config, not a mistake.
@@ -56,7 +58,7 @@ def reads_files(spec: Any) -> bool:
         return any(reads_files(source) for source in spec)
     if isinstance(spec, list):
         return True
-    return isinstance(spec, str) and spec != "sampler" and not is_class_spec(spec)
+    return isinstance(spec, str) and spec != SAMPLER and not is_class_spec(spec)
 
 
 def file_sources(spec: Any) -> list[str | list[str]]:

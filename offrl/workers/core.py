@@ -29,9 +29,9 @@ from typing import Any
 from offrl.batch import SampleBatch
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError, DataFormatError, OffrlRuntimeError
+from offrl.io.specs import SAMPLER
 from offrl.seeding import Stream, int_seed
 
-SAMPLER = "sampler"
 # torch._dynamo: building any torch optimizer imports it lazily (~800 modules, seconds).
 _PRELOAD = [
     "torch._dynamo",
