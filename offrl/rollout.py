@@ -127,7 +127,8 @@ def checkpoint_mismatch(
     state: dict[str, Any], env_id: str, config: dict[str, Any], checkpoint: str, err: Exception
 ) -> str:
     """What differs between a checkpoint and the run it is loaded into, in words."""
-    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    saved_config = state.get("config")
+    saved: dict[str, Any] = saved_config if isinstance(saved_config, dict) else {}
     diffs = []
     if state.get("env") != env_id:
         diffs.append(f"it was trained on {str(state.get('env'))[:80]!r}, not {env_id!r}")
@@ -151,7 +152,9 @@ def json_short(value: Any) -> str:
 def _single_env_fn(env_id: str, horizon: int | None) -> Callable[[], gym.Env]:
     def make() -> gym.Env:
         if ":" in env_id:
-            env = CheckObservations(env_call(env_id, "construction", _import_class(env_id)))
+            env: gym.Env = CheckObservations(
+                env_call(env_id, "construction", _import_class(env_id))
+            )
             if horizon is not None:
                 env = gym.wrappers.TimeLimit(env, max_episode_steps=horizon)
             return env

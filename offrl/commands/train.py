@@ -214,15 +214,18 @@ def run_train(
     if run_file:
         check_run_file(run_file)
     experiments = load_experiments(run_file, experiment) if run_file else [Experiment({})]
-    flags = {
-        "run": run,
-        "env": env,
-        "config_text": config_text,
-        "stop_text": stop_text,
-        "name": name,
-        "seed": seed,
-    }
-    specs = [resolve_experiment(exp, **flags) for exp in experiments]
+    specs = [
+        resolve_experiment(
+            exp,
+            run=run,
+            env=env,
+            config_text=config_text,
+            stop_text=stop_text,
+            name=name,
+            seed=seed,
+        )
+        for exp in experiments
+    ]
     for exp, spec in zip(experiments, specs, strict=True):
         check_stop_finite(spec.stop)
         check_file_options(exp.data, run_file)

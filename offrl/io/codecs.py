@@ -172,7 +172,11 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 
 
-class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+# Python's pure-Python unpickler: private, so untyped (its opcode methods are overridden below).
+_PyUnpickler: Any = pickle._Unpickler  # type: ignore[attr-defined]
+
+
+class RestrictedUnpickler(_PyUnpickler):
     """Python's own unpickler (its memo is a dict: a huge memo index costs nothing),
     admitting only numpy's array and dtype reconstructors, with sizes checked."""
 
@@ -210,12 +214,12 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
             inst.__setstate__(state)  # checks the sizes first
         elif isinstance(inst, np.dtype):
             _check_dtype_state(state)
-            inst.__setstate__(state)
+            inst.__setstate__(state)  # type: ignore[attr-defined]  # numpy's stubs omit it
         else:
             raise CodecError(f"pickle sets the state of a {type(inst).__name__}")
 
     dispatch = {
-        **pickle._Unpickler.dispatch,  # type: ignore[attr-defined]
+        **_PyUnpickler.dispatch,
         pickle.BUILD[0]: _load_build,
         pickle.BYTEARRAY8[0]: _load_bytearray8,
         pickle.FRAME[0]: _load_frame,
