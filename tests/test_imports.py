@@ -118,3 +118,37 @@ def test_offrl_has_no_import_cycle() -> None:
     assert len(graph) > 30  # the walk found the package
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def imported_closure(graph: dict[str, set[str]], root: str) -> set[str]:
+    """Every offrl module ``root`` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = [root]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_the_bottom_layer_imports_no_other_offrl_module() -> None:
+    graph = import_graph()
+    for module in ("offrl.errors", "offrl.batch", "offrl.seeding", "offrl.returns"):
+        assert graph[module] == set(), f"{module} imports {sorted(graph[module])}"
+
+
+def test_only_the_command_line_imports_the_command_line() -> None:
+    graph = import_graph()
+    top = {m for m in graph if m == "offrl.cli" or m.startswith("offrl.commands")}
+    for module, targets in graph.items():
+        if module not in top:
+            assert not targets & top, f"{module} imports {sorted(targets & top)}"
+
+
+def test_validating_a_config_loads_no_reader() -> None:
+    # offrl.config checks input specs through io/specs.py only: no orjson, lz4 or readers.
+    allowed = {"offrl", "offrl.batch", "offrl.errors", "offrl.io", "offrl.io.specs"}
+    allowed.add("offrl.io.sources")
+    closure = imported_closure(import_graph(), "offrl.config")
+    assert closure <= allowed, sorted(closure - allowed)
