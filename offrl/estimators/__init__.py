@@ -26,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from offrl.batch import ACTIONS, OBS, SampleBatch
+from offrl.config import ESTIMATOR_NAMES
 from offrl.errors import ConfigError
 from offrl.estimators.base import (
     BEHAVIOUR_ESTIMATORS,
@@ -40,7 +41,7 @@ from offrl.estimators.fqe import FQEConfig
 from offrl.estimators.importance import ImportanceSampling, WeightedImportanceSampling
 from offrl.seeding import Stream, int_seed
 
-ESTIMATORS = ("is", "wis", "dm", "dr")
+ESTIMATORS = tuple(n for n in ESTIMATOR_NAMES if n != "simulation")  # "is", "wis", "dm", "dr"
 MODEL_BASED = ("dm", "dr")  # need a Q model over Discrete actions
 
 __all__ = ["ESTIMATORS", "MissingBehaviourProbs", "OffPolicyEstimator", "make_estimators"]
