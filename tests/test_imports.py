@@ -152,3 +152,55 @@ def test_validating_a_config_loads_no_reader() -> None:
     allowed.add("offrl.io.sources")
     closure = imported_closure(import_graph(), "offrl.config")
     assert closure <= allowed, sorted(closure - allowed)
+
+
+# docs/architecture.md, "Layers": a module imports from its own layer or below.
+LAYERS: list[tuple[str, ...]] = [
+    ("offrl", "offrl.errors", "offrl.batch", "offrl.seeding", "offrl.returns"),
+    (
+        "offrl.imports",
+        "offrl.preprocess",
+        "offrl.io",
+        "offrl.io.sources",
+        "offrl.io.specs",
+        "offrl.config",
+        "offrl.signals",
+        "offrl.results",
+        "offrl.progress",
+        "offrl.tensorboard",
+        "offrl.plot",
+    ),
+    ("offrl.io.*", "offrl.algos*", "offrl.estimators*", "offrl.rollout"),
+    ("offrl.trainer", "offrl.workers*", "offrl.datatools*"),
+    ("offrl.batch_sources", "offrl.runspec", "offrl.wiring"),
+    ("offrl.commands*", "offrl.cli"),
+]
+
+
+def layer_of(module: str) -> int:
+    """The layer of ``module``: an exact name first, then the longest matching prefix*."""
+    for i, names in enumerate(LAYERS):
+        if module in names:
+            return i
+    best, best_len = -1, -1
+    for i, names in enumerate(LAYERS):
+        for pattern in names:
+            stem = pattern.rstrip("*")
+            if pattern.endswith("*") and module.startswith(stem) and len(stem) > best_len:
+                best, best_len = i, len(stem)
+    return best
+
+
+def test_every_module_has_a_layer_and_imports_nothing_above_it() -> None:
+    graph = import_graph()
+    unplaced = sorted(m for m in graph if layer_of(m) < 0)
+    assert not unplaced, f"add these modules to LAYERS (and docs/architecture.md): {unplaced}"
+    upward = [
+        f"{m} -> {t}" for m, targets in graph.items() for t in targets if layer_of(t) > layer_of(m)
+    ]
+    assert not upward, "imports from a higher layer: " + ", ".join(sorted(upward))
+
+
+def test_layer_of_prefers_exact_names_and_longer_prefixes() -> None:
+    assert layer_of("offrl.io.specs") == 1 and layer_of("offrl.io.json_reader") == 2
+    assert layer_of("offrl.commands.train") == 5 and layer_of("offrl.nowhere") == -1
