@@ -36,6 +36,10 @@ ADVANTAGES = "advantages"
 VALUE_TARGETS = "value_targets"
 VF_PREDS = "vf_preds"
 
+# Added by the reader (never by RLlib): False on rows whose new_obs the file did not hold
+# (the learner must not bootstrap from them; see io/decode.py).
+NEW_OBS_VALID = "new_obs_valid"
+
 DEFAULT_POLICY_ID = "default_policy"
 
 KNOWN_COLUMNS = frozenset(

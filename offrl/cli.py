@@ -7,20 +7,15 @@ Exit codes: 0 success, 1 runtime failure, 2 usage or config error,
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import click
 
 from offrl import __version__
+from offrl.commands.exits import handle_errors
 from offrl.config import MAXIMA
-from offrl.errors import OffrlError, StopNow
 
 MAX_SEED = MAXIMA["seed"]
 MAX_EPISODES = 100_000
@@ -37,75 +32,6 @@ Examples:
       --config '{"input": "/tmp/cartpole-out", "exploration_final_eps": 0}'
   offrl train -f configs/dqn-cartpole.json --seed 1 --checkpoint-at-end
 """
-
-
-def _fail(err: OffrlError, verbose: bool) -> None:
-    if verbose:
-        traceback.print_exc()
-        detail = getattr(err, "detail", "")  # e.g. the traceback inside a rollout worker
-        if detail:
-            click.echo(detail, err=True)
-    click.echo(f"offrl: error: {err}", err=True)
-    sys.exit(err.exit_code)
-
-
-def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn offrl's errors into a message and an exit code; tracebacks only with -v."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        verbose = bool(kwargs.get("verbose"))
-        try:
-            return func(*args, **kwargs)
-        except OffrlError as e:
-            _fail(e, verbose)
-        except KeyboardInterrupt:
-            click.echo("offrl: interrupted", err=True)
-            sys.exit(130)
-        except StopNow as e:
-            click.echo(f"offrl: stopped at once by a second {e}", err=True)
-            sys.exit(128 + e.signum)
-
-    return wrapper
-
-
-class StopFlag:
-    """Set by the first SIGINT/SIGTERM: the run stops cleanly after the current iteration."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.signum is None else 128 + self.signum
-
-    def is_set(self) -> bool:
-        return self.signum is not None
-
-
-def first_signal_message(signum: int) -> str:
-    """What the first signal does, and how to stop at once (true for either signal)."""
-    name = signal.Signals(signum).name
-    again = "Ctrl-C again" if signum == signal.SIGINT else "send SIGTERM (or SIGINT) again"
-    return f"{name}: stopping after this iteration ({again} to stop at once)"
-
-
-@contextmanager
-def graceful_signals(flag: StopFlag, on_first: Callable[[str], None]) -> Iterator[None]:
-    """First Ctrl-C/SIGTERM sets ``flag``; a second one of either stops at once (StopNow)."""
-
-    def handler(signum: int, _frame: Any) -> None:
-        if flag.signum is not None:
-            raise StopNow(signum, signal.Signals(signum).name)
-        flag.signum = signum
-        on_first(first_signal_message(signum))
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

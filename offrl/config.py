@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from offrl.errors import ConfigError
+from offrl.io.specs import check_file_input_config, normalize_mix, reads_files
 
 C = TypeVar("C", bound="CommonConfig")
 
@@ -343,13 +344,9 @@ class CommonConfig:
     def validate(self) -> None:
         """Checks beyond one value's type and range; algorithm configs extend it (ConfigError)."""
         check_lr_schedule(self.lr_schedule)
-        from offrl.io.input import check_file_input_config, reads_files
-
         if reads_files(self.input):  # before any run directory exists
             check_file_input_config(self.input_config)
         if isinstance(self.input, dict):  # a mix's probabilities, before its sources are read
-            from offrl.io.mixed import normalize_mix
-
             normalize_mix(self.input)
         for name in self.input_evaluation:
             if name not in ESTIMATOR_NAMES:

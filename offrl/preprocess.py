@@ -104,9 +104,8 @@ class Preprocessor:
 
     def one(self, obs: Any) -> np.ndarray:
         """One unbatched observation -> (1, *shape)."""
-        batched = gym.vector.utils.concatenate(
-            self.space, [obs], gym.vector.utils.create_empty_array(self.space, 1)
-        )
+        empty: Any = gym.vector.utils.create_empty_array(self.space, 1)
+        batched = gym.vector.utils.concatenate(self.space, [obs], empty)
         return self(batched, 1)
 
 
@@ -132,7 +131,7 @@ def preprocessor(space: gym.Space) -> Preprocessor:
     """The preprocessor of an observation space (see the module docstring)."""
     if is_image(space):
         dtype = np.dtype(np.uint8) if space.dtype == np.uint8 else np.dtype(np.float32)
-        return Preprocessor(space, tuple(space.shape), dtype)
+        return Preprocessor(space, tuple(space.shape or ()), dtype)  # an image is a Box
     return Preprocessor(space, (flat_size(space),), np.dtype(np.float32))
 
 

@@ -8,11 +8,19 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.progress import Progress as ByteBar
 from rich.table import Table
 
 # Stop keys whose progress can be extrapolated to an ETA.
@@ -45,6 +53,27 @@ def show_each_warning_once() -> None:
 def make_console(stream: TextIO | None = None) -> Console:
     """A rich console on stderr (colour only on a terminal)."""
     return Console(file=stream or sys.stderr, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def byte_progress(
+    description: str, total: int | None, show: bool
+) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr advanced by bytes read (``offrl data``); None when not shown."""
+    if not show:
+        yield None
+        return
+    with ByteBar(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=make_console(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def eta_seconds(result: Mapping[str, Any], stop: Mapping[str, Any]) -> float | None:

@@ -1,61 +1,12 @@
 """Pure return math on 1-D arrays of one batch (rows in time order, episodes contiguous).
 
-Shapes: every array argument is (T,), one entry per row; episode boundaries come
-from ``dones`` (the episode ended after this row) and optionally ``eps_id``.
+Shapes: every array argument is (T,), one entry per row; where episodes (or their
+parts) end is given as boolean masks (``terminateds``, ``segment_end``).
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def discounted_returns(
-    rewards: np.ndarray,
-    dones: np.ndarray,
-    gamma: float,
-    bootstrap: np.ndarray | None = None,
-) -> np.ndarray:
-    """G_t = r_t + gamma * G_{t+1}, restarting after every ``dones[t]``.
-
-    ``bootstrap`` (T,) is the value added after the last row of a segment that did
-    not end (a truncated episode or a fragment cut mid-episode): it is read at rows
-    where ``dones`` is false and the next row starts another segment or the batch
-    ends. Without it those segments bootstrap from 0 (RLlib's vanilla PG).
-    """
-    rewards = np.asarray(rewards, dtype=np.float64)
-    dones = np.asarray(dones, dtype=bool)
-    n = len(rewards)
-    out = np.empty(n, dtype=np.float64)
-    running = 0.0
-    for t in range(n - 1, -1, -1):
-        if dones[t]:
-            running = 0.0
-        elif t == n - 1 and bootstrap is not None:
-            running = float(bootstrap[t])
-        running = rewards[t] + gamma * running
-        out[t] = running
-    return out
-
-
-def discounted_returns_by_episode(
-    rewards: np.ndarray,
-    dones: np.ndarray,
-    eps_id: np.ndarray,
-    gamma: float,
-    bootstrap: np.ndarray | None = None,
-) -> np.ndarray:
-    """:func:`discounted_returns` where a change of ``eps_id`` also ends a segment.
-
-    A segment that ends by an ``eps_id`` change without ``dones`` (a fragment cut)
-    bootstraps from ``bootstrap`` at its last row (0 without it).
-    """
-    n = len(rewards)
-    out = np.empty(n, dtype=np.float64)
-    cuts = np.flatnonzero(np.asarray(eps_id)[1:] != np.asarray(eps_id)[:-1]) + 1
-    for start, end in zip([0, *cuts.tolist()], [*cuts.tolist(), n], strict=True):
-        boot = None if bootstrap is None else np.asarray(bootstrap)[start:end]
-        out[start:end] = discounted_returns(rewards[start:end], dones[start:end], gamma, boot)
-    return out
 
 
 def n_step_targets(

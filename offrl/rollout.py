@@ -8,7 +8,6 @@ yields no row; every other vector step yields one row per env.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -18,7 +17,9 @@ import numpy as np
 from offrl import batch as sb
 from offrl.batch import SampleBatch
 from offrl.errors import ConfigError, OffrlError, OffrlRuntimeError
+from offrl.imports import load_class
 from offrl.preprocess import CheckObservations, preprocessor
+from offrl.seeding import Stream, generator, int_seed
 
 
 class Actor(Protocol):
@@ -28,11 +29,11 @@ class Actor(Protocol):
 
 
 def _import_class(spec: str) -> Any:
-    module, _, name = spec.partition(":")
+    """The env class ``module:Class`` names; a failure of the module's own code is the env's."""
     try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"--env {spec!r}: cannot import {name!r} from {module!r}: {e}") from None
+        return load_class(spec, f"--env {spec!r}")
+    except ConfigError:
+        raise
     except (Exception, SystemExit) as e:  # the module's own code failed (or called sys.exit)
         raise env_failure(spec, "import", e) from e
 
@@ -126,7 +127,8 @@ def checkpoint_mismatch(
     state: dict[str, Any], env_id: str, config: dict[str, Any], checkpoint: str, err: Exception
 ) -> str:
     """What differs between a checkpoint and the run it is loaded into, in words."""
-    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    saved_config = state.get("config")
+    saved: dict[str, Any] = saved_config if isinstance(saved_config, dict) else {}
     diffs = []
     if state.get("env") != env_id:
         diffs.append(f"it was trained on {str(state.get('env'))[:80]!r}, not {env_id!r}")
@@ -150,7 +152,9 @@ def json_short(value: Any) -> str:
 def _single_env_fn(env_id: str, horizon: int | None) -> Callable[[], gym.Env]:
     def make() -> gym.Env:
         if ":" in env_id:
-            env = CheckObservations(env_call(env_id, "construction", _import_class(env_id)))
+            env: gym.Env = CheckObservations(
+                env_call(env_id, "construction", _import_class(env_id))
+            )
             if horizon is not None:
                 env = gym.wrappers.TimeLimit(env, max_episode_steps=horizon)
             return env
@@ -253,9 +257,10 @@ class Sampler:
         self.num_envs = num_envs
         self.policy = policy
         self.fragment_length = fragment_length
-        self.rng = np.random.default_rng([seed, 7])
+        self.rng = generator(seed, Stream.ACTIONS)
         self.preprocess = preprocessor(self.env.single_observation_space)
-        obs, _ = env_call(env_id, "reset", self.env.reset, seed=seed)
+        reset_seed = int_seed(seed, Stream.ENV_RESET)
+        obs, _ = env_call(env_id, "reset", self.env.reset, seed=reset_seed)
         self.obs = env_call(env_id, "reset", self.preprocess, obs, num_envs)
         self.autoreset = np.zeros(num_envs, dtype=bool)
         self.eps_id = self._new_ids(num_envs)

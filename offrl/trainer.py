@@ -20,6 +20,7 @@ from offrl.batch import SampleBatch
 from offrl.config import CommonConfig, suggest
 from offrl.errors import ConfigError
 from offrl.rollout import evaluate
+from offrl.seeding import Stream, int_seed
 
 if TYPE_CHECKING:  # the protocol module imports torch; the stop checks must not
     from offrl.algos.base import Algorithm
@@ -145,10 +146,10 @@ def _unknown(word: str, known: frozenset[str], what: str) -> str:
 def stop_problem(key: str, run: str, cfg: CommonConfig) -> str | None:
     """Why this run (algorithm ``run``, config ``cfg``) never reports ``key``, with the fix;
     None when it does."""
-    from offrl.io.input import reads_files
+    from offrl.io.specs import SAMPLER, reads_files
 
     spec = cfg.input
-    sampled = spec == "sampler" or (isinstance(spec, dict) and "sampler" in spec)
+    sampled = spec == SAMPLER or (isinstance(spec, dict) and SAMPLER in spec)
     simulated = "simulation" in cfg.input_evaluation
     if key in EPISODE_KEYS and not (sampled or simulated):
         if key in EVALUATION_KEYS and cfg.evaluation_interval:
@@ -287,9 +288,19 @@ class Run:
     estimators: dict[str, Estimator] = field(default_factory=dict)
     simulate: Any = None  # () -> None: steps the "simulation" sampler one fragment
     counters: Counters = field(default_factory=Counters)
-    warnings: list[str] = field(default_factory=list)  # for the user; the caller shows them
+    warnings: list[str] = field(default_factory=list)  # for the user: see take_warnings
+    warning_sources: list[Any] = field(default_factory=list)  # worker sets, with .warnings
     samplers: list[Any] = field(default_factory=list)  # local samplers, for checkpoints
     stop_requested: Any = None  # () -> bool: True once a signal asked the run to stop
+
+    def take_warnings(self) -> list[str]:
+        """Warnings for the user since the last call: the run's own, then its worker sets'."""
+        out = list(self.warnings)
+        self.warnings.clear()
+        for source in self.warning_sources:
+            out.extend(source.warnings)
+            source.warnings.clear()
+        return out
 
     def sampler_states(self) -> list[Any] | None:
         """States of every local sampler, or None when one of them cannot be saved."""
@@ -375,7 +386,7 @@ def _evaluate(run: Run) -> dict[str, float]:
         run.env_id,
         run.algo,
         cfg.evaluation_num_episodes,
-        seed=run.seed + 100_003 * it,
+        seed=int_seed(run.seed, Stream.EVALUATION, it),
         horizon=cfg.horizon,
     )
     stats = episode_stats(returns, [0] * len(returns))

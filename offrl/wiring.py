@@ -1,90 +1,21 @@
 """Build a :class:`~offrl.trainer.Run` from a resolved config: the one place that
-turns ``input``, ``output`` and ``input_evaluation`` settings into objects.
+turns ``input``, ``output``, ``num_workers`` and ``input_evaluation`` settings into
+objects (samplers, readers, worker sets, the writer, estimators), and closes them.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from offrl.algos.base import Algorithm
-from offrl.batch import SampleBatch
+from offrl.batch_sources import SAMPLER, OfflineSource, SamplerSource, TrainingSource
 from offrl.config import CommonConfig
 from offrl.rollout import Sampler, env_spaces
+from offrl.seeding import Stream, generator, int_seed
 from offrl.trainer import Run
-
-SAMPLER = "sampler"
-
-
-class SamplerSource:
-    """Live experience from a :class:`Sampler`."""
-
-    def __init__(self, sampler: Sampler) -> None:
-        self.sampler = sampler
-
-    def next(self) -> SampleBatch:
-        return self.sampler.next()
-
-
-class OfflineSource:
-    """Batches from an InputReader, checked against the env's spaces."""
-
-    def __init__(self, reader: Any, observation_space: Any, action_space: Any, where: str) -> None:
-        from offrl.io.spaces import check_batch_spaces
-
-        self.reader = reader
-        self._check = check_batch_spaces
-        self.spaces = (observation_space, action_space)
-        self.where = where
-
-    def next(self) -> SampleBatch:
-        batch = self.reader.next()
-        position = getattr(self.reader, "position", None)
-        where = f"{position[0]}:{position[1]}" if position else self.where
-        return self._check(batch, *self.spaces, where=where)  # integer obs made one-hot
-
-    def metrics(self) -> dict[str, Any]:
-        metrics = getattr(self.reader, "metrics", None)
-        return dict(metrics()) if callable(metrics) else {}
-
-
-class TrainingSource:
-    """The trainer's view: ``next() -> (batch, live)`` over one source or a mix of sources."""
-
-    def __init__(
-        self,
-        sources: Mapping[str, Any],
-        probs: Mapping[str, float] | None,
-        rng: np.random.Generator,
-    ) -> None:
-        self.sources = dict(sources)
-        self.mixed = None
-        if probs is not None:
-            from offrl.io.mixed import MixedInput
-
-            self.mixed = MixedInput(self.sources, probs, rng)
-        self.only = next(iter(self.sources)) if len(self.sources) == 1 else None
-
-    def next(self) -> tuple[SampleBatch, bool]:
-        if self.mixed is not None:
-            batch = self.mixed.next()
-            return batch, self.mixed.last_source == SAMPLER
-        assert self.only is not None  # one source when not mixed (built below)
-        return self.sources[self.only].next(), self.only == SAMPLER
-
-    def metrics(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for src in self.sources.values():
-            metrics = getattr(src, "metrics", None)
-            if callable(metrics) and not isinstance(src, SamplerSource):
-                out.update(metrics())
-        if self.mixed is not None:
-            out.update(self.mixed.metrics())
-        return out
 
 
 def _offline_reader(
@@ -92,7 +23,8 @@ def _offline_reader(
 ) -> OfflineSource:
     from offrl.io.input import make_input_reader
 
-    reader = make_input_reader(spec, config=cfg, seed=seed, worker_index=0, num_workers=1)
+    reader_seed = int_seed(seed, Stream.READER)
+    reader = make_input_reader(spec, config=cfg, seed=reader_seed, worker_index=0, num_workers=1)
     # Check spaces before shuffling, so an error can name the record's file and line.
     return _shuffled(OfflineSource(reader, obs_space, act_space, where), cfg, seed)
 
@@ -103,13 +35,13 @@ def _shuffled(reader: Any, cfg: CommonConfig, seed: int) -> Any:
         return reader
     from offrl.io.shuffle import ShuffledInput
 
-    return ShuffledInput(reader, cfg.shuffle_buffer_size, np.random.default_rng([seed, 11]))
+    return ShuffledInput(reader, cfg.shuffle_buffer_size, generator(seed, Stream.SHUFFLE))
 
 
 def _input_plan(spec: Any) -> tuple[dict[str, Any], dict[str, float] | None]:
     """``input`` -> ({name: source spec}, probabilities or None)."""
     if isinstance(spec, dict):
-        from offrl.io.mixed import normalize_mix
+        from offrl.io.specs import normalize_mix
 
         probs = normalize_mix(spec)
         return {name: name for name in probs}, probs
@@ -129,7 +61,7 @@ def _worker_set(
 ) -> Any:
     """N rollout worker processes (or Ray actors) for one input source."""
     if cfg.framework == "ray" or ray_address:
-        from offrl.ray_backend import RayWorkerSet
+        from offrl.workers.ray import RayWorkerSet
 
         return RayWorkerSet(
             algo_name,
@@ -187,7 +119,7 @@ def build_run(
                     cfg.num_envs_per_worker,
                     algo,
                     algo.rollout_fragment_length(),
-                    seed,
+                    int_seed(seed, Stream.SAMPLER),
                     cfg.horizon,
                 )
                 stack.callback(sampler.close)
@@ -204,7 +136,7 @@ def build_run(
                 cfg.num_envs_per_worker,
                 algo,
                 algo.rollout_fragment_length(),
-                seed + 1,
+                int_seed(seed, Stream.SIMULATION),
                 cfg.horizon,
             )
             stack.callback(sim.close)
@@ -234,7 +166,7 @@ def build_run(
             config=cfg,
             env_id=env_id,
             seed=seed,
-            source=TrainingSource(sources, probs, np.random.default_rng([seed, 5])),
+            source=TrainingSource(sources, probs, generator(seed, Stream.INPUT_MIX)),
             pop_episodes=pop_episodes,
             output=output,
             estimators=estimators,
@@ -245,9 +177,7 @@ def build_run(
             from offrl.estimators import skipped_estimators
 
             run.warnings.extend(skipped_estimators(cfg.input_evaluation, act_space))
-        for ws in worker_sets:
-            run.warnings.extend(ws.warnings)
-            ws.warnings = run.warnings  # start-up and restart warnings reach the user
+        run.warning_sources.extend(worker_sets)  # their start-up and restart warnings
         yield run
 
 

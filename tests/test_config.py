@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from offrl.algos.dqn import DQNConfig, check_config
+from offrl.algos.dqn import DQNConfig
 from offrl.algos.pg import PGConfig
 from offrl.config import ALIASES, CommonConfig, field_meta, from_dict, suggest
 from offrl.errors import ConfigError
@@ -225,12 +225,14 @@ def test_dqn_ranges(key: str, value: Any) -> None:
     assert f"config key {key!r}" in _error(DQNConfig, {key: value}, algo="DQN")
 
 
-def test_dqn_check_config_rejects_bad_hiddens_and_schedules() -> None:
+def test_dqn_validate_rejects_bad_hiddens_and_schedules() -> None:
     with pytest.raises(ConfigError, match="'hiddens'"):
-        check_config(from_dict(DQNConfig, {"hiddens": [64, 0]}))
+        DQNConfig(hiddens=[64, 0]).validate()
     with pytest.raises(ConfigError, match="'lr_schedule'"):
-        check_config(from_dict(DQNConfig, {"lr_schedule": [[100, 1e-3], [0, 1e-4]]}))
-    check_config(from_dict(DQNConfig, {"lr_schedule": [[0, 1e-3], [100, 1e-4]]}))
+        DQNConfig(lr_schedule=[[100, 1e-3], [0, 1e-4]]).validate()
+    with pytest.raises(ConfigError, match="'hiddens'"):
+        from_dict(DQNConfig, {"hiddens": [64, 0]})
+    from_dict(DQNConfig, {"lr_schedule": [[0, 1e-3], [100, 1e-4]]}).validate()
 
 
 # -- aliases ---------------------------------------------------------------------------

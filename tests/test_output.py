@@ -17,7 +17,7 @@ from offrl.batch import SampleBatch
 from offrl.config import CommonConfig, from_dict
 from offrl.errors import ConfigError
 from offrl.io.json_writer import JsonWriter
-from offrl.io.output import OutputWriter, close_output, is_class_ref, make_output_writer
+from offrl.io.output import OutputWriter, close_output, is_class_spec, make_output_writer
 
 
 def config(**keys: Any) -> CommonConfig:
@@ -142,11 +142,11 @@ def test_user_class_with_wrong_output_config(tmp_path: Path, user_module: str) -
 
 
 def test_class_refs_are_told_apart_from_paths() -> None:
-    assert is_class_ref("my_pkg.writers:S3Writer")
-    assert not is_class_ref("/tmp/out")
-    assert not is_class_ref("out")
-    assert not is_class_ref("s3://bucket/x:y")
-    assert not is_class_ref("./a:b")
+    assert is_class_spec("my_pkg.writers:S3Writer")
+    assert not is_class_spec("/tmp/out")
+    assert not is_class_spec("out")
+    assert not is_class_spec("s3://bucket/x:y")
+    assert not is_class_spec("./a:b")
 
 
 def test_close_output_tolerates_writers_without_close() -> None:

@@ -7,8 +7,6 @@ import pytest
 
 from offrl.returns import (
     _scalar_segment_sums,
-    discounted_returns,
-    discounted_returns_by_episode,
     n_step_targets,
     segment_discounted_sums,
 )
@@ -16,37 +14,15 @@ from offrl.returns import (
 F, T = False, True
 
 
-def test_discounted_returns_terminated_episode() -> None:
+def test_segment_sums_are_discounted_returns_of_a_terminated_episode() -> None:
     # G2 = 1, G1 = 1 + .5 * 1, G0 = 1 + .5 * 1.5
-    out = discounted_returns(np.ones(3), np.array([F, F, T]), 0.5)
+    out = segment_discounted_sums(np.ones(3), np.array([F, F, T]), 0.5)
     np.testing.assert_allclose(out, [1.75, 1.5, 1.0])
 
 
-def test_discounted_returns_restart_after_done() -> None:
-    out = discounted_returns(np.array([1.0, 2.0, 3.0]), np.array([T, F, F]), 0.5)
+def test_segment_sums_restart_after_a_segment_end() -> None:
+    out = segment_discounted_sums(np.array([1.0, 2.0, 3.0]), np.array([T, F, F]), 0.5)
     np.testing.assert_allclose(out, [1.0, 3.5, 3.0])
-
-
-def test_cut_segment_bootstraps_but_done_does_not() -> None:
-    boot = np.array([0.0, 4.0])
-    cut = discounted_returns(np.ones(2), np.array([F, F]), 0.5, boot)
-    np.testing.assert_allclose(cut, [2.5, 3.0])  # G1 = 1 + .5 * 4
-    ended = discounted_returns(np.ones(2), np.array([F, T]), 0.5, boot)
-    np.testing.assert_allclose(ended, [1.5, 1.0])
-    no_boot = discounted_returns(np.ones(2), np.array([F, F]), 0.5)
-    np.testing.assert_allclose(no_boot, [1.5, 1.0])
-
-
-def test_by_episode_cut_at_eps_id_change() -> None:
-    # Episode 7 is cut after row 1 (bootstrap 2); episode 9 terminates at row 3.
-    out = discounted_returns_by_episode(
-        np.ones(4),
-        np.array([F, F, F, T]),
-        np.array([7, 7, 9, 9]),
-        0.5,
-        np.array([0.0, 2.0, 0.0, 0.0]),
-    )
-    np.testing.assert_allclose(out, [2.0, 2.0, 1.5, 1.0])
 
 
 def test_n_step_targets_stop_at_terminal() -> None:
@@ -94,11 +70,6 @@ def test_segment_sums_paths_agree_with_reference_loop(seg_len: int) -> None:
     boot = rng.normal(size=n)
     ref = _scalar_segment_sums(x.tolist(), [*end[:-1].tolist(), True], boot.tolist(), 0.97)
     np.testing.assert_allclose(segment_discounted_sums(x, end, 0.97, boot), ref, rtol=1e-12)
-    # and both match the original per-episode implementation
-    dones = np.zeros(n, bool)
-    eps = np.cumsum(np.r_[0, end[:-1]])
-    orig = discounted_returns_by_episode(x, dones, eps, 0.97, boot)
-    np.testing.assert_allclose(ref, orig, rtol=1e-12)
 
 
 def test_segment_sums_empty() -> None:

@@ -391,7 +391,7 @@ def test_check_env_id_without_close_match_has_no_suggestion() -> None:
 @pytest.mark.parametrize(
     ("env_id", "needle"),
     [
-        ("tests.envs:Missing", "cannot import 'Missing'"),
+        ("tests.envs:Missing", "has no 'Missing'"),
         ("no_such_module_offrl_xyz:Env", "no_such_module_offrl_xyz"),
         ("tests.envs:NotAnEnv", "is not a gymnasium.Env class"),
         ("tests.envs:HORIZON", "is not a gymnasium.Env class"),

@@ -130,10 +130,6 @@ def set_cpu_threads(n: int) -> None:
     threadpool_limits(limits=n, user_api="blas")
 
 
-def torch_rng_state(gen: torch.Generator) -> torch.Tensor:
-    return gen.get_state()
-
-
 def as_tensor(x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A torch view of a numpy array (no copy when dtype and layout allow)."""
     return torch.as_tensor(np.ascontiguousarray(x), dtype=dtype)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from offrl.config import CommonConfig, check_lr_schedule, check_widths, opt
+from offrl.config import CommonConfig, check_widths, opt
 
 
 @dataclass
@@ -168,14 +168,9 @@ class DQNConfig(CommonConfig):
     )
 
     def validate(self) -> None:
+        """The common checks, and the Q head's widths (ConfigError)."""
         super().validate()
-        check_dqn_config(self)
-
-
-def check_dqn_config(config: DQNConfig) -> None:
-    """ConfigError for DQN values that types and ranges alone cannot catch."""
-    check_widths("hiddens", config.hiddens)
-    check_lr_schedule(config.lr_schedule)
+        check_widths("hiddens", self.hiddens)
 
 
 def scheduled_lr(lr: float, schedule: list | None, t: int) -> float:

@@ -16,6 +16,8 @@ Acting runs in numpy (``sample``, ``logp_np``); the loss runs in torch (``logp``
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -82,6 +84,18 @@ class Categorical:
         return (old_lp.exp() * (old_lp - new_lp)).sum(-1)
 
 
+_T = TypeVar("_T", np.ndarray, torch.Tensor)
+
+
+def _total(terms: Iterable[_T]) -> _T:
+    """The sum of per-part arrays (or tensors): ``sum`` typed, without its ``0 +``."""
+    parts = iter(terms)
+    out = next(parts)
+    for term in parts:
+        out = out + term
+    return out
+
+
 class MultiCategorical:
     """One Categorical per component of a MultiDiscrete space; the log-probs add up."""
 
@@ -92,7 +106,8 @@ class MultiCategorical:
         self.n_params = int(self.bounds[-1])
         self.n_inputs = self.n_params
 
-    def _split(self, inputs: np.ndarray | torch.Tensor, i: int) -> np.ndarray | torch.Tensor:
+    def _split(self, inputs: Any, i: int) -> Any:
+        """Columns of part ``i`` (numpy array or tensor, as given)."""
         return inputs[:, self.bounds[i] : self.bounds[i + 1]]
 
     def sample(
@@ -107,22 +122,22 @@ class MultiCategorical:
 
     def logp_np(self, inputs: np.ndarray, actions: np.ndarray) -> np.ndarray:
         a = np.asarray(actions, dtype=np.int64).reshape(len(inputs), -1)
-        return sum(p.logp_np(self._split(inputs, i), a[:, i]) for i, p in enumerate(self.parts))
+        return _total(p.logp_np(self._split(inputs, i), a[:, i]) for i, p in enumerate(self.parts))
 
     def actions_tensor(self, actions: np.ndarray) -> torch.Tensor:
         a = _writable(actions, np.int64)
         return torch.as_tensor(a.reshape(len(a), len(self.parts)))
 
     def logp(self, inputs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return sum(  # type: ignore[return-value]
+        return _total(
             p.logp(self._split(inputs, i), actions[:, i]) for i, p in enumerate(self.parts)
         )
 
     def entropy(self, inputs: torch.Tensor) -> torch.Tensor:
-        return sum(p.entropy(self._split(inputs, i)) for i, p in enumerate(self.parts))  # type: ignore[return-value]
+        return _total(p.entropy(self._split(inputs, i)) for i, p in enumerate(self.parts))
 
     def kl(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        return sum(  # type: ignore[return-value]
+        return _total(
             p.kl(self._split(old, i), self._split(new, i)) for i, p in enumerate(self.parts)
         )
 

@@ -22,7 +22,6 @@ from torch import nn
 from offrl import batch as sb
 from offrl.algos.base import as_tensor, discrete_n, set_cpu_threads
 from offrl.algos.configs import DQNConfig, scheduled_lr
-from offrl.algos.configs import check_dqn_config as check_config
 from offrl.algos.fastmlp import Adam, clip_grad_norm, flatten_parameters
 from offrl.algos.qnet import FastQ, QNetwork, fast_q, huber, huber_grad, td_targets
 from offrl.algos.replay import PrioritizedReplayBuffer, ReplayBuffer
@@ -30,14 +29,13 @@ from offrl.batch import SampleBatch
 from offrl.errors import OffrlRuntimeError
 from offrl.preprocess import preprocessor
 from offrl.returns import n_step_targets
+from offrl.seeding import Stream, generator, int_seed
 
 # Columns postprocess() adds; learn() computes them itself for batches that skipped it.
 N_STEP_RETURNS = "n_step_returns"
 N_STEP_DISCOUNTS = "n_step_discounts"
 N_STEP_NEW_OBS = "n_step_new_obs"
 TD_VALID = "td_valid"
-NEW_OBS_VALID = "new_obs_valid"
-
 
 # -- schedules -------------------------------------------------------------------
 
@@ -89,7 +87,7 @@ def transitions(batch: SampleBatch, gamma: float, n_step: int) -> dict[str, np.n
         raise OffrlRuntimeError("DQN needs 'dones' or 'terminateds' in every batch")
     # Old files have only `dones`: FORMAT.md says treat them as terminated.
     term = np.asarray(batch.get(sb.TERMINATEDS, dones), dtype=bool)
-    valid = np.asarray(batch.get(NEW_OBS_VALID, np.ones(n, dtype=bool)), dtype=bool)
+    valid = np.asarray(batch.get(sb.NEW_OBS_VALID, np.ones(n, dtype=bool)), dtype=bool)
     known = valid | term  # a terminal's new_obs is never used, so it need not be known
     seg_end = dones | ~valid
     seg_end[-1:] = True
@@ -125,13 +123,13 @@ class DQN:
     def __init__(
         self, config: DQNConfig, observation_space: gym.Space, action_space: gym.Space
     ) -> None:
-        check_config(config)
+        config.validate()  # a DQNConfig built directly has not been through from_dict
         self.config = config
         self.n_actions = discrete_n(action_space, "DQN")
         seed = config.seed if config.seed is not None else 0
         set_cpu_threads(config.num_threads)
         with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
-            torch.manual_seed(seed)
+            torch.manual_seed(int_seed(seed, Stream.MODEL_INIT))
             self.online = QNetwork(observation_space, self.n_actions, config)
         self.target = QNetwork(observation_space, self.n_actions, config)
         # Replay keeps uint8 frames as uint8 (4x less memory); everything else is float32.
@@ -141,20 +139,20 @@ class DQN:
         # Parameter lists cached once: .parameters() walks the module tree on every call.
         self._params: list[torch.Tensor] = list(self.online.parameters())
         self.lr = lr_at(config, 0)
-        # The numpy fast path (~6x cheaper updates at CartPole sizes) when every layer is
-        # supported; otherwise autograd and torch's Adam. Both compute the same update.
+        # The numpy fast path (cheaper updates at CartPole sizes; benchmarks/README.md) when
+        # every layer is supported; otherwise autograd and torch's Adam. Same update either way.
         self._flat, where = flatten_parameters(self.online)
         self._grad = np.zeros_like(self._flat)
         self._target_flat, target_where = flatten_parameters(self.target)
         self.fast = fast_q(self.online, where, self._flat, self._grad)
         self._fast_target = fast_q(self.target, target_where, self._target_flat, self._grad)
         self.adam = Adam(len(self._flat), eps=config.adam_epsilon)
-        # fused: one kernel for all parameters (about 3x cheaper than foreach at this size).
+        # fused: one kernel for all parameters instead of one per tensor (foreach).
         self.optimizer = torch.optim.Adam(
             self._params, lr=self.lr, eps=config.adam_epsilon, fused=True
         )
-        self.explore_rng = np.random.default_rng([seed, 1])
-        self.replay_rng = np.random.default_rng([seed, 2])
+        self.explore_rng = generator(seed, Stream.EXPLORATION)
+        self.replay_rng = generator(seed, Stream.REPLAY)
         self.buffer: ReplayBuffer = self._new_buffer()
         self.counters = dict.fromkeys(_COUNTERS, 0)
         self.update_credit = 0.0

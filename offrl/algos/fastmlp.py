@@ -2,7 +2,7 @@
 
 At CartPole sizes (a few thousand weights, batches of 128) a torch update is almost
 all per-operation overhead: autograd, dispatch and the optimizer's bookkeeping cost
-~2 ms where the arithmetic needs ~0.1 ms. This module keeps torch as the owner of
+many times the arithmetic (figures in benchmarks/README.md). This module keeps torch as the owner of
 the model (construction, initialisation, ``state_dict`` and checkpoints) but moves
 every parameter into **one flat float32 array** that the torch parameters view, so
 numpy can run the forward pass, the hand-written backward pass, gradient clipping,
@@ -10,7 +10,7 @@ Adam and Polyak averaging in a handful of vectorised calls on the same memory.
 
 Only ``nn.Linear`` layers followed by ``relu``, ``tanh`` or nothing are supported;
 :func:`plan_sequential` returns None for anything else and the caller falls back to
-autograd. ``tests/algos/test_fastmlp.py`` checks every gradient against autograd.
+autograd. ``tests/test_fastmlp.py`` checks every gradient against autograd.
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ def plan_sequential(
 def tanh_(z: np.ndarray) -> None:
     """tanh in place, as 2 * sigmoid(2z) - 1 with torch on the same memory.
 
-    2-3x faster than ``np.tanh`` on this kind of CPU for the batch sizes learners use;
-    the absolute error is ~1e-7 (float32 rounding).
+    Cheaper than ``np.tanh`` at the batch sizes learners use; the absolute error is
+    ~1e-7 (float32 rounding).
     """
     torch.from_numpy(z).mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
 

@@ -38,9 +38,7 @@ from offrl.batch import SampleBatch
 from offrl.errors import ConfigError
 from offrl.preprocess import env_actions, flat_size
 from offrl.returns import segment_discounted_sums
-
-NEW_OBS_VALID = "new_obs_valid"
-
+from offrl.seeding import Stream, generator, int_seed
 
 # -- the algorithm ------------------------------------------------------------------------
 
@@ -58,7 +56,7 @@ class PG:
         seed = 0 if config.seed is None else config.seed
         set_cpu_threads(config.num_threads)
         with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
-            torch.manual_seed(seed)
+            torch.manual_seed(int_seed(seed, Stream.MODEL_INIT))
             self.model = PGModel(observation_space, self.dist, config.model, config.use_baseline)
         # The numpy fast path (see offrl/algos/fastmlp.py) when every layer is supported:
         # first, because it moves the parameters that everything below takes views of.
@@ -81,7 +79,7 @@ class PG:
         self.lr = scheduled_lr(config.lr, config.lr_schedule, 0)
         # fused: one kernel for all parameters instead of ~10 small ops per tensor per step
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=True)
-        self.rng = np.random.default_rng([seed, 11])
+        self.rng = generator(seed, Stream.LEARNER)
         self.num_grad_updates = 0
         act = config.model.get("fcnet_activation", "tanh")
         self._pi_fast = FastForward(self.model.pi, act) if is_mlp(self.model.pi) else None
@@ -429,6 +427,6 @@ def new_obs_known(batch: SampleBatch) -> np.ndarray:
     """Rows whose ``new_obs`` exists and is valid (readers mark rebuilt gaps False)."""
     if sb.NEW_OBS not in batch:
         return np.zeros(batch.count, dtype=bool)
-    if NEW_OBS_VALID in batch:
-        return np.asarray(batch[NEW_OBS_VALID], dtype=bool)
+    if sb.NEW_OBS_VALID in batch:
+        return np.asarray(batch[sb.NEW_OBS_VALID], dtype=bool)
     return np.ones(batch.count, dtype=bool)

@@ -87,7 +87,7 @@ class FastQ:
             return adv[-1], [trunk, adv]
         value = mlp_forward(self.value, trunk[-1])
         a = adv[-1]
-        # sum * (1/A): np.mean's Python overhead is ~10x the arithmetic at this size
+        # sum * (1/A): np.mean's Python overhead outweighs the arithmetic at this size
         mean_a = a.sum(axis=1, keepdims=True) * np.float32(1.0 / a.shape[1])
         return value[-1] + a - mean_a, [trunk, adv, value]
 

@@ -8,63 +8,16 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import wraps
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
-from offrl.datatools import ProgressFn
-from offrl.errors import ConfigError, OffrlError
+from offrl.commands.exits import handle_errors
+from offrl.errors import ConfigError
+from offrl.progress import byte_progress, make_console
 
 _MAX_PROBLEMS_SHOWN = 200
-
-
-def _stderr() -> Console:
-    return Console(file=sys.stderr, highlight=False)
-
-
-def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn offrl's errors into ``offrl: error: ...`` and their exit code (no traceback)."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except OffrlError as e:
-            click.echo(f"offrl: error: {e}", err=True)
-            sys.exit(e.exit_code)
-
-    return wrapper
-
-
-@contextmanager
-def byte_progress(description: str, total: int | None, show: bool) -> Iterator[ProgressFn | None]:
-    """A rich progress bar on stderr advanced by bytes read (nothing when not shown)."""
-    if not show:
-        yield None
-        return
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=_stderr(),
-        transient=True,
-    ) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
 
 
 def json_files(paths: tuple[str, ...]) -> list[str]:
@@ -151,7 +104,7 @@ def summary_tables(s: dict[str, Any]) -> list[Table]:
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@reports_errors
+@handle_errors
 def inspect(paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
     """Summarise experience files: rows, episodes, returns, columns, actions."""
     from offrl.datatools.convert import total_bytes
@@ -163,7 +116,7 @@ def inspect(paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary))
     else:
-        out = Console(highlight=False)
+        out = make_console(sys.stdout)
         for table in summary_tables(summary):
             out.print(table)
         for problem in summary["bad_records"]:
@@ -181,7 +134,7 @@ def inspect(paths: tuple[str, ...], as_json: bool, quiet: bool) -> None:
 @click.option("--env", help="Also check obs/actions against this env's spaces (gymnasium id).")
 @click.option("--json", "as_json", is_flag=True, help="Print problems as JSON lines.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@reports_errors
+@handle_errors
 def validate(paths: tuple[str, ...], env: str | None, as_json: bool, quiet: bool) -> None:
     """Check files against every rule of the format; exit 1 listing (file, line, rule)."""
     from offrl.datatools.convert import total_bytes
@@ -245,7 +198,7 @@ def _columns_option(text: str) -> tuple[str, ...]:
     help="JSON output: rotate files at this many bytes.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@reports_errors
+@handle_errors
 def convert(
     src: tuple[str, ...],
     dst: str,

@@ -60,6 +60,7 @@ def run_evaluate_offline(
 ) -> tuple[dict[str, dict[str, float]], list[str]]:
     """(``{estimator: estimates}``, warnings) over one pass of ``data``."""
     from offrl.io.input import make_input_reader
+    from offrl.seeding import Stream, int_seed
 
     algo, state = load_policy(checkpoint, env)
     obs_space, act_space = env_spaces(env or str(state["env"]))
@@ -78,7 +79,7 @@ def run_evaluate_offline(
     reader = make_input_reader(
         data if len(data) > 1 else data[0],
         config=reader_cfg,
-        seed=seed,
+        seed=int_seed(seed, Stream.READER),
         worker_index=0,
         num_workers=1,
     )

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from offrl.commands.data import reports_errors
+from offrl.commands.exits import handle_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,7 +16,7 @@ from offrl.commands.data import reports_errors
     "--y", "y_key", default="episode_reward_mean", show_default=True, help="Result key on y."
 )
 @click.option("-o", "--output", required=True, help="PNG file to write.")
-@reports_errors
+@handle_errors
 def plot(results_dirs: tuple[str, ...], x_key: str, y_key: str, output: str) -> None:
     """Plot learning curves: mean and min-max band over runs of the same experiment."""
     from offrl.plot import plot_runs

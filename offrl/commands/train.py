@@ -27,6 +27,8 @@ from offrl.results import (
 )
 from offrl.rollout import env_spaces, restore_policy_state
 from offrl.runspec import Experiment, RunSpec, load_experiments, resolve_experiment
+from offrl.seeding import Stream, int_seed
+from offrl.signals import StopFlag, graceful_signals
 from offrl.trainer import Counters, Run, should_stop, train
 
 
@@ -212,15 +214,18 @@ def run_train(
     if run_file:
         check_run_file(run_file)
     experiments = load_experiments(run_file, experiment) if run_file else [Experiment({})]
-    flags = {
-        "run": run,
-        "env": env,
-        "config_text": config_text,
-        "stop_text": stop_text,
-        "name": name,
-        "seed": seed,
-    }
-    specs = [resolve_experiment(exp, **flags) for exp in experiments]
+    specs = [
+        resolve_experiment(
+            exp,
+            run=run,
+            env=env,
+            config_text=config_text,
+            stop_text=stop_text,
+            name=name,
+            seed=seed,
+        )
+        for exp in experiments
+    ]
     for exp, spec in zip(experiments, specs, strict=True):
         check_stop_finite(spec.stop)
         check_file_options(exp.data, run_file)
@@ -262,7 +267,7 @@ def _train_one(
 
     from offrl.wiring import build_run
 
-    torch.manual_seed(spec.seed)
+    torch.manual_seed(int_seed(spec.seed, Stream.TORCH_GLOBAL))
     torch.set_num_threads(spec.config.num_threads)
     config_cls, algo_cls = get_algorithm(spec.run)
     obs_space, act_space = env_spaces(spec.env)
@@ -279,8 +284,6 @@ def _train_one(
         "stop": spec.stop,
         **spec.config.to_dict(),
     }
-    from offrl.cli import StopFlag, graceful_signals
-
     flag = StopFlag()
     result: dict[str, Any] = {}
     with (
@@ -308,9 +311,8 @@ def _train_one(
                     style="yellow",
                 )
             for result in train(the_run):
-                for warning in the_run.warnings:
+                for warning in the_run.take_warnings():
                     progress.message(f"offrl: warning: {warning}", style="yellow")
-                the_run.warnings.clear()
                 logger.log(result)
                 progress.update(result)
                 it = result["training_iteration"]

@@ -26,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from offrl.batch import ACTIONS, OBS, SampleBatch
+from offrl.config import ESTIMATOR_NAMES
 from offrl.errors import ConfigError
 from offrl.estimators.base import (
     BEHAVIOUR_ESTIMATORS,
@@ -38,8 +39,9 @@ from offrl.estimators.base import (
 from offrl.estimators.direct import DirectMethod, DoublyRobust, SharedFQE
 from offrl.estimators.fqe import FQEConfig
 from offrl.estimators.importance import ImportanceSampling, WeightedImportanceSampling
+from offrl.seeding import Stream, int_seed
 
-ESTIMATORS = ("is", "wis", "dm", "dr")
+ESTIMATORS = tuple(n for n in ESTIMATOR_NAMES if n != "simulation")  # "is", "wis", "dm", "dr"
 MODEL_BASED = ("dm", "dr")  # need a Q model over Discrete actions
 
 __all__ = ["ESTIMATORS", "MissingBehaviourProbs", "OffPolicyEstimator", "make_estimators"]
@@ -61,7 +63,7 @@ def make_estimators(
     for i, name in enumerate(names):
         if name == "simulation":
             continue  # run by the trainer with the rollout, not an estimator over data
-        est_seed = seed + 1000 * i  # independent but reproducible reservoirs and model inits
+        est_seed = int_seed(seed, Stream.ESTIMATOR, i)
         if name == "is":
             out.append(ImportanceSampling(gamma=gamma, seed=est_seed))
         elif name == "wis":

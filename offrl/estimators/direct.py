@@ -29,6 +29,7 @@ from offrl.estimators.base import (
 from offrl.estimators.fqe import FittedQEvaluation, FQEConfig, episodes_to_transitions
 from offrl.estimators.importance import episode_ratios
 from offrl.estimators.stats import mean_std_err, summarize
+from offrl.seeding import Stream, generator, int_seed
 
 Replicate = tuple[FittedQEvaluation, list[Episode]]
 
@@ -95,11 +96,13 @@ class SharedFQE:
         if self._replicates[0] == self.counts["fit"]:
             return self._replicates[1]
         eps = self.collector.episodes
-        rng = np.random.default_rng([seed, self.counts["fit"], 17])
+        fit = self.counts["fit"]
+        rng = generator(seed, Stream.BOOTSTRAP, fit, 0)
         out: list[Replicate] = []
         for b in range(fqe.bootstrap):
             sample = [eps[i] for i in rng.integers(len(eps), size=len(eps))]
-            model = FittedQEvaluation(obs_dim, n_actions, gamma, fqe, seed + 1 + b)
+            model_seed = int_seed(seed, Stream.BOOTSTRAP, fit, b + 1)
+            model = FittedQEvaluation(obs_dim, n_actions, gamma, fqe, model_seed)
             model.set_data(episodes_to_transitions(sample))
             model.train(max(self.model.steps, fqe.n_iters))
             out.append((model, sample))

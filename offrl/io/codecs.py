@@ -35,11 +35,12 @@ from typing import Any, Literal
 import lz4.frame
 import numpy as np
 
+from offrl.io.specs import DEFAULT_MAX_COLUMN_BYTES
+
 Codec = Literal["offrl", "rllib"]
 
 LZ4_B64_PREFIX = "BCJNG"
 NPY_MAGIC = b"\x93NUMPY"
-DEFAULT_MAX_COLUMN_BYTES = 256 * 2**20
 # LZ4 writes at least one byte per 255 bytes of output (a match length's extension
 # bytes), so a frame of n bytes never holds more than 255 * n (plus one short block).
 LZ4_MAX_RATIO = 255
@@ -171,7 +172,11 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 
 
-class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+# Python's pure-Python unpickler: private, so untyped (its opcode methods are overridden below).
+_PyUnpickler: Any = pickle._Unpickler  # type: ignore[attr-defined]
+
+
+class RestrictedUnpickler(_PyUnpickler):
     """Python's own unpickler (its memo is a dict: a huge memo index costs nothing),
     admitting only numpy's array and dtype reconstructors, with sizes checked."""
 
@@ -209,12 +214,12 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
             inst.__setstate__(state)  # checks the sizes first
         elif isinstance(inst, np.dtype):
             _check_dtype_state(state)
-            inst.__setstate__(state)
+            inst.__setstate__(state)  # type: ignore[attr-defined]  # numpy's stubs omit it
         else:
             raise CodecError(f"pickle sets the state of a {type(inst).__name__}")
 
     dispatch = {
-        **pickle._Unpickler.dispatch,  # type: ignore[attr-defined]
+        **_PyUnpickler.dispatch,
         pickle.BUILD[0]: _load_build,
         pickle.BYTEARRAY8[0]: _load_bytearray8,
         pickle.FRAME[0]: _load_frame,

@@ -48,7 +48,7 @@ from offrl.io.codecs import (
     is_compressed,
 )
 
-NEW_OBS_VALID = "new_obs_valid"
+NEW_OBS_VALID = sb.NEW_OBS_VALID
 
 OBS_COLUMNS = frozenset({sb.OBS, sb.NEW_OBS})
 FLOAT_COLUMNS = frozenset(

@@ -1,4 +1,4 @@
-"""The InputReader interface and the factory that builds one from the ``input`` config key.
+"""The factory that builds an InputReader (io/specs.py) from the ``input`` config key.
 
 ``make_input_reader`` handles offline inputs only: a path, directory, glob, URI or
 a list of them (a :class:`~offrl.io.json_reader.JsonReader`), or ``"module:Class"``
@@ -12,33 +12,31 @@ passing them here is a programming error (ValueError).
 
 from __future__ import annotations
 
-import os
-import re
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from offrl.batch import SampleBatch
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError
 from offrl.imports import construct, load_class
-from offrl.io.codecs import DEFAULT_MAX_COLUMN_BYTES
 from offrl.io.json_reader import JsonReader
-from offrl.io.sources import is_uri
+from offrl.io.specs import (
+    DEFAULT_MAX_COLUMN_BYTES,
+    SAMPLER,
+    InputReader,
+    check_file_input_config,
+    file_sources,
+    is_class_spec,
+    reads_files,
+)
 
-_CLASS_SPEC_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-
-@runtime_checkable
-class InputReader(Protocol):
-    """Anything that hands out batches of experience, one per call."""
-
-    def next(self) -> SampleBatch:
-        """Return the next batch of experiences read."""
-        ...
-
-
-def is_class_spec(spec: str) -> bool:
-    """True for ``"package.module:ClassName"`` that is not an existing path or a URI."""
-    return bool(_CLASS_SPEC_RE.match(spec)) and not is_uri(spec) and not os.path.exists(spec)
+__all__ = [
+    "InputReader",
+    "check_file_input_config",
+    "check_input_exists",
+    "is_class_spec",
+    "load_class_reader",
+    "make_input_reader",
+    "reads_files",
+]
 
 
 def load_class_reader(spec: str, input_config: dict[str, Any]) -> InputReader:
@@ -53,41 +51,6 @@ def load_class_reader(spec: str, input_config: dict[str, Any]) -> InputReader:
             "implement next() -> SampleBatch"
         )
     return reader
-
-
-def check_file_input_config(input_config: dict[str, Any]) -> None:
-    """``input_config`` for file inputs: ``storage_options`` an object, ``columns`` names."""
-    storage_options = input_config.get("storage_options")
-    if storage_options is not None and not isinstance(storage_options, dict):
-        raise ConfigError(
-            f"input_config.storage_options must be an object, got {storage_options!r}"
-        )
-    columns = input_config.get("columns")
-    if columns is not None and (
-        not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
-    ):
-        raise ConfigError(f"input_config.columns must be a list of column names, got {columns!r}")
-    limit = input_config.get("max_column_bytes", DEFAULT_MAX_COLUMN_BYTES)
-    if type(limit) is not int or limit < 1:
-        raise ConfigError(
-            f"input_config.max_column_bytes must be a positive integer (bytes), got {limit!r}"
-        )
-
-
-def reads_files(spec: Any) -> bool:
-    """True if the ``input`` value names at least one offline file source."""
-    if isinstance(spec, dict):
-        return any(reads_files(source) for source in spec)
-    if isinstance(spec, list):
-        return True
-    return isinstance(spec, str) and spec != "sampler" and not is_class_spec(spec)
-
-
-def file_sources(spec: Any) -> list[str | list[str]]:
-    """The file sources an ``input`` value names (not ``sampler``, not ``module:Class``)."""
-    if isinstance(spec, dict):
-        return [source for source in spec if reads_files(source)]
-    return [spec] if reads_files(spec) else []
 
 
 def check_input_exists(config: CommonConfig) -> None:
@@ -115,7 +78,7 @@ def make_input_reader(
     num_workers: int = 1,
 ) -> InputReader:
     """Build the offline reader for ``spec`` (worker ``worker_index`` of ``num_workers``)."""
-    if isinstance(spec, dict) or spec == "sampler":
+    if isinstance(spec, dict) or spec == SAMPLER:
         raise ValueError(
             f"make_input_reader handles offline inputs only, not {spec!r} "
             "(the trainer builds the sampler and input mixes)"

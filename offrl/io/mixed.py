@@ -11,53 +11,15 @@ draws are seeded by the caller's generator.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from numbers import Real
-from typing import Protocol
 
 import numpy as np
 
 from offrl.batch import SampleBatch
 from offrl.errors import ConfigError
+from offrl.io.specs import InputReader, normalize_mix
 
-# |sum - 1| up to this is rounding in a hand-written config, not a mistake.
-SUM_TOLERANCE = 1e-6
-
-
-class InputReader(Protocol):
-    """Anything that returns the next batch of experiences (offline readers, the sampler)."""
-
-    def next(self) -> SampleBatch:
-        """The next batch."""
-        ...
-
-
-def normalize_mix(spec: Mapping[str, float]) -> dict[str, float]:
-    """Check ``{source: probability}`` and return it scaled to sum exactly to 1.
-
-    Every probability must be a finite number > 0; the sum must be within
-    ``SUM_TOLERANCE`` of 1. Anything else is a ConfigError naming the source or the sum.
-    """
-    if not spec:
-        raise ConfigError("input: the mix {source: probability} is empty; name at least one source")
-    for source, prob in spec.items():
-        if isinstance(prob, bool) or not isinstance(prob, Real) or not math.isfinite(prob):
-            raise ConfigError(
-                f"input: the probability of source {source!r} is {prob!r}; it must be a number > 0"
-            )
-        if prob <= 0:
-            raise ConfigError(
-                f"input: the probability of source {source!r} is {prob!r}; it must be > 0 "
-                "(remove the source instead of giving it probability 0)"
-            )
-    total = math.fsum(float(p) for p in spec.values())
-    if abs(total - 1.0) > SUM_TOLERANCE:
-        listing = ", ".join(f"{s!r}: {p!r}" for s, p in spec.items())
-        raise ConfigError(
-            f"input: the probabilities {{{listing}}} sum to {total:.6g}; they must sum to 1"
-        )
-    return {source: float(prob) / total for source, prob in spec.items()}
+__all__ = ["InputReader", "MixedInput", "normalize_mix"]
 
 
 class MixedInput:

@@ -7,34 +7,20 @@ the user's own writer, constructed as ``Class(**output_config)``.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from offrl.batch import MultiAgentBatch, SampleBatch
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError
 from offrl.imports import construct, load_class
 from offrl.io.json_writer import JsonWriter, prepare_local_dir
-from offrl.io.sources import is_uri, local_path, needs_fsspec
+from offrl.io.sources import local_path, needs_fsspec
+from offrl.io.specs import OutputWriter, is_class_spec
 
-# "pkg.module:Class" -- dotted identifiers, one colon, no path separators.
-_CLASS_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+__all__ = ["OutputWriter", "close_output", "is_class_spec", "make_output_writer"]
+
 # Keys of output_config the built-in JsonWriter understands.
 _JSON_WRITER_KEYS = frozenset({"storage_options"})
-
-
-@runtime_checkable
-class OutputWriter(Protocol):
-    """Anything that saves batches of experiences: one method, ``write(batch)``."""
-
-    def write(self, batch: SampleBatch | MultiAgentBatch) -> None:
-        """Save one SampleBatch or MultiAgentBatch."""
-
-
-def is_class_ref(output: str) -> bool:
-    """True for ``"module:Class"`` (not a path or URI)."""
-    return not is_uri(output) and bool(_CLASS_REF.match(output))
 
 
 def load_writer_class(ref: str) -> type:
@@ -93,7 +79,7 @@ def make_output_writer(
         )
     if output == "logdir":
         return _json_writer(logdir, worker_index, config)
-    if is_class_ref(output):
+    if is_class_spec(output):
         return _custom_writer(output, dict(config.output_config))
     return _json_writer(output, worker_index, config)
 
@@ -105,7 +91,7 @@ def check_output_writable(config: CommonConfig) -> None:
     (the output directory itself is created here, as the writer would).
     """
     output = config.output
-    if not isinstance(output, str) or output == "logdir" or is_class_ref(output):
+    if not isinstance(output, str) or output == "logdir" or is_class_spec(output):
         return
     if not needs_fsspec(output):
         prepare_local_dir(Path(local_path(output)))

@@ -27,6 +27,7 @@ import orjson
 from offrl.batch import MultiAgentBatch, SampleBatch
 from offrl.errors import DataFormatError, OffrlRuntimeError
 from offrl.io.json_reader import ShardEntry, plan_shard
+from offrl.io.sources import local_path
 
 RECORD_COLUMN = "_offrl_record"
 ENCODING_KEY = b"offrl.encoding"
@@ -228,7 +229,7 @@ def resolve_parquet(spec: str | list[str]) -> list[str]:
     items = [spec] if isinstance(spec, str) else list(spec)
     out: list[str] = []
     for item in items:
-        path = os.path.expanduser(item.removeprefix("file://"))
+        path = local_path(item)
         if any(c in path for c in "*?["):
             found = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
         elif os.path.isdir(path):

@@ -28,7 +28,7 @@ import numpy as np
 
 from offrl.batch import SampleBatch
 from offrl.errors import ConfigError
-from offrl.io.mixed import InputReader
+from offrl.io.specs import InputReader
 
 UNITS = ("batch", "row")
 

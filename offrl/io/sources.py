@@ -252,8 +252,8 @@ def open_source_spans(uri: str, storage_options: Mapping[str, Any] | None = None
         yield from _spans(handle)
 
 
-# 256 KiB reads: each read is decoded while it is still in the CPU's L2 cache (measured
-# 2-3 % faster than 1 MiB reads, and 4 MiB reads 10 % slower; benchmarks/README.md).
+# 256 KiB reads: each read is decoded while it is still in the CPU's L2 cache (larger
+# reads were slower in benchmarks/bench_reader.py).
 READ_SIZE = 1 << 18
 
 

@@ -105,7 +105,7 @@ def _obs_problem(col: str, arr: np.ndarray, pre: Preprocessor) -> str | None:
     flat = (math.prod(pre.shape),)
     # A Box may be stored in its own shape or flattened (the learners flatten it).
     shape = tuple(space.shape) if isinstance(space, gym.spaces.Box) else pre.shape
-    expected = [shape] if flat == shape else [shape, flat]
+    expected: list[tuple[int, ...]] = [shape] if flat == shape else [shape, flat]
     if ints is not None:
         expected.append(ints[0])
     problem = _shape_problem(col, arr, space, expected)

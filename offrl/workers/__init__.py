@@ -1,7 +1,7 @@
 """Parallel rollout workers: N processes sample (or read) for one learner.
 
 ``core`` is what runs inside a worker process; ``local`` is the learner's view of
-N local processes (``WorkerSet``); ``offrl/ray_backend.py`` runs the same core as
+N local processes (``WorkerSet``); ``offrl/workers/ray.py`` runs the same core as
 Ray actors.
 """
 

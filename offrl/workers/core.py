@@ -8,7 +8,7 @@ or its own shard reader for offline input. The learner talks to it over a Pipe::
     worker  -> learner  ("ready", None) | ("ok", Fragment) | ("error", WorkerFailure)
 
 Messages are pickled with protocol 5 between our own processes only, never from a file.
-:class:`RolloutWorker` is the backend-neutral core; ``offrl/ray_backend.py`` runs it as
+:class:`RolloutWorker` is the backend-neutral core; ``offrl/workers/ray.py`` runs it as
 Ray actors behind the same ``next()/metrics()/pop_episodes()/close()`` surface.
 """
 
@@ -26,13 +26,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from offrl.batch import SampleBatch
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError, DataFormatError, OffrlRuntimeError
+from offrl.io.specs import SAMPLER
+from offrl.seeding import Stream, int_seed
 
-SAMPLER = "sampler"
 # torch._dynamo: building any torch optimizer imports it lazily (~800 modules, seconds).
 _PRELOAD = [
     "torch._dynamo",
@@ -126,8 +125,7 @@ class WorkerFailure:
 
 def worker_seed(run_seed: int, worker_index: int, restart: int = 0) -> int:
     """Seed of worker ``worker_index`` (its ``restart``-th incarnation), from the run seed."""
-    # SeedSequence spreads (seed, i) so workers' env seeds and RNG streams do not overlap.
-    return int(np.random.SeedSequence([run_seed, worker_index, restart]).generate_state(1)[0])
+    return int_seed(run_seed, Stream.WORKER, worker_index, restart)
 
 
 def sync_fragment_length(algo_length: int, num_workers: int) -> int:
@@ -227,7 +225,7 @@ class RolloutWorker:
                 self.reader = make_input_reader(
                     spec.input_spec,
                     config=self.config,
-                    seed=spec.run_seed,
+                    seed=int_seed(spec.run_seed, Stream.READER),
                     worker_index=spec.worker_index - 1,
                     num_workers=spec.num_workers,
                 )

@@ -261,8 +261,8 @@ class WorkerSet(QueuedWorkers):
                 raise failure.to_error(h.spec.worker_index, " (while starting)")
 
     def _check_shards(self, spec: Any, config: CommonConfig, num_workers: int) -> None:
-        from offrl.io.input import is_class_spec
         from offrl.io.sources import resolve_sources
+        from offrl.io.specs import is_class_spec
 
         if isinstance(spec, str) and is_class_spec(spec):
             return

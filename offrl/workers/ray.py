@@ -1,4 +1,4 @@
-"""Ray backend: the rollout workers of ``offrl/workers.py`` as Ray actors, for clusters.
+"""Ray backend: the rollout workers of ``offrl/workers/`` as Ray actors, for clusters.
 
 Import this module only when ``framework: ray`` (or ``--ray-address``) is used: it needs
 ``pip install offrl[ray]``. :class:`RayWorkerSet` has the surface of

@@ -24,7 +24,7 @@ from test_workers import (
 
 from offrl import batch as sb
 from offrl.errors import OffrlRuntimeError
-from offrl.ray_backend import RayWorkerSet  # imports ray only when a RayWorkerSet starts
+from offrl.workers.ray import RayWorkerSet  # imports ray only when a RayWorkerSet starts
 
 ray = pytest.importorskip("ray")
 # Each actor imports torch afresh (~5 s of CPU on the 2-core VM): not a quick test.
