@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from offrl.batch import SampleBatch
 from offrl.config import CommonConfig
 from offrl.estimators import estimators_for, feed_estimators
 from offrl.io.input import make_input_reader
-from offrl.trainer import _estimates
+from offrl.trainer import Run, _estimates
 
 
 def _uniform(obs: np.ndarray) -> np.ndarray:
@@ -298,11 +300,16 @@ class FakeWriter:
         self.rows.append(batch.count)
 
 
-def _run(source: FakeSource, algo: FakeAlgo, **kw: object):  # noqa: ANN202
-    from offrl.trainer import Run
-
-    episodes = kw.pop("episodes", [])
-    queue = list(episodes)  # type: ignore[call-overload]
+def _run(
+    source: FakeSource,
+    algo: FakeAlgo,
+    *,
+    episodes: Sequence[tuple[float, int]] = (),
+    config: CommonConfig | None = None,
+    **fields: Any,
+) -> Run:
+    """A Run over the fakes; ``pop_episodes`` hands out ``episodes`` one per iteration."""
+    queue = list(episodes)
 
     def pop_episodes() -> list[tuple[float, int]]:
         out = queue[:1]
@@ -311,12 +318,12 @@ def _run(source: FakeSource, algo: FakeAlgo, **kw: object):  # noqa: ANN202
 
     return Run(
         algo=algo,  # type: ignore[arg-type]
-        config=kw.pop("config", CommonConfig()),  # type: ignore[arg-type]
+        config=config or CommonConfig(),
         env_id="CartPole-v1",
         seed=0,
         source=source,
         pop_episodes=pop_episodes,
-        **kw,  # type: ignore[arg-type]
+        **fields,
     )
 
 
