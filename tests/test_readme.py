@@ -120,3 +120,15 @@ def test_training_dependencies_leave_out_the_test_tools() -> None:
     test = " ".join(project["optional-dependencies"]["test"]).lower()
     for tool in ("moto", "s3fs", "pandas", "pyarrow", "tensorboard", "pytest"):
         assert tool in test, tool
+
+
+def test_plain_pytest_runs_the_default_tier_and_the_readme_says_how_to_run_the_slow_one() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    pytest_ini = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["pytest"]
+    assert "-m 'not slow'" in pytest_ini["ini_options"]["addopts"]
+    assert any(m.startswith("slow:") for m in pytest_ini["ini_options"]["markers"])
+    development = README.split("## Development", 1)[1]
+    assert "python -m pytest -m slow" in development
+    assert "python -m pytest -m slow" in README.split("## Quick start", 1)[1].split("##", 1)[0]
