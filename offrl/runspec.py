@@ -248,9 +248,10 @@ def resolve(
         raise ConfigError("missing --env (e.g. CartPole-v1), on the command line or in the -f file")
     run = canonical_name(str(run))
     check_env_id(str(env))
-    config = dict(file_data.get("config") or {})
-    if not isinstance(config, dict):
+    config = file_data.get("config") or {}
+    if not isinstance(config, dict):  # checked before dict(), which would raise TypeError
         raise ConfigError("-f file: 'config' must be a JSON object")
+    config = dict(config)
     if config_text:
         config.update(parse_json_object(config_text, "--config"))
     stop = dict(file_data.get("stop") or {})

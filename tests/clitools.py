@@ -37,3 +37,20 @@ def start_offrl(args: list[str], results: Path) -> subprocess.Popen:
         env=offrl_env(results),
         stdin=subprocess.DEVNULL,
     )
+
+
+def invoke_offrl(args: list[str], results: Path) -> subprocess.CompletedProcess:
+    """Run ``offrl ARGS`` in this process through click's CliRunner, with the same result
+    shape as :func:`run_offrl` (returncode, stdout, stderr).
+
+    An exception that escapes the command (a traceback the user would see) fails the
+    test instead of being caught.
+    """
+    from click.testing import CliRunner
+
+    from offrl.cli import main
+
+    res = CliRunner().invoke(
+        main, args, env={"OFFRL_RESULTS_DIR": str(results)}, catch_exceptions=False
+    )
+    return subprocess.CompletedProcess(args, res.exit_code, res.stdout, res.stderr)

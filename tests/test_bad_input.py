@@ -1,8 +1,10 @@
 """The bad-input catalogue: everything a user can type or a file can contain that is wrong.
 
-Each case runs the real CLI as a subprocess and checks the exit code (2 usage/config,
-1 runtime), that the message names the culprit, and that no Python traceback reaches
-the user. docs/reliability.md lists the same cases as a table.
+Each case runs the CLI and checks the exit code (2 usage/config, 1 runtime), that the
+message names the culprit, and that no Python traceback reaches the user. Every case runs
+in-process (click's CliRunner) in the default tier, and as a real subprocess (``python -m
+offrl.cli``) in the slow tier; a few subprocess cases stay in the default tier. docs/reliability.md
+lists the same cases as a table.
 """
 
 from __future__ import annotations
@@ -19,25 +21,26 @@ from pathlib import Path
 import lz4.frame
 import pytest
 
-from tests.clitools import run_offrl
+from tests.clitools import invoke_offrl, run_offrl
 from tests.rllib_variants import zero_d_columns
 from tests.shared_data import RLLIB_FIXTURE
 
 FIXTURE = RLLIB_FIXTURE
 
-PWNED = Path("/tmp/offrl-bad-input-pwned")
+PWNED = "pwned"  # the file (in the test's tmp_path) a pickle payload would create
 
 
 class Evil:
-    """A pickle payload that would create PWNED when unpickled by plain pickle."""
+    """A pickle payload that would create ``path`` when unpickled by plain pickle."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
     def __reduce__(self) -> tuple:
-        return (os.system, (f"touch {PWNED}",))
+        return (os.system, (f"touch {self.path}",))
 
 
 def fixture_records() -> list[dict]:
-    if not FIXTURE.exists():
-        pytest.skip(f"RLlib fixture not found at {FIXTURE}")
     return [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
 
 
@@ -102,7 +105,7 @@ def pyarrow_era(d: Path) -> str:
 
 def malicious_pickle(d: Path) -> str:
     rec = fixture_records()[0]
-    rec["obs"] = b64_lz4(pickle.dumps(Evil(), protocol=2))
+    rec["obs"] = b64_lz4(pickle.dumps(Evil(d / PWNED), protocol=2))
     return write_lines(d / "evil.json", [rec])
 
 
@@ -120,9 +123,7 @@ def zero_d_extra_column(d: Path) -> str:
 
 
 def truncated_last_line(d: Path) -> str:
-    lines = FIXTURE.read_text().splitlines() if FIXTURE.exists() else []
-    if not lines:
-        pytest.skip("RLlib fixture not found")
+    lines = FIXTURE.read_text().splitlines()
     (d / "cut.json").write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][: len(lines[2]) // 2])
     return str(d / "cut.json")
 
@@ -350,34 +351,55 @@ CASES = [
 ]
 
 
-def run_cli(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
-    return run_offrl(args, tmp / "results")
+def run_cli(args: list[str], tmp: Path, how: str = "in-process") -> subprocess.CompletedProcess:
+    if how == "subprocess":
+        return run_offrl(args, tmp / "results")
+    return invoke_offrl(args, tmp / "results")
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input(case: Case, tmp_path: Path) -> None:
-    PWNED.unlink(missing_ok=True)
+# Cases that also run as a real process in the default tier: a config error (exit 2) and a
+# runtime error (exit 1), the pickle payload that must not run in any process.
+SUBPROCESS_SMOKE = {"unknown-config-key", "malicious-pickle"}
+RUNS = [pytest.param(c, "in-process", id=c.name) for c in CASES] + [
+    pytest.param(
+        c,
+        "subprocess",
+        id=f"{c.name}-subprocess",
+        marks=() if c.name in SUBPROCESS_SMOKE else pytest.mark.slow,
+    )
+    for c in CASES
+]
+
+
+@pytest.mark.parametrize(("case", "how"), RUNS)
+def test_bad_input(case: Case, how: str, tmp_path: Path) -> None:
     data = case.data(tmp_path) if case.data else ""
     args = [a.replace("{data}", data) for a in case.args]
-    proc = run_cli(args, tmp_path)
+    proc = run_cli(args, tmp_path, how)
     assert proc.returncode == case.code, proc.stderr
     for needle in case.needles:
         assert needle in proc.stderr, f"{needle!r} not in: {proc.stderr}"
     assert "Traceback" not in proc.stderr
     assert proc.stdout.strip() == "" or proc.returncode == 0
-    assert not PWNED.exists(), "a pickle payload ran"
+    assert not (tmp_path / PWNED).exists(), "a pickle payload ran"
     if case.name == "output-is-existing-file":
         assert (tmp_path / "taken.json").read_text() == "keep me\n"  # never overwritten
 
 
-def test_truncated_last_line_is_skipped_and_counted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["in-process", pytest.param("subprocess", marks=pytest.mark.slow)])
+def test_truncated_last_line_is_skipped_and_counted(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
     data = truncated_last_line(tmp_path)
     args = [a.replace("{data}", data) for a in dqn_input("-q", timesteps_per_iteration=200)]
-    proc = run_cli(args, tmp_path)
+    proc = run_cli(args, tmp_path, how)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["num_corrupt_lines_skipped"] == 1
-    assert "cut.json:3" in proc.stderr  # the warning names file and line
+    # the warning names file and line: on stderr in a real process (logging's last-resort
+    # handler); in-process pytest's log capture takes it first
+    warnings = proc.stderr if how == "subprocess" else caplog.text
+    assert "cut.json:3" in warnings
 
 
 def test_projected_columns_train_offline_dqn(tmp_path: Path) -> None:

@@ -246,7 +246,12 @@ def test_subprocess_exit_codes_and_streams(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "gamma" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+# SIGINT stays in the default tier as the real-process signal smoke test; SIGTERM takes the
+# same path (graceful_signals handles both) and runs in the slow tier.
+@pytest.mark.parametrize(
+    ("sig", "code"),
+    [(signal.SIGINT, 130), pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)],
+)
 def test_signal_stops_cleanly_with_checkpoint(tmp_path: Path, sig: int, code: int) -> None:
     args = [
         "train",

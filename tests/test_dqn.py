@@ -280,8 +280,6 @@ def test_dqn_learns_cartpole_quickly() -> None:
 def test_offline_batches_from_the_rllib_fixture_fill_replay_with_true_terminals() -> None:
     from offrl.io.json_reader import JsonReader
 
-    if not RLLIB_FIXTURE.exists():
-        pytest.skip(f"RLlib fixture not found at {RLLIB_FIXTURE}")
     reader = JsonReader(str(RLLIB_FIXTURE), seed=0)
     algo = DQN(small_config(n_step=3, learning_starts=200), OBS_SPACE, ACT_SPACE)
     batches = [reader.next() for _ in range(3)]

@@ -309,8 +309,6 @@ def _no_new_obs(cols: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rllib_fixture(root: Path) -> str:
-    if not RLLIB_FIXTURE.exists():
-        pytest.skip(f"RLlib fixture not found at {RLLIB_FIXTURE}")
     return str(RLLIB_FIXTURE)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import click
@@ -64,13 +65,48 @@ def test_quick_start_command_1_installs_only_what_training_needs() -> None:
     assert "pip install -e '.[test]'" in tests and tests.endswith("python -m pytest")
 
 
+def _ci_code() -> str:
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text(encoding="utf-8")
+    return "\n".join(line for line in ci.splitlines() if not line.lstrip().startswith("#"))
+
+
 def test_ci_fails_when_pytest_collects_no_tests() -> None:
     """pytest exits 5 when it collects nothing: CI must not turn that into success."""
-    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text(encoding="utf-8")
-    code = "\n".join(line for line in ci.splitlines() if not line.lstrip().startswith("#"))
+    code = _ci_code()
     assert "set -euo pipefail" in code
     assert "-eq 5" not in code and "rc=0" not in code and "|| true" not in code
-    assert code.rstrip().endswith("python -m pytest")  # its exit code is the script's
+    # every step's failure is remembered and fails the run at the end
+    assert code.count("failed+=(") == 2  # the default tier, and step()
+    assert code.rstrip().endswith("exit 1\nfi")
+
+
+def test_ci_runs_the_slow_tier_lint_format_and_types() -> None:
+    code = _ci_code()
+    for command in (
+        "step python -m pytest -m slow",
+        "step ruff check offrl tests benchmarks",
+        "step ruff format --check offrl tests benchmarks",
+        "step mypy offrl",
+    ):
+        assert command in code, command
+
+
+def test_ci_step_fails_the_run_but_runs_the_next_step(tmp_path: Path) -> None:
+    """The step() of .ci/run, run on its own: a failing step is reported and fails the run."""
+    code = _ci_code()
+    start = code.index("step() {")
+    step = code[start : code.index("\n}\n", start) + 3]
+    end = code[code.index("if ((${#failed[@]}))") :]
+    script = "\n".join(
+        ["set -euo pipefail", "failed=()", "started=$SECONDS", step, "step true", "step false"]
+        + ["step echo after", 'echo "=== ci: $((SECONDS - started)) s in all"', end]
+    )
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "FAILED (exit 1" in proc.stdout and "after" in proc.stdout
+    assert "failed: false (exit 1)" in proc.stdout
+    ok = subprocess.run(["bash", "-c", script.replace("step false\n", "")], capture_output=True)
+    assert ok.returncode == 0
 
 
 def test_training_dependencies_leave_out_the_test_tools() -> None:
@@ -84,3 +120,15 @@ def test_training_dependencies_leave_out_the_test_tools() -> None:
     test = " ".join(project["optional-dependencies"]["test"]).lower()
     for tool in ("moto", "s3fs", "pandas", "pyarrow", "tensorboard", "pytest"):
         assert tool in test, tool
+
+
+def test_plain_pytest_runs_the_default_tier_and_the_readme_says_how_to_run_the_slow_one() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    pytest_ini = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["pytest"]
+    assert "-m 'not slow'" in pytest_ini["ini_options"]["addopts"]
+    assert any(m.startswith("slow:") for m in pytest_ini["ini_options"]["markers"])
+    development = README.split("## Development", 1)[1]
+    assert "python -m pytest -m slow" in development
+    assert "python -m pytest -m slow" in README.split("## Quick start", 1)[1].split("##", 1)[0]

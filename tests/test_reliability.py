@@ -1,6 +1,8 @@
 """Crash, kill and concurrency tests: recorded data survives whatever happens to the run.
 
-docs/reliability.md states the promises these tests check.
+docs/reliability.md states the promises these tests check. The kill and concurrency tests run
+real processes and are in the slow tier; the resume test runs in-process in the default tier
+and as subprocesses in the slow tier.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 
 from offrl.io.json_reader import JsonReader
-from tests.clitools import run_offrl, start_offrl
+from tests.clitools import invoke_offrl, run_offrl, start_offrl
 
 PG_WRITING = {
     "train_batch_size": 256,
@@ -103,6 +105,7 @@ def _final(proc: subprocess.Popen) -> dict:
     return json.loads(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runs", [2, 4])
 def test_concurrent_runs_share_an_output_directory(tmp_path: Path, runs: int) -> None:
     out = tmp_path / "shared-out"
@@ -131,8 +134,9 @@ RESUME_CONFIGS = {
 }
 
 
+@pytest.mark.parametrize("how", ["in-process", pytest.param("subprocess", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("algo", ["PG", "DQN"])
-def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, algo: str) -> None:
+def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, algo: str, how: str) -> None:
     common = [
         "train",
         "--run",
@@ -147,7 +151,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, algo: str) -> None
     ]
 
     def run(results: str, *extra: str) -> dict:
-        proc = run_offrl([*common, *extra], tmp_path / results)
+        cli = run_offrl if how == "subprocess" else invoke_offrl
+        proc = cli([*common, *extra], tmp_path / results)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 

@@ -13,8 +13,6 @@ FIXTURE = RLLIB_FIXTURE
 
 @pytest.fixture(scope="module")
 def batches() -> list:
-    if not FIXTURE.exists():
-        pytest.skip(f"RLlib fixture not found at {FIXTURE}")
     return list(JsonReader(str(FIXTURE), shuffle_files=False).iter_epoch())
 
 

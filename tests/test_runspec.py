@@ -151,3 +151,90 @@ def test_yaml_nested_by_indentation_too_deep_is_a_config_error(tmp_path: Path) -
     path.write_text("\n".join(lines) + " 1\n")
     with pytest.raises(ConfigError, match="nested too deeply"):
         load_experiments(str(path))
+
+
+# -- resolve(): how file values and flags merge ------------------------------------------------
+
+NO_FLAGS = {"run": None, "env": None, "config_text": None, "stop_text": None, "name": None}
+FILE = {
+    "run": "PG",
+    "env": "CartPole-v1",
+    "config": {"lr": 0.01, "gamma": 0.9},
+    "stop": {"training_iteration": 5, "timesteps_total": 1000},
+    "name": "from-file",
+    "seed": 7,
+}
+
+
+def test_resolve_takes_everything_from_the_file_without_flags() -> None:
+    from offrl.runspec import resolve
+
+    spec = resolve(FILE, **NO_FLAGS, seed=None)
+    assert (spec.run, spec.env, spec.name, spec.seed) == ("PG", "CartPole-v1", "from-file", 7)
+    assert spec.config.lr == 0.01 and spec.config.gamma == 0.9
+    assert spec.config.seed == 7  # the seed used is in the config (params.json)
+    assert spec.stop == {"training_iteration": 5, "timesteps_total": 1000}
+
+
+def test_flags_win_over_the_file_and_config_keys_merge_one_by_one() -> None:
+    from offrl.runspec import resolve
+
+    spec = resolve(
+        FILE,
+        run="dqn",  # case-insensitive, made canonical
+        env="CartPole-v0",
+        config_text='{"lr": 0.002}',
+        stop_text='{"timesteps_total": 50}',
+        name="from-flag",
+        seed=11,
+    )
+    assert (spec.run, spec.env, spec.name, spec.seed) == ("DQN", "CartPole-v0", "from-flag", 11)
+    assert spec.config.lr == 0.002  # --config's key wins ...
+    assert spec.config.gamma == 0.9  # ... and the file's other keys stay
+    assert spec.stop == {"timesteps_total": 50}  # --stop replaces the file's stop whole
+    assert spec.config.seed == 11
+
+
+def test_seed_comes_from_the_flag_then_the_file_then_its_config_then_chance() -> None:
+    from offrl.runspec import resolve
+
+    base = {"run": "PG", "env": "CartPole-v1"}
+    assert resolve({**base, "seed": 3, "config": {"seed": 4}}, **NO_FLAGS, seed=2).seed == 2
+    assert resolve({**base, "seed": 3, "config": {"seed": 4}}, **NO_FLAGS, seed=None).seed == 3
+    assert resolve({**base, "config": {"seed": 4}}, **NO_FLAGS, seed=None).seed == 4
+    drawn = resolve(base, **NO_FLAGS, seed=None)
+    assert 0 <= drawn.seed < 2**31 and drawn.config.seed == drawn.seed
+    assert drawn.name == "default" and drawn.stop == {}
+
+
+@pytest.mark.parametrize(
+    ("data", "flags", "needle"),
+    [
+        ({"env": "CartPole-v1"}, {}, "missing --run"),
+        ({"run": "PG"}, {}, "missing --env"),
+        ({"run": "A2C", "env": "CartPole-v1"}, {}, "unknown algorithm"),
+        ({"run": "PG", "env": "CartPole-v1", "config": [1]}, {}, "'config' must be a JSON object"),
+        ({"run": "PG", "env": "CartPole-v1"}, {"config_text": "[1]"}, "--config"),
+        ({"run": "PG", "env": "CartPole-v1"}, {"stop_text": '{"reward": 1}'}, "'reward'"),
+        ({"run": "PG", "env": "CartPole-v1", "config": {"lr": -1}}, {}, "'lr'"),
+        # a stop key this run never reports is refused before anything runs
+        ({"run": "PG", "env": "CartPole-v1", "stop": {"epoch": 1}}, {}, "read recorded files"),
+    ],
+)
+def test_resolve_refuses_with_a_config_error(data: dict, flags: dict, needle: str) -> None:
+    from offrl.runspec import resolve
+
+    with pytest.raises(ConfigError) as err:
+        resolve(data, **{**NO_FLAGS, **flags}, seed=1)
+    assert needle in str(err.value)
+    assert err.value.exit_code == 2
+
+
+def test_a_bad_key_given_by_flag_gets_no_file_line(tmp_path: Path) -> None:
+    """The file's line is named only for keys that came from the file."""
+    path = _write(tmp_path, "r.json", '{"run": "PG",\n "env": "CartPole-v1",\n "config": {}}')
+    (exp,) = load_experiments(path)
+    with pytest.raises(ConfigError) as err:
+        resolve_experiment(exp, **{**FLAGS, "config_text": '{"gamma": 3}'}, seed=1)
+    assert "config key 'gamma'" in str(err.value)
+    assert "r.json" not in str(err.value)

@@ -91,7 +91,9 @@ def test_every_space_trains_records_reads_back_and_rolls_out(
     assert res["rows_read"] == 128
     assert np.isfinite(res["off_policy_estimation/wis/v_target"])
     ckpt = Path(res["logdir"]) / "checkpoint_000002"
-    # a checkpoint never imports its module:Class env: the user names it on the command line
+    # a checkpoint's module:Class env is imported only when typed (docs/reliability.md)
+    code, _, err = invoke("rollout", str(ckpt), "--episodes", "2")
+    assert code == 2 and "not a registered gymnasium id" in err
     code, out, err = invoke("rollout", str(ckpt), "--episodes", "2", "--env", env)
     assert code == 0, err
     assert json.loads(out)["episodes"] == 2

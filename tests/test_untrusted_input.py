@@ -24,7 +24,7 @@ from offrl.cli import main
 from offrl.config import MAXIMA, from_dict
 from offrl.errors import ConfigError
 
-PWNED = Path("/tmp/offrl-untrusted-input-pwned")
+PWNED = "pwned"  # the file (in the test's tmp_path) a pickle payload would create
 TINY_PG = {"train_batch_size": 50, "model": {"fcnet_hiddens": [8]}}
 
 
@@ -101,23 +101,26 @@ def test_checkpoint_env_module_runs_only_with_env_on_the_command_line(
 
 
 class Evil:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
     def __reduce__(self) -> tuple:
-        return (os.system, (f"touch {PWNED}",))
+        return (os.system, (f"touch {self.path}",))
 
 
 def test_pickled_object_in_checkpoint_is_refused_without_torchs_unsafe_advice(
     tmp_path: Path,
 ) -> None:
-    PWNED.unlink(missing_ok=True)
     ck = tmp_path / "checkpoint_000001"
     ck.mkdir()
-    torch.save({"format": 1, "run": "PG", "env": "CartPole-v1", "evil": Evil()}, ck / "state.pt")
+    evil = Evil(tmp_path / PWNED)
+    torch.save({"format": 1, "run": "PG", "env": "CartPole-v1", "evil": evil}, ck / "state.pt")
     for args in (["rollout", str(ck)], train(tmp_path, "--restore", str(ck))):
         code, _, err = invoke(*args)
         assert code == 1, err
         assert "refused" in err and "can run code" in err and "posix.system" in err
         assert "weights_only" not in err  # torch's advice to load it unsafely is not repeated
-        assert not PWNED.exists()
+        assert not (tmp_path / PWNED).exists()
 
 
 @pytest.mark.parametrize("key", ["algo", "run", "config", "env"])
