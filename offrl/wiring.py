@@ -189,6 +189,7 @@ def build_run(
                     algo.rollout_fragment_length(),
                     seed,
                     cfg.horizon,
+                    remote_envs=cfg.remote_worker_envs,
                 )
                 stack.callback(sampler.close)
                 episode_sources.append(sampler)
@@ -206,6 +207,7 @@ def build_run(
                 algo.rollout_fragment_length(),
                 seed + 1,
                 cfg.horizon,
+                remote_envs=cfg.remote_worker_envs,
             )
             stack.callback(sim.close)
             episode_sources.append(sim)
