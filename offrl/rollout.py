@@ -200,14 +200,16 @@ def _sub_env_worker(
     semaphore: Any,
 ) -> None:
     """gymnasium's sub-env process loop, plus: SIGINT is left to the learner (which closes
-    the envs), and failures gymnasium's loop lets through (constructing the env, sys.exit
-    in the env) are reported like any other, so none prints a traceback of its own."""
+    the envs), SIGTERM ends the process (not the learner's handler, inherited by fork), and
+    failures gymnasium's loop lets through (constructing the env, sys.exit in the env) are
+    reported like any other, so none prints a traceback of its own."""
     import signal
     import traceback
 
     from gymnasium.vector.async_vector_env import _async_worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     errors = _TextErrors(error_queue)
     try:
         env = env_fn()
