@@ -8,7 +8,6 @@ yields no row; every other vector step yields one row per env.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -203,6 +202,7 @@ def _sub_env_worker(
     the envs), SIGTERM ends the process (not the learner's handler, inherited by fork), and
     failures gymnasium's loop lets through (constructing the env, sys.exit in the env) are
     reported like any other, so none prints a traceback of its own."""
+    import contextlib
     import signal
     import traceback
 
