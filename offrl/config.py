@@ -240,6 +240,14 @@ class CommonConfig:
     num_envs_per_worker: int = opt(
         1, "environments each worker steps as one vector", types=(int,), ge=1
     )
+    remote_worker_envs: bool = opt(
+        False,
+        "with num_envs_per_worker > 1, step each env in its own process (gymnasium's "
+        "AsyncVectorEnv) when sampling in the learner (num_workers 0); pays off only for "
+        "envs whose step() is expensive; envs with a vectorised implementation (CartPole) "
+        "keep it",
+        types=(bool,),
+    )
     rollout_fragment_length: int = opt(
         200,
         "env steps per env in one sampled fragment (alias: sample_batch_size)",

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector.async_vector_env import AsyncState
 
 from offrl import batch as sb
 from offrl.batch import SampleBatch
@@ -42,7 +43,8 @@ def env_failure(env_id: str, when: str, err: BaseException) -> OffrlRuntimeError
     """``env X failed at <when>: <error>``; raised ``from err``, so -v shows the env's traceback."""
     text = str(err).strip()
     first = f": {text.splitlines()[0][:300]}" if text else ""
-    return OffrlRuntimeError(f"env {env_id} failed at {when}: {type(err).__name__}{first}")
+    kind = err.kind if isinstance(err, SubEnvError) else type(err).__name__
+    return OffrlRuntimeError(f"env {env_id} failed at {when}: {kind}{first}")
 
 
 def env_call(env_id: str, when: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -164,8 +166,127 @@ def _single_env_fn(env_id: str, horizon: int | None) -> Callable[[], gym.Env]:
     return make
 
 
-def make_vector_env(env_id: str, num_envs: int, horizon: int | None = None) -> gym.vector.VectorEnv:
-    """A vector env in NEXT_STEP autoreset mode; the env's own vector class when it has one."""
+class SubEnvError(Exception):
+    """An exception raised by an env in a sub-process (``remote_worker_envs``), carried back
+    as text: ``kind`` is its class name; its ``__cause__`` holds the sub-process traceback."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class _RemoteTraceback(Exception):
+    def __str__(self) -> str:
+        return "\n" + str(self.args[0])
+
+
+class _TextErrors:
+    """The error queue of a sub-env process, passing errors on as text: an env's exception
+    class may not unpickle (or import) in the learner, and text always does."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def put(self, item: tuple[int, Any, Any, str]) -> None:
+        index, kind, value, trace = item
+        self.queue.put((index, getattr(kind, "__name__", str(kind)), str(value), trace))
+
+
+def _sub_env_worker(
+    index: int,
+    env_fn: Callable[[], gym.Env],
+    pipe: Any,
+    parent_pipe: Any,
+    shared_memory: Any,
+    error_queue: Any,
+    autoreset_mode: Any,
+    semaphore: Any,
+) -> None:
+    """gymnasium's sub-env process loop, plus: SIGINT is left to the learner (which closes
+    the envs), SIGTERM ends the process (not the learner's handler, inherited by fork), and
+    failures gymnasium's loop lets through (constructing the env, sys.exit in the env) are
+    reported like any other, so none prints a traceback of its own."""
+    import contextlib
+    import signal
+    import traceback
+
+    from gymnasium.vector.async_vector_env import _async_worker
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    errors = _TextErrors(error_queue)
+    try:
+        env = env_fn()
+        _async_worker(
+            index, lambda: env, pipe, parent_pipe, shared_memory, errors, autoreset_mode, semaphore
+        )
+    except (Exception, SystemExit) as e:
+        errors.put((index, type(e), e, traceback.format_exc()))
+        with contextlib.suppress(OSError):  # the learner is gone
+            pipe.send((None, False))
+
+
+class ProcessVectorEnv(gym.vector.AsyncVectorEnv):
+    """gymnasium's AsyncVectorEnv (one process per env) whose sub-env failures come back as
+    :class:`SubEnvError` and whose close never waits on a call left pending by an error or
+    Ctrl-C, and leaves no process behind."""
+
+    def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
+        try:
+            super().__init__(
+                env_fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP, worker=_sub_env_worker
+            )
+        except BaseException:
+            if hasattr(self, "_state"):  # the processes started: stop them now
+                self.close(terminate=True)
+            raise
+
+    def _raise_if_errors(self, successes: Any) -> None:
+        if all(successes):
+            return
+        failed = self.num_envs - sum(successes)
+        first: tuple[int, str, str, str] | None = None
+        for _ in range(failed):
+            index, kind, message, trace = self.error_queue.get()
+            self.parent_pipes[index].close()
+            self.parent_pipes[index] = None
+            first = first or (index, kind, message, trace)
+        self._state = AsyncState.DEFAULT
+        assert first is not None
+        err = SubEnvError(first[1], first[2])
+        err.__cause__ = _RemoteTraceback(f"in sub-env {first[0]}'s process:\n{first[3]}")
+        raise err
+
+    def close_extras(self, timeout: float | None = None, terminate: bool = False) -> None:
+        if self._state != AsyncState.DEFAULT:  # a step or reset still pending: don't wait on it
+            terminate = True
+        if not terminate:
+            try:
+                live = [p for p in self.parent_pipes if p is not None and not p.closed]
+                for pipe in live:
+                    pipe.send(("close", None))
+                for pipe in live:
+                    pipe.recv()
+            except (OSError, EOFError):
+                terminate = True
+        for pipe in self.parent_pipes:
+            if pipe is not None:
+                pipe.close()
+        for process in self.processes:
+            if terminate and process.is_alive():
+                process.terminate()
+            process.join(5)
+            if process.is_alive():  # ignored SIGTERM
+                process.kill()
+                process.join()
+
+
+def make_vector_env(
+    env_id: str, num_envs: int, horizon: int | None = None, remote: bool = False
+) -> gym.vector.VectorEnv:
+    """A vector env in NEXT_STEP autoreset mode; the env's own vector class when it has one,
+    else, with ``remote`` and more than one env, one process per env (:class:`ProcessVectorEnv`),
+    else gymnasium's SyncVectorEnv (all envs in this process)."""
     if ":" not in env_id:
         spec = gym.spec(env_id)
         if spec.vector_entry_point is not None:
@@ -178,11 +299,14 @@ def make_vector_env(env_id: str, num_envs: int, horizon: int | None = None) -> g
             if env.metadata.get("autoreset_mode") in (None, gym.vector.AutoresetMode.NEXT_STEP):
                 return env
             env.close()
+    env_fns = [_single_env_fn(env_id, horizon) for _ in range(num_envs)]
+    if remote and num_envs > 1:
+        return env_call(env_id, "construction", ProcessVectorEnv, env_fns)
     return env_call(
         env_id,
         "construction",
         gym.vector.SyncVectorEnv,
-        [_single_env_fn(env_id, horizon) for _ in range(num_envs)],
+        env_fns,
         autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
     )
 
@@ -250,8 +374,18 @@ class Sampler:
         fragment_length: int,
         seed: int,
         horizon: int | None = None,
+        remote_envs: bool = False,
     ) -> None:
-        self.env = make_vector_env(env_id, num_envs, horizon)
+        self.env = make_vector_env(env_id, num_envs, horizon, remote_envs)
+        try:
+            self._start(env_id, num_envs, policy, fragment_length, seed)
+        except BaseException:
+            self.env.close()
+            raise
+
+    def _start(
+        self, env_id: str, num_envs: int, policy: Actor, fragment_length: int, seed: int
+    ) -> None:
         self.env_id = env_id
         self.env_steps = 0  # vector steps taken, for error messages
         self.num_envs = num_envs

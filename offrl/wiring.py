@@ -121,6 +121,7 @@ def build_run(
                     algo.rollout_fragment_length(),
                     int_seed(seed, Stream.SAMPLER),
                     cfg.horizon,
+                    remote_envs=cfg.remote_worker_envs,
                 )
                 stack.callback(sampler.close)
                 episode_sources.append(sampler)
@@ -138,6 +139,7 @@ def build_run(
                 algo.rollout_fragment_length(),
                 int_seed(seed, Stream.SIMULATION),
                 cfg.horizon,
+                remote_envs=cfg.remote_worker_envs,
             )
             stack.callback(sim.close)
             episode_sources.append(sim)

@@ -460,3 +460,205 @@ def test_sampler_preprocesses_dict_observations_and_render_path_works() -> None:
     # seeded seed + k, as evaluate's env k is, so a constant policy gets the same returns
     rendered = render_episodes("tests.envs:DictObsEnv", policy, 2, seed=0)
     assert rendered == evaluate("tests.envs:DictObsEnv", policy, 2, seed=0)
+
+
+# -- remote_worker_envs: one process per env ---------------------------------------
+
+
+def _pg(env_id: str, **keys: object) -> tuple[object, object]:
+    from offrl.algos import get_algorithm
+    from offrl.config import from_dict
+    from offrl.rollout import env_spaces
+
+    cfg_cls, algo_cls = get_algorithm("PG")
+    cfg = from_dict(cfg_cls, {"seed": 3, "model": {"fcnet_hiddens": [8]}, **keys})
+    return cfg, algo_cls(cfg, *env_spaces(env_id))
+
+
+def _children_alive(env: gym.vector.VectorEnv) -> list[bool]:
+    return [p.is_alive() for p in getattr(env, "processes", [])]
+
+
+def test_remote_worker_envs_is_a_bool_key_defaulting_to_false() -> None:
+    from offrl.algos import get_algorithm
+    from offrl.config import from_dict
+
+    cfg_cls, _ = get_algorithm("PG")
+    assert from_dict(cfg_cls, {}).remote_worker_envs is False
+    assert from_dict(cfg_cls, {"remote_worker_envs": True}).remote_worker_envs is True
+    for bad in ("yes", 1, None):
+        with pytest.raises(ConfigError, match="'remote_worker_envs'.*allowed: a boolean"):
+            from_dict(cfg_cls, {"remote_worker_envs": bad})
+
+
+@pytest.mark.parametrize(
+    ("env_id", "num_envs", "remote", "process_based"),
+    [
+        ("Acrobot-v1", 2, True, True),
+        (COUNT_ENV, 2, True, True),
+        ("Acrobot-v1", 2, False, False),  # not asked
+        ("Acrobot-v1", 1, True, False),  # one env: nothing to run side by side
+        (CARTPOLE, 2, True, False),  # CartPole's own vector class steps all envs at once
+    ],
+)
+def test_make_vector_env_uses_processes_only_when_asked_and_without_a_vector_class(
+    env_id: str, num_envs: int, remote: bool, process_based: bool
+) -> None:
+    from offrl.rollout import make_vector_env
+
+    env = make_vector_env(env_id, num_envs, remote=remote)
+    try:
+        assert isinstance(env, gym.vector.AsyncVectorEnv) is process_based
+        assert env.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+        assert env.num_envs == num_envs
+    finally:
+        env.close()
+    assert not any(_children_alive(env))
+
+
+def test_remote_envs_sample_the_same_rows_as_envs_in_this_process() -> None:
+    """PG on Acrobot with 2 envs: same seed, same policy -> the same fragments either way."""
+    batches = {}
+    for remote in (False, True):
+        _, algo = _pg("Acrobot-v1")
+        sampler = Sampler("Acrobot-v1", 2, algo, 30, seed=5, horizon=40, remote_envs=remote)
+        try:
+            batches[remote] = [sampler.next() for _ in range(3)]  # crosses episode ends
+            episodes = sampler.pop_episodes()
+        finally:
+            sampler.close()
+        assert isinstance(sampler.env, gym.vector.AsyncVectorEnv) is remote
+        assert not any(_children_alive(sampler.env))
+        assert len(episodes) >= 2  # the horizon of 40 ended episodes within 90 steps per env
+    for local, remote_batch in zip(batches[False], batches[True], strict=True):
+        assert sorted(local.keys()) == sorted(remote_batch.keys())
+        for key in local:
+            if key in (sb.EPS_ID, sb.INFOS):
+                continue
+            assert local[key].shape == remote_batch[key].shape, key
+            assert local[key].dtype == remote_batch[key].dtype, key
+            np.testing.assert_array_equal(local[key], remote_batch[key], err_msg=key)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ("RaisesInStep", "failed at step 3: ValueError: physics exploded"),
+        ("ExitsInStep", "failed at step 1: SystemExit: 3"),
+        ("RaisesInReset", "failed at reset: OSError: simulator not running"),
+        ("RaisesInInit", "failed at construction: RuntimeError: no licence server"),
+        ("WrongShape", "failed at step 1: ObservationMismatch: WrongShape.step() returned"),
+    ],
+)
+def test_a_remote_env_failure_is_offrls_env_error_and_leaves_no_process(
+    env: str, message: str
+) -> None:
+    from offrl.errors import OffrlRuntimeError
+    from offrl.rollout import make_vector_env
+
+    env_id = f"tests.bad_envs:{env}"
+    made: list[gym.vector.VectorEnv] = []
+
+    def tracking(*args: object, **kwargs: object) -> gym.vector.VectorEnv:
+        made.append(make_vector_env(*args, **kwargs))  # type: ignore[arg-type]
+        return made[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("offrl.rollout.make_vector_env", tracking)
+        with pytest.raises(OffrlRuntimeError) as info:
+            sampler = Sampler(env_id, 2, ConstPolicy(0), 5, seed=0, remote_envs=True)
+            try:
+                sampler.next()
+            finally:
+                sampler.close()
+    assert str(info.value).startswith(f"env {env_id} {message}")
+    for vector_env in made:  # none made when the parent's own probe env failed
+        assert isinstance(vector_env, gym.vector.AsyncVectorEnv)
+        assert not any(_children_alive(vector_env))
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids of live processes whose command line contains ``marker``."""
+    from pathlib import Path
+
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_text(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _remote_train(tmp_path: object, env: str) -> list[str]:
+    import json
+
+    marker = str(tmp_path)  # in the command line of the run and of its env processes
+    config = {
+        "num_envs_per_worker": 2,
+        "remote_worker_envs": True,
+        "train_batch_size": 60,
+        "rollout_fragment_length": 10,
+        "model": {"fcnet_hiddens": [8]},
+        "output": f"{marker}/out",
+    }
+    args = ["train", "--run", "PG", "--env", env, "--stop", '{"training_iteration": 2}']
+    return [*args, "--config", json.dumps(config), "-q"]
+
+
+@pytest.mark.slow
+def test_offrl_train_with_remote_envs_reports_a_sub_env_failure_and_exits_1(
+    tmp_path: object,
+) -> None:
+    from tests.clitools import run_offrl
+
+    proc = run_offrl(_remote_train(tmp_path, "tests.bad_envs:RaisesInStep"), tmp_path, 120)
+    assert proc.returncode == 1, proc.stderr
+    assert (
+        "offrl: error: env tests.bad_envs:RaisesInStep failed at step 3: "
+        "ValueError: physics exploded"
+    ) in proc.stderr
+    assert "Traceback" not in proc.stderr and "Worker" not in proc.stderr, proc.stderr
+    assert _processes_with(str(tmp_path)) == []
+
+
+@pytest.mark.slow
+def test_offrl_train_with_remote_envs_completes_and_leaves_no_process(tmp_path: object) -> None:
+    import json
+
+    from tests.clitools import run_offrl
+
+    proc = run_offrl(_remote_train(tmp_path, "Acrobot-v1"), tmp_path, 120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["training_iteration"] == 2 and result["timesteps_total"] >= 120
+    assert _processes_with(str(tmp_path)) == []
+
+
+@pytest.mark.slow
+def test_second_ctrl_c_stops_a_run_whose_remote_env_hangs_and_leaves_no_process(
+    tmp_path: object,
+) -> None:
+    import signal
+    import time
+
+    from tests.clitools import start_offrl
+
+    args = _remote_train(tmp_path, "tests.bad_envs:HangsInStep")
+    proc = start_offrl(args, tmp_path)  # type: ignore[arg-type]
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(_processes_with(str(tmp_path))) < 3:
+            time.sleep(0.1)
+        time.sleep(2.0)  # inside the hanging step() by now
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        assert proc.poll() is None  # the first Ctrl-C waits for the iteration, which hangs
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert _processes_with(str(tmp_path)) == []
