@@ -9,7 +9,7 @@ yields no row; every other vector step yields one row per env.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import gymnasium as gym
 import numpy as np
@@ -214,7 +214,7 @@ def _sub_env_worker(
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    errors = _TextErrors(error_queue)
+    errors: Any = _TextErrors(error_queue)  # a Queue to gymnasium's loop
     try:
         env = env_fn()
         _async_worker(
@@ -234,7 +234,9 @@ class ProcessVectorEnv(gym.vector.AsyncVectorEnv):
     def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
         try:
             super().__init__(
-                env_fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP, worker=_sub_env_worker
+                env_fns,
+                autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
+                worker=cast(Any, _sub_env_worker),
             )
         except BaseException:
             if hasattr(self, "_state"):  # the processes started: stop them now
@@ -249,7 +251,7 @@ class ProcessVectorEnv(gym.vector.AsyncVectorEnv):
         for _ in range(failed):
             index, kind, message, trace = self.error_queue.get()
             self.parent_pipes[index].close()
-            self.parent_pipes[index] = None
+            self.parent_pipes[index] = None  # type: ignore[call-overload]  # as gymnasium does
             first = first or (index, kind, message, trace)
         self._state = AsyncState.DEFAULT
         assert first is not None
