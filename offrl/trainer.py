@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -104,20 +104,20 @@ LEARNER_STATS = {
         }
     ),
 }
-ESTIMATE_KEYS = frozenset(
-    {
-        "v_behavior",
-        "v_target",
-        "v_gain",
-        "v_delta",
-        "v_target_std_err",
-        "v_target_ci_low",
-        "v_target_ci_high",
-        "num_episodes",
-        "ess",
-        "missing_mass",
-        "ci_includes_model_error",
-    }
+# What every estimator reports, in the order the evaluate-offline table shows it (the
+# off_policy_estimation/<name>/<key> result keys; `offrl evaluate-offline` adds its own).
+ESTIMATE_KEYS = (
+    "v_behavior",
+    "v_target",
+    "v_gain",
+    "v_delta",
+    "v_target_std_err",
+    "v_target_ci_low",
+    "v_target_ci_high",
+    "ci_includes_model_error",
+    "num_episodes",
+    "ess",
+    "missing_mass",
 )
 MIX_KEYS = frozenset({"fraction", "row_fraction", "rows", "batches", "batch_fraction"})
 
@@ -137,7 +137,7 @@ def validate_stop(stop: Mapping[str, Any]) -> None:
             )
 
 
-def _unknown(word: str, known: frozenset[str], what: str) -> str:
+def _unknown(word: str, known: Collection[str], what: str) -> str:
     return f"{what} reports no {word!r}{suggest(word, sorted(known))}; it reports: " + ", ".join(
         sorted(known)
     )

@@ -15,21 +15,9 @@ from offrl.config import CommonConfig
 from offrl.errors import ConfigError
 from offrl.estimators import ESTIMATORS, estimators_for, feed_estimators, skipped_estimators
 from offrl.rollout import env_spaces
+from offrl.trainer import ESTIMATE_KEYS
 
-TABLE_KEYS = (
-    "v_behavior",
-    "v_target",
-    "v_gain",
-    "v_delta",
-    "v_target_std_err",
-    "v_target_ci_low",
-    "v_target_ci_high",
-    "ci_includes_model_error",
-    "num_episodes",
-    "ess",
-    "missing_mass",
-    "v_behavior_undiscounted",
-)
+TABLE_KEYS = (*ESTIMATE_KEYS, "v_behavior_undiscounted")
 # One estimate() over the whole dataset: fit the FQE model fully (100 steps under-fit dm).
 FQE_STEPS = 600
 # dm/dr intervals: this many bootstrap resamples of the episodes, each refitting the model.
