@@ -112,9 +112,11 @@ def _fmt_time(seconds: float | None) -> str:
 
 
 def summary_fields(result: Mapping[str, Any], stop: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(label, text) pairs shown for one result: episode returns when the run has episodes,
-    else (offline) what it has: rows read, epoch, the learner's loss and Q, the estimates."""
-    if "episode_reward_mean" not in result and ("rows_read" in result or "epoch" in result):
+    """(label, text) pairs shown for one result: episode returns and env steps/s when the run
+    samples an env, else (offline) what it has: rows read, epoch, the learner's loss and Q, the
+    estimates, and the episodes of ``simulation`` when it runs."""
+    reads_data = "rows_read" in result or "epoch" in result
+    if reads_data and not result.get("num_env_steps_per_s"):
         return offline_fields(result, stop)
     return [
         ("iter", _fmt(result.get("training_iteration"))),
@@ -141,6 +143,8 @@ def offline_fields(result: Mapping[str, Any], stop: Mapping[str, Any]) -> list[t
         ("loss", _fmt(loss)),
         ("mean Q", _fmt(result.get("info/learner/mean_q"))),
     ]
+    if "episode_reward_mean" in result:  # the simulation estimator's episodes
+        fields.append(("sim reward mean", _fmt(result["episode_reward_mean"])))
     for key, value in result.items():
         if key.startswith("off_policy_estimation/") and key.endswith("/v_target"):
             fields.append((key.split("/")[1] + " v_target", _fmt(value)))

@@ -230,8 +230,13 @@ def test_an_offline_run_shows_what_it_has_not_empty_rewards() -> None:
     assert fields["loss"] == "0.25" and fields["mean Q"] == "41.50"
     assert fields["is v_target"] == "30.25" and fields["dm v_target"] == "52.00"
     assert fields["rows/s"] == "2,500.00" and fields["ETA"] == "0:08"
-    # with simulation an offline run has episode returns: those are shown
-    assert "reward mean" in dict(summary_fields({**OFFLINE, "episode_reward_mean": 9.0}, {}))
+    # with simulation an offline run has episode returns: shown beside its rows, not env steps/s
+    with_sim = dict(summary_fields({**OFFLINE, "episode_reward_mean": 9.0}, {}))
+    assert with_sim["sim reward mean"] == "9.00" and with_sim["rows/s"] == "2,500.00"
+    assert "steps/s" not in with_sim
+    # a mixed run samples an env too: its env steps/s are shown
+    mixed = {**OFFLINE, "episode_reward_mean": 9.0, "num_env_steps_per_s": 300.0}
+    assert dict(summary_fields(mixed, {}))["steps/s"] == "300.00"
 
 
 def test_no_stop_says_once_that_the_run_goes_on_until_ctrl_c() -> None:
