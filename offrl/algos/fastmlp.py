@@ -209,3 +209,43 @@ def adam_state_from_torch(state: dict[str, Any]) -> dict[str, Any]:
         "exp_avg": torch.cat([s["exp_avg"].reshape(-1) for s in per_param]),
         "exp_avg_sq": torch.cat([s["exp_avg_sq"].reshape(-1) for s in per_param]),
     }
+
+
+class FlatBackend:
+    """What every learner backend shares: the parameters in one flat array, the gradient
+    beside it, gradient clipping and one Adam over both; so one checkpoint format.
+
+    A backend (numpy for small MLPs, torch autograd for anything) only supplies
+    ``forward`` and ``backward``; ``backward`` leaves dLoss/d(parameters) in
+    :attr:`grad`, and :meth:`step` is the same update whichever backend wrote it.
+    """
+
+    def __init__(self, module: nn.Module, *, eps: float = 1e-8) -> None:
+        self.module = module
+        self.flat, self.where = flatten_parameters(module)
+        self.grad = np.zeros_like(self.flat)
+        self.adam = Adam(len(self.flat), eps=eps)
+
+    def step(self, lr: float, max_norm: float | None) -> float:
+        """Clip :attr:`grad` to ``max_norm`` (None: no clipping), one Adam step; the norm."""
+        norm = clip_grad_norm(self.grad, float("inf") if max_norm is None else max_norm)
+        self.adam.step(self.flat, self.grad, lr)
+        return norm
+
+    def grads_from_torch(self) -> None:
+        """Copy autograd's ``.grad`` of every parameter into :attr:`grad` (0 where None)."""
+        for p in self.module.parameters():
+            where = self.where[id(p)]
+            if p.grad is None:
+                self.grad[where] = 0.0
+            else:
+                self.grad[where] = p.grad.numpy().ravel()
+                p.grad = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's checkpoint entry (see :meth:`Adam.checkpoint`)."""
+        return self.adam.checkpoint()
+
+    def load_state_dict(self, entry: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`, or an older checkpoint's ``torch.optim.Adam`` state."""
+        self.adam.restore(entry)
