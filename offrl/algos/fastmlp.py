@@ -227,8 +227,9 @@ class FlatBackend:
         self.adam = Adam(len(self.flat), eps=eps)
 
     def step(self, lr: float, max_norm: float | None) -> float:
-        """Clip :attr:`grad` to ``max_norm`` (None: no clipping), one Adam step; the norm."""
-        norm = clip_grad_norm(self.grad, float("inf") if max_norm is None else max_norm)
+        """Clip :attr:`grad` to ``max_norm``, one Adam step; the gradient's norm before
+        clipping (nan, not computed, when ``max_norm`` is None: no clipping)."""
+        norm = float("nan") if max_norm is None else clip_grad_norm(self.grad, max_norm)
         self.adam.step(self.flat, self.grad, lr)
         return norm
 
@@ -249,3 +250,46 @@ class FlatBackend:
     def load_state_dict(self, entry: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`, or an older checkpoint's ``torch.optim.Adam`` state."""
         self.adam.restore(entry)
+
+
+class TorchMLP(FlatBackend):
+    """One network's forward and backward by torch autograd (any layer type)."""
+
+    def __init__(self, net: nn.Module, *, eps: float = 1e-8) -> None:
+        super().__init__(net, eps=eps)
+        self._out: torch.Tensor | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Outputs (B, out) for float32 inputs (B, in), remembered for :meth:`backward`."""
+        self._out = self.module(torch.from_numpy(x))
+        return self._out.detach().numpy()
+
+    def backward(self, grad_out: np.ndarray) -> None:
+        """dLoss/d(parameters) into :attr:`grad`, for dLoss/d(output) of the first rows."""
+        assert self._out is not None, "backward() without forward()"
+        self._out[: len(grad_out)].backward(torch.from_numpy(grad_out))
+        self._out = None
+        self.grads_from_torch()
+
+
+class NumpyMLP(TorchMLP):
+    """:class:`TorchMLP` with forward and backward done by numpy on the same memory."""
+
+    def __init__(self, base: TorchMLP, plan: MLPPlan) -> None:
+        vars(self).update(vars(base))
+        self.plan = plan
+        self._outs: list[np.ndarray] = []
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._outs = forward(self.plan, x)
+        return self._outs[-1]
+
+    def backward(self, grad_out: np.ndarray) -> None:
+        backward(self.plan, self._outs, grad_out, len(grad_out))
+
+
+def mlp_backend(net: nn.Sequential, *, eps: float = 1e-8) -> TorchMLP:
+    """:class:`NumpyMLP` when every layer of ``net`` has a numpy plan, else :class:`TorchMLP`."""
+    backend = TorchMLP(net, eps=eps)
+    plan = plan_sequential(net, backend.where, backend.flat, backend.grad)
+    return backend if plan is None else NumpyMLP(backend, plan)
