@@ -24,6 +24,7 @@ from offrl.algos.dqn import (
     td_targets,
     transitions,
 )
+from offrl.algos.qnet import NumpyQ, TorchQ
 from offrl.batch import SampleBatch
 from offrl.config import from_dict
 from offrl.errors import ConfigError
@@ -65,21 +66,21 @@ def small_config(**overrides: object) -> DQNConfig:
 
 
 def test_double_q_target_values_the_online_argmax_with_the_target_net() -> None:
-    returns = torch.tensor([1.0, 1.0])
-    discounts = torch.tensor([0.99, 0.0])
-    q_next_online = torch.tensor([[2.0, 1.0], [0.0, 3.0]])
-    q_next_target = torch.tensor([[10.0, 20.0], [5.0, 7.0]])
+    returns = np.array([1.0, 1.0], np.float32)
+    discounts = np.array([0.99, 0.0], np.float32)
+    q_next_online = np.array([[2.0, 1.0], [0.0, 3.0]], np.float32)
+    q_next_target = np.array([[10.0, 20.0], [5.0, 7.0]], np.float32)
     double = td_targets(returns, discounts, q_next_online, q_next_target, double_q=True)
     # Row 0: online picks action 0, target values it 10 -> 1 + 0.99 * 10.
     # Row 1: terminated (discount 0) -> just the return.
-    torch.testing.assert_close(double, torch.tensor([10.9, 1.0]))
+    np.testing.assert_allclose(double, [10.9, 1.0], rtol=1e-6)
     single = td_targets(returns, discounts, q_next_online, q_next_target, double_q=False)
-    torch.testing.assert_close(single, torch.tensor([20.8, 1.0]))
+    np.testing.assert_allclose(single, [20.8, 1.0], rtol=1e-6)
 
 
 def test_huber_is_quadratic_inside_delta_and_linear_outside() -> None:
-    got = huber(torch.tensor([0.5, -2.0, 3.0, 0.0]))
-    torch.testing.assert_close(got, torch.tensor([0.125, 1.5, 2.5, 0.0]))
+    got = huber(np.array([0.5, -2.0, 3.0, 0.0], np.float32))
+    np.testing.assert_allclose(got, [0.125, 1.5, 2.5, 0.0])
 
 
 # -- n-step transitions --------------------------------------------------------------
@@ -309,41 +310,79 @@ def test_numpy_update_equals_the_autograd_update(overrides: dict[str, object]) -
     ]
     fast = DQN(small_config(**overrides), OBS_SPACE, ACT_SPACE)
     slow = DQN(small_config(**overrides), OBS_SPACE, ACT_SPACE)
-    assert fast.fast is not None
-    slow.fast = None  # force the autograd path
+    assert isinstance(fast.nets, NumpyQ)
+    slow.nets = TorchQ(slow.online, slow.target, slow.config.adam_epsilon)  # autograd
     a, b = feed(fast, batches), feed(slow, batches)
     assert a[-1]["num_updates"] == b[-1]["num_updates"] > 0
     for key in ("mean_q", "loss", "mean_td_error"):
         assert a[-1][key] == pytest.approx(b[-1][key], rel=1e-4, abs=1e-5)
+    assert not np.array_equal(
+        fast.nets.flat, DQN(small_config(**overrides), OBS_SPACE, ACT_SPACE).nets.flat
+    )
     for p, q in zip(fast.online.parameters(), slow.online.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
     for p, q in zip(fast.target.parameters(), slow.target.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
 
 
+def test_numpy_and_autograd_backends_write_the_same_gradient() -> None:
+    algo = DQN(small_config(grad_norm_clipping=None), OBS_SPACE, ACT_SPACE)
+    numpy_nets = algo.nets
+    torch_nets = TorchQ(algo.online, algo.target, 1e-8)  # re-views the same weights
+    assert isinstance(numpy_nets, NumpyQ)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(6, 4)).astype(np.float32)
+    grad_q = rng.normal(size=(4, 2)).astype(np.float32)  # the first 4 rows only
+    np.testing.assert_allclose(numpy_nets.q(obs), torch_nets.q(obs), rtol=1e-5, atol=1e-6)
+    numpy_nets.forward(obs)
+    numpy_nets.backward(grad_q)
+    torch_nets.forward(obs)
+    torch_nets.backward(grad_q)
+    assert np.abs(torch_nets.grad).max() > 0
+    np.testing.assert_allclose(numpy_nets.grad, torch_nets.grad, rtol=1e-5, atol=1e-6)
+
+
 def test_unsupported_activation_falls_back_to_autograd_and_still_learns() -> None:
     algo = DQN(
         small_config(model={"fcnet_hiddens": [16], "fcnet_activation": "elu"}), OBS_SPACE, ACT_SPACE
     )
-    assert algo.fast is None
+    assert type(algo.nets) is TorchQ
     before = [p.clone() for p in algo.online.parameters()]
     stats = feed(algo, [make_batch(8, eps_id=np.full(8, i)) for i in range(3)])
     assert stats[-1]["num_updates"] > 0
     assert any(not torch.equal(p, q) for p, q in zip(before, algo.online.parameters(), strict=True))
 
 
-def test_checkpoint_with_a_torch_adam_state_restores_into_the_numpy_learner() -> None:
+def test_one_checkpoint_format_restores_into_either_backend() -> None:
     batches = [make_batch(8, eps_id=np.full(8, i)) for i in range(4)]
-    slow = DQN(small_config(store_buffer_in_checkpoints=True), OBS_SPACE, ACT_SPACE)
-    slow.fast = None
-    feed(slow, batches[:3])
-    state = slow.get_state()
-    assert "state" in state["optimizer"]  # torch's format
     fast = DQN(small_config(store_buffer_in_checkpoints=True), OBS_SPACE, ACT_SPACE)
-    fast.set_state(state)
-    assert fast.adam.step_count == slow.optimizer.state_dict()["state"][0]["step"]
+    feed(fast, batches[:3])
+    state = fast.get_state()
+    slow = DQN(small_config(store_buffer_in_checkpoints=True), OBS_SPACE, ACT_SPACE)
+    slow.nets = TorchQ(slow.online, slow.target, slow.config.adam_epsilon)
+    slow.set_state(state)
+    assert slow.nets.adam.step_count == fast.nets.adam.step_count > 0
     a, b = feed(fast, batches[3:]), feed(slow, batches[3:])
     assert a[-1]["loss"] == pytest.approx(b[-1]["loss"], rel=1e-4)
+    np.testing.assert_allclose(fast.nets.flat, slow.nets.flat, rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoint_with_a_torch_adam_state_still_restores() -> None:
+    """Checkpoints written before the backends hold ``torch.optim.Adam``'s state dict."""
+    algo = DQN(small_config(), OBS_SPACE, ACT_SPACE)
+    params = list(algo.online.parameters())
+    old = torch.optim.Adam([p.detach().clone().requires_grad_() for p in params], lr=0.1)
+    for p in old.param_groups[0]["params"]:
+        p.grad = torch.full_like(p, 0.5)
+    old.step()
+    old.step()
+    state = algo.get_state()
+    state["optimizer"] = old.state_dict()
+    algo.set_state(state)
+    assert algo.nets.adam.step_count == 2
+    # After two steps of a constant gradient g: m = g (1 - 0.9^2), v = g^2 (1 - 0.999^2).
+    np.testing.assert_allclose(algo.nets.adam.exp_avg, 0.5 * (1 - 0.9**2), rtol=1e-5)
+    np.testing.assert_allclose(algo.nets.adam.exp_avg_sq, 0.25 * (1 - 0.999**2), rtol=1e-4)
 
 
 def test_image_observations_stay_uint8_in_replay() -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from offrl.algos.fastmlp import NumpyMLP, TorchMLP
 from offrl.errors import ConfigError
 from offrl.estimators.base import Episode
 from offrl.estimators.fqe import (
@@ -142,8 +143,10 @@ def test_numpy_fit_equals_the_autograd_fit(activation: str) -> None:
     models = []
     for fast in (True, False):
         model = FittedQEvaluation(1, 2, 0.9, FQEConfig(batch_size=4, activation=activation), 3)
-        if not fast:
-            model._plan = None  # force autograd + torch Adam
+        if not fast:  # force autograd for both networks
+            model.online, model.target = TorchMLP(model.q), TorchMLP(model.q_target)
+        else:
+            assert isinstance(model.online, NumpyMLP) and isinstance(model.target, NumpyMLP)
         model.set_data(episodes_to_transitions(episodes))
         models.append((model, model.train(20)))
     (fast_model, fast_loss), (slow_model, slow_loss) = models
@@ -156,6 +159,6 @@ def test_numpy_fit_equals_the_autograd_fit(activation: str) -> None:
 
 def test_unsupported_activation_fits_with_autograd() -> None:
     model = FittedQEvaluation(1, 2, 0.9, FQEConfig(activation="elu", batch_size=4), 0)
-    assert model._plan is None
+    assert type(model.online) is TorchMLP
     model.set_data(episodes_to_transitions([episode(4, terminated=True)]))
     assert model.train(5) > 0

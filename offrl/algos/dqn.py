@@ -17,13 +17,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
 
 from offrl import batch as sb
-from offrl.algos.base import as_tensor, discrete_n, set_cpu_threads
+from offrl.algos.base import discrete_n, set_cpu_threads
 from offrl.algos.configs import DQNConfig, scheduled_lr
-from offrl.algos.fastmlp import Adam, clip_grad_norm, flatten_parameters
-from offrl.algos.qnet import FastQ, QNetwork, fast_q, huber, huber_grad, td_targets
+from offrl.algos.qnet import QNetwork, TorchQ, huber, huber_grad, q_backend, td_targets
 from offrl.algos.replay import PrioritizedReplayBuffer, ReplayBuffer
 from offrl.batch import SampleBatch
 from offrl.errors import OffrlRuntimeError
@@ -136,21 +134,10 @@ class DQN:
         self.obs_dtype = preprocessor(observation_space).dtype
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False)
-        # Parameter lists cached once: .parameters() walks the module tree on every call.
-        self._params: list[torch.Tensor] = list(self.online.parameters())
         self.lr = lr_at(config, 0)
-        # The numpy fast path (cheaper updates at CartPole sizes; benchmarks/README.md) when
-        # every layer is supported; otherwise autograd and torch's Adam. Same update either way.
-        self._flat, where = flatten_parameters(self.online)
-        self._grad = np.zeros_like(self._flat)
-        self._target_flat, target_where = flatten_parameters(self.target)
-        self.fast = fast_q(self.online, where, self._flat, self._grad)
-        self._fast_target = fast_q(self.target, target_where, self._target_flat, self._grad)
-        self.adam = Adam(len(self._flat), eps=config.adam_epsilon)
-        # fused: one kernel for all parameters instead of one per tensor (foreach).
-        self.optimizer = torch.optim.Adam(
-            self._params, lr=self.lr, eps=config.adam_epsilon, fused=True
-        )
+        # How the networks run: numpy for small MLPs (cheaper updates at CartPole sizes;
+        # benchmarks/README.md), torch autograd for the rest. The update below is the same.
+        self.nets: TorchQ = q_backend(self.online, self.target, config.adam_epsilon)
         self.explore_rng = generator(seed, Stream.EXPLORATION)
         self.replay_rng = generator(seed, Stream.REPLAY)
         self.buffer: ReplayBuffer = self._new_buffer()
@@ -174,10 +161,7 @@ class DQN:
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """Q values (N, n_actions) of the online network."""
-        if self.fast is not None:
-            return self.fast.forward(np.asarray(obs, dtype=np.float32).reshape(len(obs), -1))[0]
-        with torch.no_grad():
-            return self.online(as_tensor(obs).reshape(len(obs), -1)).numpy()
+        return self.nets.q(obs)
 
     def compute_actions(
         self, obs: np.ndarray, *, explore: bool
@@ -273,10 +257,7 @@ class DQN:
         )
         cols, slots, weights = self.buffer.sample(c.train_batch_size, self.replay_rng, beta)
         self.lr = lr_at(c, t)
-        if self.fast is not None and self._fast_target is not None:
-            q_taken, td, loss = self._step_numpy(self.fast, self._fast_target, cols, weights)
-        else:
-            q_taken, td, loss = self._step_autograd(cols, weights)
+        q_taken, td, loss = self._step(cols, weights)
         self.buffer.update_priorities(slots, td)
         self.counters["num_updates"] += 1
         if t - self.counters["last_target_update"] >= c.target_network_update_freq:
@@ -291,69 +272,43 @@ class DQN:
             "loss": loss,
         }
 
-    def _step_numpy(
-        self, net: FastQ, target: FastQ, cols: dict[str, np.ndarray], weights: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, float]:
-        """The update of :meth:`_step_autograd`, in numpy: (q_taken, td, loss)."""
-        c = self.config
-        obs, next_obs = cols[sb.OBS], cols[N_STEP_NEW_OBS]
-        rows = np.arange(len(obs))
-        q_all, cache = net.forward(np.concatenate([obs, next_obs]))
-        q, q_next_online = q_all[: len(obs)], q_all[len(obs) :]
-        q_next_target = target.forward(next_obs)[0]
-        chooser = q_next_online if c.double_q else q_next_target
-        best = chooser.argmax(axis=1)
-        y = cols[N_STEP_RETURNS] + cols[N_STEP_DISCOUNTS] * q_next_target[rows, best]
-        actions = cols[sb.ACTIONS]
-        q_taken = q[rows, actions]
-        td = q_taken - y
-        abs_td = np.abs(td)
-        loss = float(np.dot(weights, np.where(abs_td <= 1.0, 0.5 * td * td, abs_td - 0.5)))
-        loss /= len(td)
-        grad_q = np.zeros_like(q)
-        grad_q[rows, actions] = weights * huber_grad(td) / np.float32(len(obs))
-        net.backward(cache, grad_q)
-        if c.grad_norm_clipping is not None:
-            clip_grad_norm(self._grad, c.grad_norm_clipping)
-        self.adam.step(self._flat, self._grad, self.lr)
-        return q_taken, td, loss
-
-    def _step_autograd(
+    def _step(
         self, cols: dict[str, np.ndarray], weights: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, float]:
-        """One autograd update (any layer type): (q_taken, td, loss)."""
+        """One Adam step on the replayed batch ``cols``: (q_taken, td, loss).
+
+        loss = mean_i(w_i * huber(td_i)), td = Q(s, a) - y, y = R + discount *
+        Q_target(s', a*) held fixed (:func:`~offrl.algos.qnet.td_targets`), w the
+        importance weights (1 without prioritized replay). Its gradient, dloss/dQ(s, a)
+        = w * clip(td, -1, 1) / B and 0 for the actions not taken, is handed to the
+        backend to backpropagate.
+        """
         c = self.config
-        obs = as_tensor(cols[sb.OBS])
-        next_obs = as_tensor(cols[N_STEP_NEW_OBS])
+        obs, next_obs, actions = cols[sb.OBS], cols[N_STEP_NEW_OBS], cols[sb.ACTIONS]
+        b = len(obs)
+        rows = np.arange(b)
         # One forward pass over obs and next_obs: at these sizes call overhead dominates.
-        q_all = self.online(torch.cat([obs, next_obs]))
-        q, q_next_online = q_all[: len(obs)], q_all[len(obs) :].detach()
-        q_taken = q.gather(1, torch.from_numpy(cols[sb.ACTIONS]).unsqueeze(1)).squeeze(1)
-        with torch.no_grad():
-            y = td_targets(
-                torch.from_numpy(cols[N_STEP_RETURNS]),
-                torch.from_numpy(cols[N_STEP_DISCOUNTS]),
-                q_next_online,
-                self.target(next_obs),
-                c.double_q,
-            )
+        q_all = self.nets.forward(np.concatenate([obs, next_obs]))
+        q, q_next_online = q_all[:b], q_all[b:]
+        q_next_target = self.nets.target_q(next_obs)
+        y = td_targets(
+            cols[N_STEP_RETURNS], cols[N_STEP_DISCOUNTS], q_next_online, q_next_target, c.double_q
+        )
+        q_taken = q[rows, actions]
         td = q_taken - y
-        loss = (torch.from_numpy(weights) * huber(td)).mean()
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if c.grad_norm_clipping is not None:
-            nn.utils.clip_grad_norm_(self._params, c.grad_norm_clipping, foreach=True)
-        self.optimizer.step()
-        return q_taken.detach().numpy(), td.detach().numpy(), float(loss.item())
+        loss = float(np.dot(weights, huber(td))) / b
+        grad_q = np.zeros_like(q)
+        grad_q[rows, actions] = weights * huber_grad(td) / np.float32(b)
+        self.nets.backward(grad_q)
+        self.nets.step(self.lr, c.grad_norm_clipping)
+        return q_taken, td, loss
 
     def _update_target(self, tau: float) -> None:
         """Polyak-average the online weights into the target (a copy when tau is 1)."""
         if tau >= 1.0:
-            self._target_flat[:] = self._flat
+            self.nets.target_flat[:] = self.nets.flat
         else:
-            self._target_flat += np.float32(tau) * (self._flat - self._target_flat)
+            self.nets.target_flat += np.float32(tau) * (self.nets.flat - self.nets.target_flat)
         self.counters["num_target_updates"] += 1
 
     # -- checkpoints -----------------------------------------------------------------
@@ -363,7 +318,7 @@ class DQN:
         state: dict[str, Any] = {
             "online": self.online.state_dict(),
             "target": self.target.state_dict(),
-            "optimizer": self._optimizer_state(),
+            "optimizer": {**self.nets.state_dict(), "lr": self.lr},
             "counters": dict(self.counters),
             "update_credit": self.update_credit,
             "explore_rng": self.explore_rng.bit_generator.state,
@@ -373,24 +328,13 @@ class DQN:
             state["buffer"] = self.buffer.get_state()
         return state
 
-    def _optimizer_state(self) -> dict[str, Any]:
-        if self.fast is not None:
-            return {**self.adam.checkpoint(), "lr": self.lr}
-        return self.optimizer.state_dict()
-
-    def _load_optimizer_state(self, state: dict[str, Any]) -> None:
-        """Either kind of optimizer state, into whichever optimizer this learner uses."""
-        if self.fast is None:
-            self.optimizer.load_state_dict(state)
-            return
-        self.adam.restore(state)
-        self.lr = float(state.get("lr", self.lr))
-
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`get_state` returned; without a stored buffer, replay restarts."""
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["target"])
-        self._load_optimizer_state(state["optimizer"])
+        # Older checkpoints may hold a torch.optim.Adam state; the backend reads both.
+        self.nets.load_state_dict(state["optimizer"])
+        self.lr = float(state["optimizer"].get("lr", self.lr))
         self.counters = {k: int(state["counters"][k]) for k in _COUNTERS}
         self.update_credit = float(state["update_credit"])
         self.explore_rng.bit_generator.state = state["explore_rng"]

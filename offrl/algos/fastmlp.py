@@ -209,3 +209,87 @@ def adam_state_from_torch(state: dict[str, Any]) -> dict[str, Any]:
         "exp_avg": torch.cat([s["exp_avg"].reshape(-1) for s in per_param]),
         "exp_avg_sq": torch.cat([s["exp_avg_sq"].reshape(-1) for s in per_param]),
     }
+
+
+class FlatBackend:
+    """What every learner backend shares: the parameters in one flat array, the gradient
+    beside it, gradient clipping and one Adam over both; so one checkpoint format.
+
+    A backend (numpy for small MLPs, torch autograd for anything) only supplies
+    ``forward`` and ``backward``; ``backward`` leaves dLoss/d(parameters) in
+    :attr:`grad`, and :meth:`step` is the same update whichever backend wrote it.
+    """
+
+    def __init__(self, module: nn.Module, *, eps: float = 1e-8) -> None:
+        self.module = module
+        self.flat, self.where = flatten_parameters(module)
+        self.grad = np.zeros_like(self.flat)
+        self.adam = Adam(len(self.flat), eps=eps)
+
+    def step(self, lr: float, max_norm: float | None) -> float:
+        """Clip :attr:`grad` to ``max_norm``, one Adam step; the gradient's norm before
+        clipping (nan, not computed, when ``max_norm`` is None: no clipping)."""
+        norm = float("nan") if max_norm is None else clip_grad_norm(self.grad, max_norm)
+        self.adam.step(self.flat, self.grad, lr)
+        return norm
+
+    def grads_from_torch(self) -> None:
+        """Copy autograd's ``.grad`` of every parameter into :attr:`grad` (0 where None)."""
+        for p in self.module.parameters():
+            where = self.where[id(p)]
+            if p.grad is None:
+                self.grad[where] = 0.0
+            else:
+                self.grad[where] = p.grad.numpy().ravel()
+                p.grad = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's checkpoint entry (see :meth:`Adam.checkpoint`)."""
+        return self.adam.checkpoint()
+
+    def load_state_dict(self, entry: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`, or an older checkpoint's ``torch.optim.Adam`` state."""
+        self.adam.restore(entry)
+
+
+class TorchMLP(FlatBackend):
+    """One network's forward and backward by torch autograd (any layer type)."""
+
+    def __init__(self, net: nn.Module, *, eps: float = 1e-8) -> None:
+        super().__init__(net, eps=eps)
+        self._out: torch.Tensor | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Outputs (B, out) for float32 inputs (B, in), remembered for :meth:`backward`."""
+        self._out = self.module(torch.from_numpy(x))
+        return self._out.detach().numpy()
+
+    def backward(self, grad_out: np.ndarray) -> None:
+        """dLoss/d(parameters) into :attr:`grad`, for dLoss/d(output) of the first rows."""
+        assert self._out is not None, "backward() without forward()"
+        self._out[: len(grad_out)].backward(torch.from_numpy(grad_out))
+        self._out = None
+        self.grads_from_torch()
+
+
+class NumpyMLP(TorchMLP):
+    """:class:`TorchMLP` with forward and backward done by numpy on the same memory."""
+
+    def __init__(self, base: TorchMLP, plan: MLPPlan) -> None:
+        vars(self).update(vars(base))
+        self.plan = plan
+        self._outs: list[np.ndarray] = []
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._outs = forward(self.plan, x)
+        return self._outs[-1]
+
+    def backward(self, grad_out: np.ndarray) -> None:
+        backward(self.plan, self._outs, grad_out, len(grad_out))
+
+
+def mlp_backend(net: nn.Sequential, *, eps: float = 1e-8) -> TorchMLP:
+    """:class:`NumpyMLP` when every layer of ``net`` has a numpy plan, else :class:`TorchMLP`."""
+    backend = TorchMLP(net, eps=eps)
+    plan = plan_sequential(net, backend.where, backend.flat, backend.grad)
+    return backend if plan is None else NumpyMLP(backend, plan)

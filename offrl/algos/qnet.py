@@ -1,8 +1,11 @@
-"""The DQN Q network (trunk + optional dueling heads), its numpy twin, and the TD math on Q values.
+"""The DQN Q network (trunk + optional dueling heads), the TD math on Q values, and the
+two backends that run the network for the learner.
 
-:class:`QNetwork` is the torch module (init, ``state_dict``, checkpoints, acting when the
-numpy path is unavailable); :class:`FastQ` runs the same network from the same memory in
-numpy (see ``offrl/algos/fastmlp.py``) for the learner's forward and backward passes.
+:class:`QNetwork` is the torch module (init, ``state_dict``, checkpoints). The learner
+(``offrl/algos/dqn.py``) writes the loss and its gradient dLoss/dQ once; a backend
+runs forward and backward: :class:`NumpyQ` with numpy on the same memory for small
+MLPs (see ``offrl/algos/fastmlp.py``), :class:`TorchQ` with autograd for anything else.
+Both step the same flat Adam, so a checkpoint from one restores into the other.
 """
 
 from __future__ import annotations
@@ -12,23 +15,22 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from offrl.algos.base import mlp
+from offrl.algos.base import as_tensor, mlp
 from offrl.algos.configs import DQNConfig
-from offrl.algos.fastmlp import MLPPlan, backward, plan_sequential
+from offrl.algos.fastmlp import FlatBackend, MLPPlan, backward, flatten_parameters, plan_sequential
 from offrl.algos.fastmlp import forward as mlp_forward
 from offrl.algos.models import trunk
 
 
 def td_targets(
-    returns: torch.Tensor,
-    discounts: torch.Tensor,
-    q_next_online: torch.Tensor,
-    q_next_target: torch.Tensor,
+    returns: np.ndarray,
+    discounts: np.ndarray,
+    q_next_online: np.ndarray,
+    q_next_target: np.ndarray,
     double_q: bool,
-) -> torch.Tensor:
+) -> np.ndarray:
     """``y = R + discount * Q_target(s', a*)``, shapes (B,), (B,), (B, A), (B, A) -> (B,).
 
     ``a* = argmax_a Q_online(s', a)`` with double Q, else ``argmax_a Q_target(s', a)``.
@@ -36,13 +38,19 @@ def td_targets(
     target never bootstraps across one (a truncation keeps gamma^k).
     """
     chooser = q_next_online if double_q else q_next_target
-    best = chooser.argmax(dim=1, keepdim=True)
-    return returns + discounts * q_next_target.gather(1, best).squeeze(1)
+    best = chooser.argmax(axis=1)
+    return returns + discounts * q_next_target[np.arange(len(best)), best]
 
 
-def huber(x: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
+def huber(x: np.ndarray, delta: float = 1.0) -> np.ndarray:
     """Elementwise Huber loss: x^2/2 if |x| <= delta, else delta * (|x| - delta/2)."""
-    return F.huber_loss(x, torch.zeros_like(x), reduction="none", delta=delta)
+    abs_x = np.abs(x)
+    return np.where(abs_x <= delta, 0.5 * x * x, delta * (abs_x - 0.5 * delta))
+
+
+def huber_grad(x: np.ndarray, delta: float = 1.0) -> np.ndarray:
+    """d huber(x)/dx = clip(x, -delta, delta)."""
+    return np.clip(x, -delta, delta)
 
 
 class QNetwork(nn.Module):
@@ -118,6 +126,76 @@ def fast_q(
     return FastQ(trunk, adv, value)
 
 
-def huber_grad(td: np.ndarray, delta: float = 1.0) -> np.ndarray:
-    """d huber(x)/dx = clip(x, -delta, delta)."""
-    return np.clip(td, -delta, delta)
+# -- backends: how the learner's Q networks run ----------------------------------------
+
+
+class TorchQ(FlatBackend):
+    """The online and target :class:`QNetwork` run by torch; gradients by autograd.
+
+    Any layer type. Both networks' parameters live in flat arrays (:class:`FlatBackend`
+    for the online one), so Polyak averaging and Adam are the same for every backend.
+    """
+
+    def __init__(self, online: QNetwork, target: QNetwork, eps: float) -> None:
+        super().__init__(online, eps=eps)
+        self.online, self.target = online, target
+        self.target_flat, self.target_where = flatten_parameters(target)
+        self._out: torch.Tensor | None = None
+
+    def q(self, obs: np.ndarray) -> np.ndarray:
+        """Online Q values (N, A) for acting; no gradient."""
+        with torch.no_grad():
+            return self.online(as_tensor(obs).reshape(len(obs), -1)).numpy()
+
+    def target_q(self, obs: np.ndarray) -> np.ndarray:
+        """Target-network Q values (N, A) of flat observations."""
+        with torch.no_grad():
+            return self.target(as_tensor(obs)).numpy()
+
+    def forward(self, obs: np.ndarray) -> np.ndarray:
+        """Online Q values (N, A) of flat observations, remembered for :meth:`backward`."""
+        self._out = self.online(as_tensor(obs))
+        return self._out.detach().numpy()
+
+    def backward(self, grad_q: np.ndarray) -> None:
+        """dLoss/d(parameters) into :attr:`grad`, for dLoss/dQ (rows, A) of the first rows."""
+        assert self._out is not None, "backward() without forward()"
+        self._out[: len(grad_q)].backward(torch.from_numpy(grad_q))
+        self._out = None
+        self.grads_from_torch()
+
+
+class NumpyQ(TorchQ):
+    """:class:`TorchQ` with forward and backward done by numpy (:class:`FastQ`) on the same
+    memory: at CartPole sizes several times cheaper per update (benchmarks/README.md)."""
+
+    def __init__(self, base: TorchQ, online: FastQ, target: FastQ) -> None:
+        vars(self).update(vars(base))
+        self.fast_online, self.fast_target = online, target
+        self._cache: list[list[np.ndarray]] = []
+
+    def q(self, obs: np.ndarray) -> np.ndarray:
+        x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
+        return self.fast_online.forward(x)[0]
+
+    def target_q(self, obs: np.ndarray) -> np.ndarray:
+        return self.fast_target.forward(obs)[0]
+
+    def forward(self, obs: np.ndarray) -> np.ndarray:
+        q, self._cache = self.fast_online.forward(obs)
+        return q
+
+    def backward(self, grad_q: np.ndarray) -> None:
+        self.fast_online.backward(self._cache, grad_q)
+
+
+def q_backend(online: QNetwork, target: QNetwork, eps: float) -> TorchQ:
+    """:class:`NumpyQ` when numpy has a plan for every layer (small MLPs), else
+    :class:`TorchQ`; either way the same update and the same checkpoint."""
+    backend = TorchQ(online, target, eps)
+    fast = fast_q(online, backend.where, backend.flat, backend.grad)
+    unused_grad = np.zeros_like(backend.target_flat)  # the target is never backpropagated
+    fast_target = fast_q(target, backend.target_where, backend.target_flat, unused_grad)
+    if fast is None or fast_target is None:
+        return backend
+    return NumpyQ(backend, fast, fast_target)

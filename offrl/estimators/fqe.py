@@ -17,10 +17,9 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
-from torch import nn
 
 from offrl.algos.base import as_tensor, mlp
-from offrl.algos.fastmlp import Adam, backward, flatten_parameters, forward, plan_sequential
+from offrl.algos.fastmlp import TorchMLP, mlp_backend
 from offrl.errors import ConfigError
 from offrl.estimators.base import Episode
 
@@ -124,25 +123,18 @@ class FittedQEvaluation:
             self.q = mlp(obs_dim, cfg.hiddens, n_actions, cfg.activation)
             self.q_target = mlp(obs_dim, cfg.hiddens, n_actions, cfg.activation)
         self.q_target.load_state_dict(self.q.state_dict())
-        # numpy fast path (offrl/algos/fastmlp.py) when the layers allow; else autograd
-        self._flat, where = flatten_parameters(self.q)
-        self._grad = np.zeros_like(self._flat)
-        self._target_flat, target_where = flatten_parameters(self.q_target)
-        self._plan = plan_sequential(self.q, where, self._flat, self._grad)
-        self._target_plan = plan_sequential(
-            self.q_target, target_where, self._target_flat, self._grad
-        )
-        self._adam = Adam(len(self._flat))
-        self.optim = torch.optim.Adam(self.q.parameters(), lr=cfg.lr)
+        # How the networks run: numpy when the layers allow (offrl/algos/fastmlp.py),
+        # else autograd; the update in train() is the same either way.
+        self.online: TorchMLP = mlp_backend(self.q)
+        self.target: TorchMLP = mlp_backend(self.q_target)  # forward only
         self.rng = np.random.default_rng(seed)
         self.steps = 0
-        self._data: dict[str, torch.Tensor] = {}
         self._np: dict[str, np.ndarray] = {}
         self._bounds: tuple[float, float] | None = None
 
     def set_data(self, data: Transitions) -> None:
-        """Replace the training transitions (kept as tensors for cheap minibatches)."""
-        self._data = {
+        """Replace the training transitions (float32 arrays, int64 actions)."""
+        columns = {
             "obs": as_tensor(data.obs),
             "actions": torch.as_tensor(data.actions, dtype=torch.int64),
             "rewards": as_tensor(data.rewards),
@@ -150,60 +142,38 @@ class FittedQEvaluation:
             "next_probs": as_tensor(data.next_probs),
             "bootstrap": as_tensor(data.bootstrap),
         }
-        self._np = {k: v.numpy() for k, v in self._data.items()}
+        self._np = {k: v.numpy() for k, v in columns.items()}
         self._bounds = value_bounds(data.rewards, self.gamma)
 
     def train(self, n_steps: int) -> float:
-        """Run ``n_steps`` gradient steps on random minibatches; the mean loss (0 without data)."""
-        n = len(self._data["rewards"]) if self._data else 0
+        """Run ``n_steps`` gradient steps on random minibatches; the mean loss (0 without data).
+
+        loss = mean((Q(s, a) - y)^2), y = r + gamma * bootstrap * sum_a' pi(a'|s')
+        Q_target(s', a') held fixed (clamped to the value bounds), so dloss/dQ(s, a) =
+        2 (Q(s, a) - y) / B; then Adam and a Polyak step of the target.
+        """
+        n = len(self._np["rewards"]) if self._np else 0
         if n == 0:
             return 0.0
-        if self._plan is not None and self._target_plan is not None:
-            losses = [self._step_numpy(n) for _ in range(n_steps)]
-            self.steps += n_steps
-            return float(np.mean(losses))
         losses = []
         for _ in range(n_steps):
-            idx = torch.as_tensor(self.rng.integers(n, size=min(self.cfg.batch_size, n)))
-            batch = {k: v[idx] for k, v in self._data.items()}
-            with torch.no_grad():
-                next_v = (self.q_target(batch["next_obs"]) * batch["next_probs"]).sum(-1)
-                y = batch["rewards"] + self.gamma * batch["bootstrap"] * next_v
-                if self._bounds is not None:
-                    y = y.clamp(*self._bounds)
-            q = self.q(batch["obs"]).gather(1, batch["actions"][:, None]).squeeze(1)
-            loss = nn.functional.mse_loss(q, y)
-            self.optim.zero_grad()
-            loss.backward()
-            self.optim.step()
-            self._soft_update()
-            losses.append(loss.item())
+            idx = self.rng.integers(n, size=min(self.cfg.batch_size, n))
+            b = {k: v[idx] for k, v in self._np.items()}
+            next_v = (self.target.forward(b["next_obs"]) * b["next_probs"]).sum(axis=1)
+            y = b["rewards"] + np.float32(self.gamma) * b["bootstrap"] * next_v
+            if self._bounds is not None:
+                y = np.clip(y, *self._bounds)
+            q = self.online.forward(b["obs"])
+            rows = np.arange(len(idx))
+            diff = q[rows, b["actions"]] - y
+            grad_q = np.zeros_like(q)
+            grad_q[rows, b["actions"]] = diff * np.float32(2.0 / len(idx))
+            self.online.backward(grad_q)
+            self.online.step(self.cfg.lr, None)
+            self.target.flat += np.float32(self.cfg.tau) * (self.online.flat - self.target.flat)
+            losses.append(float(np.dot(diff, diff)) / len(idx))
         self.steps += n_steps
         return float(np.mean(losses))
-
-    def _step_numpy(self, n: int) -> float:
-        """One step of :meth:`train` in numpy (same draws, loss and Adam): the loss."""
-        assert self._plan is not None and self._target_plan is not None
-        idx = self.rng.integers(n, size=min(self.cfg.batch_size, n))
-        b = {k: v[idx] for k, v in self._np.items()}
-        next_v = (forward(self._target_plan, b["next_obs"])[-1] * b["next_probs"]).sum(axis=1)
-        y = b["rewards"] + np.float32(self.gamma) * b["bootstrap"] * next_v
-        if self._bounds is not None:
-            y = np.clip(y, *self._bounds)
-        outs = forward(self._plan, b["obs"])
-        rows = np.arange(len(idx))
-        diff = outs[-1][rows, b["actions"]] - y
-        grad_q = np.zeros_like(outs[-1])
-        grad_q[rows, b["actions"]] = diff * np.float32(2.0 / len(idx))  # d mean(diff^2)
-        backward(self._plan, outs, grad_q, len(idx))
-        self._adam.step(self._flat, self._grad, self.cfg.lr)
-        self._target_flat += np.float32(self.cfg.tau) * (self._flat - self._target_flat)
-        return float(np.dot(diff, diff)) / len(idx)
-
-    def _soft_update(self) -> None:
-        with torch.no_grad():
-            for p_t, p in zip(self.q_target.parameters(), self.q.parameters(), strict=True):
-                p_t.mul_(1 - self.cfg.tau).add_(p, alpha=self.cfg.tau)
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """Q(s, .) for ``obs`` (N, D) -> (N, A), clamped to the data's value bounds."""
