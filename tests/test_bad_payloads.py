@@ -66,7 +66,7 @@ FAILURES: dict[str, tuple[str, str]] = {
     "zero-d-array": (lz4_b64(pickle.dumps(np.array(1.0), protocol=5)), "per-step values"),
     "object-array": (
         lz4_b64(pickle.dumps(np.array([{}, {}], dtype=object), protocol=2)),
-        "not a plain numeric dtype",
+        "array of Python objects",
     ),
 }
 

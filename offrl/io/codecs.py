@@ -135,6 +135,12 @@ def _dtype(obj: Any, align: Any = False, copy: Any = False) -> np.dtype:
         dtype = np.dtype(obj, align=bool(align), copy=True)  # never the shared singleton
     except TypeError as e:
         raise CodecError(f"pickled dtype {obj!r}: {e}") from None
+    if dtype.kind == "O":
+        raise CodecError(
+            f"pickled dtype {obj!r} is an array of Python objects, which offrl never unpickles "
+            "(they could run code); leave the column out with input_config.columns, or write "
+            "it uncompressed"
+        )
     if dtype.kind not in _NUMERIC_KINDS:
         raise CodecError(f"pickled dtype {obj!r} is not a plain numeric dtype")
     return dtype
