@@ -259,9 +259,14 @@ class TorchMLP(FlatBackend):
         super().__init__(net, eps=eps)
         self._out: torch.Tensor | None = None
 
+    @staticmethod
+    def _tensor(x: np.ndarray) -> torch.Tensor:
+        """The network's input; a backend whose inputs need converting overrides it."""
+        return torch.from_numpy(x)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Outputs (B, out) for float32 inputs (B, in), remembered for :meth:`backward`."""
-        self._out = self.module(torch.from_numpy(x))
+        self._out = self.module(self._tensor(x))
         return self._out.detach().numpy()
 
     def backward(self, grad_out: np.ndarray) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 
 from offrl.algos.base import as_tensor, mlp
 from offrl.algos.configs import DQNConfig
-from offrl.algos.fastmlp import FlatBackend, MLPPlan, backward, flatten_parameters, plan_sequential
+from offrl.algos.fastmlp import MLPPlan, TorchMLP, backward, flatten_parameters, plan_sequential
 from offrl.algos.fastmlp import forward as mlp_forward
 from offrl.algos.models import trunk
 
@@ -129,18 +129,20 @@ def fast_q(
 # -- backends: how the learner's Q networks run ----------------------------------------
 
 
-class TorchQ(FlatBackend):
+class TorchQ(TorchMLP):
     """The online and target :class:`QNetwork` run by torch; gradients by autograd.
 
     Any layer type. Both networks' parameters live in flat arrays (:class:`FlatBackend`
     for the online one), so Polyak averaging and Adam are the same for every backend.
+    ``forward``/``backward`` are :class:`TorchMLP`'s, on the online network.
     """
+
+    _tensor = staticmethod(as_tensor)  # uint8 frames and read-only arrays as float32
 
     def __init__(self, online: QNetwork, target: QNetwork, eps: float) -> None:
         super().__init__(online, eps=eps)
         self.online, self.target = online, target
         self.target_flat, self.target_where = flatten_parameters(target)
-        self._out: torch.Tensor | None = None
 
     def q(self, obs: np.ndarray) -> np.ndarray:
         """Online Q values (N, A) for acting; no gradient."""
@@ -151,18 +153,6 @@ class TorchQ(FlatBackend):
         """Target-network Q values (N, A) of flat observations."""
         with torch.no_grad():
             return self.target(as_tensor(obs)).numpy()
-
-    def forward(self, obs: np.ndarray) -> np.ndarray:
-        """Online Q values (N, A) of flat observations, remembered for :meth:`backward`."""
-        self._out = self.online(as_tensor(obs))
-        return self._out.detach().numpy()
-
-    def backward(self, grad_q: np.ndarray) -> None:
-        """dLoss/d(parameters) into :attr:`grad`, for dLoss/dQ (rows, A) of the first rows."""
-        assert self._out is not None, "backward() without forward()"
-        self._out[: len(grad_q)].backward(torch.from_numpy(grad_q))
-        self._out = None
-        self.grads_from_torch()
 
 
 class NumpyQ(TorchQ):
