@@ -126,3 +126,38 @@ def test_checkpoint_input_config_does_not_steer_the_reader(tmp_path: Path) -> No
     res = runner.invoke(main, ["evaluate-offline", str(ckpt), "--input", str(data), "-q"])
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["off_policy_estimation"]["is"]["num_episodes"] == 5
+
+
+def test_episode_returns_join_episodes_across_batches() -> None:
+    """Hand-computed: episode 7 spans both batches (1 + 2 + 4), episode 9 ends in the first
+    (10), episode 8 never ends and is left out."""
+    import numpy as np
+
+    from offrl.batch import SampleBatch
+    from offrl.commands.evaluate import EpisodeReturns
+
+    returns = EpisodeReturns()
+    returns.add(
+        SampleBatch(
+            {
+                "rewards": np.array([1.0, 10.0, 2.0], np.float32),
+                "eps_id": np.array([7, 9, 7]),
+                "dones": np.array([False, True, False]),
+            }
+        )
+    )
+    returns.add(
+        SampleBatch(
+            {
+                "rewards": np.array([4.0, 5.0], np.float32),
+                "eps_id": np.array([7, 8]),
+                "dones": np.array([True, False]),
+            }
+        )
+    )
+    assert sorted(returns.returns) == [7.0, 10.0] and returns.mean() == 8.5
+    # without eps_id, episodes are runs ended by dones, continued across batches
+    plain = EpisodeReturns()
+    plain.add(SampleBatch({"rewards": np.array([1.0, 2.0, 3.0]), "dones": np.array([0, 1, 0])}))
+    plain.add(SampleBatch({"rewards": np.array([4.0]), "dones": np.array([1])}))
+    assert plain.returns == [3.0, 7.0]

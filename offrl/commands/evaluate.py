@@ -10,10 +10,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from offrl.batch import SampleBatch
 from offrl.commands.rollout import load_policy
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError
 from offrl.estimators import ESTIMATORS, estimators_for, feed_estimators, skipped_estimators
+from offrl.estimators.base import episode_rows
 from offrl.rollout import env_spaces
 from offrl.trainer import ESTIMATE_KEYS
 
@@ -101,17 +103,17 @@ class EpisodeReturns:
         self._open: dict[object, float] = {}
         self.returns: list[float] = []
 
-    def add(self, batch: Any) -> None:
-        import numpy as np
-
+    def add(self, batch: SampleBatch) -> None:
         rewards = np.asarray(batch["rewards"], dtype=np.float64).reshape(-1)
         done = batch.dones_column()
-        eps = batch["eps_id"] if "eps_id" in batch else np.zeros(len(rewards), dtype=np.int64)
-        for i, r in enumerate(rewards):
-            key = eps[i].item() if hasattr(eps[i], "item") else eps[i]
-            self._open[key] = self._open.get(key, 0.0) + float(r)
-            if done is not None and done[i]:
-                self.returns.append(self._open.pop(key))
+        ended = np.zeros(batch.count, dtype=bool) if done is None else np.asarray(done, bool)
+        # the estimators' own episode grouping (by eps_id, else runs ended by dones)
+        for key, rows in episode_rows(batch, ended.reshape(-1)):
+            total = self._open.pop(key, 0.0) + float(rewards[rows].sum())
+            if ended[rows].any():
+                self.returns.append(total)
+            else:
+                self._open[key] = total
 
     def mean(self) -> float | None:
         return sum(self.returns) / len(self.returns) if self.returns else None

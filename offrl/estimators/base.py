@@ -249,7 +249,7 @@ class EpisodeCollector:
         if batch.count == 0:
             return
         cols = _row_columns(batch, target_probs, self.keep_states)
-        for key, rows in _episode_rows(batch, cols["done"]):
+        for key, rows in episode_rows(batch, cols["done"]):
             part = {name: arr[rows] for name, arr in cols.items()}
             pend = self._pending.pop(key, None) or _Pending()
             pend.parts.append(part)
@@ -284,7 +284,7 @@ class EpisodeCollector:
         self.seen = 0
 
 
-def _episode_rows(batch: SampleBatch, done: np.ndarray) -> list[tuple[object, np.ndarray]]:
+def episode_rows(batch: SampleBatch, done: np.ndarray) -> list[tuple[object, np.ndarray]]:
     """``[(episode key, row indices)]`` in order of first appearance.
 
     With ``eps_id`` rows are grouped by it (rows of several episodes may interleave);
