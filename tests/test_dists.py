@@ -1,4 +1,5 @@
-"""Action distributions: numpy and torch halves agree with each other and with torch."""
+"""Action distributions: the numpy formulas (log-prob, entropy, KL and the loss gradient)
+agree with torch.distributions, with autograd, and with hand-computed numbers."""
 
 from __future__ import annotations
 
@@ -24,13 +25,11 @@ def test_gaussian_logp_entropy_kl_against_torch() -> None:
     ref = Normal(torch.tensor(inputs[:, :2]), torch.tensor(np.exp(inputs[:, 2:])))
     expected = ref.log_prob(torch.tensor(actions)).sum(-1).numpy()
     assert np.allclose(dist.logp_np(inputs, actions), expected, atol=1e-6)
-    t_in = torch.tensor(inputs)
-    assert np.allclose(dist.logp(t_in, torch.tensor(actions)).numpy(), expected, atol=1e-6)
-    assert np.allclose(dist.entropy(t_in).numpy(), ref.entropy().sum(-1).numpy(), atol=1e-6)
-    other = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.5, -0.5]])
-    ref_other = Normal(other[:, :2], other[:, 2:].exp())
+    assert np.allclose(dist.entropy_np(inputs), ref.entropy().sum(-1).numpy(), atol=1e-6)
+    other = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.5, -0.5]], np.float32)
+    ref_other = Normal(torch.tensor(other[:, :2]), torch.tensor(np.exp(other[:, 2:])))
     assert np.allclose(
-        dist.kl(t_in, other).numpy(), kl_divergence(ref, ref_other).sum(-1).numpy(), atol=1e-5
+        dist.kl_np(inputs, other), kl_divergence(ref, ref_other).sum(-1).numpy(), atol=1e-5
     )
 
 
@@ -60,9 +59,10 @@ def test_categorical_against_torch() -> None:
     ref = TorchCategorical(logits=torch.tensor(logits))
     expected = ref.log_prob(torch.tensor(actions)).numpy()
     assert np.allclose(dist.logp_np(logits, actions), expected, atol=1e-6)
-    t = torch.tensor(logits)
-    assert np.allclose(dist.logp(t, torch.tensor(actions)).numpy(), expected, atol=1e-6)
-    assert np.allclose(dist.entropy(t).numpy(), ref.entropy().numpy(), atol=1e-6)
+    assert np.allclose(dist.entropy_np(logits), ref.entropy().numpy(), atol=1e-6)
+    other = np.array([[1.0, 0.0, 0.5], [0.0, 0.0, 0.0]], np.float32)
+    ref_other = TorchCategorical(logits=torch.tensor(other))
+    assert np.allclose(dist.kl_np(logits, other), kl_divergence(ref, ref_other).numpy(), atol=1e-6)
     greedy, _ = dist.sample(logits, RNG, explore=False)
     assert greedy.tolist() == [1, 0]
 
@@ -73,16 +73,19 @@ def test_multicategorical_sums_components() -> None:
     # P(a0=1) = 3/4, P(a1=2) = 2/4
     logp = dist.logp_np(inputs, np.array([[1, 2]]))
     assert logp[0] == pytest.approx(math.log(0.75) + math.log(0.5), rel=1e-6)
-    t = torch.tensor(inputs)
-    assert dist.logp(t, torch.tensor([[1, 2]])).item() == pytest.approx(logp[0], rel=1e-6)
     h = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)) - 2 * 0.25 * math.log(0.25)
     h -= 0.5 * math.log(0.5)
-    assert dist.entropy(t).item() == pytest.approx(h, rel=1e-6)
+    assert dist.entropy_np(inputs)[0] == pytest.approx(h, rel=1e-6)
     actions, lp = dist.sample(np.repeat(inputs, 4, 0), RNG, explore=True)
     assert actions.shape == (4, 2) and np.allclose(
         lp, dist.logp_np(np.repeat(inputs, 4, 0), actions)
     )
-    assert dist.kl(t, t).item() == pytest.approx(0.0, abs=1e-7)
+    assert dist.kl_np(inputs, inputs)[0] == pytest.approx(0.0, abs=1e-7)
+    # KL of independent parts adds: only the second part differs here
+    other = np.array([[0.0, math.log(3.0), 0.0, 0.0, 0.0]], np.float32)
+    kl = 0.25 * math.log(0.25 / (1 / 3)) + 0.25 * math.log(0.25 / (1 / 3))
+    kl += 0.5 * math.log(0.5 / (1 / 3))
+    assert dist.kl_np(inputs, other)[0] == pytest.approx(kl, rel=1e-5)
 
 
 def test_action_dist_for_each_space_and_errors() -> None:
@@ -92,3 +95,76 @@ def test_action_dist_for_each_space_and_errors() -> None:
     assert isinstance(box, DiagGaussian) and box.n_inputs == 8
     with pytest.raises(ConfigError, match="PG supports Discrete, MultiDiscrete and float Box"):
         action_dist(gym.spaces.MultiBinary(3), "PG")
+
+
+# -- the loss gradient: grad_np = d/d(inputs) sum_i [w_i logp_i + c H_i] -----------------
+
+
+def torch_logp_entropy(dist: object, inputs: torch.Tensor, actions: np.ndarray) -> tuple:
+    """(logp, entropy) per row from torch.distributions, differentiable in ``inputs``."""
+    if isinstance(dist, Categorical):
+        ref = TorchCategorical(logits=inputs)
+        return ref.log_prob(torch.as_tensor(actions)), ref.entropy()
+    if isinstance(dist, MultiCategorical):
+        logp, entropy = torch.zeros(len(inputs)), torch.zeros(len(inputs))
+        for i, (lo, hi) in enumerate(zip(dist.bounds[:-1], dist.bounds[1:], strict=True)):
+            part = TorchCategorical(logits=inputs[:, lo:hi])
+            logp = logp + part.log_prob(torch.as_tensor(actions[:, i]))
+            entropy = entropy + part.entropy()
+        return logp, entropy
+    assert isinstance(dist, DiagGaussian)
+    normal = Normal(inputs[:, : dist.dim], inputs[:, dist.dim :].exp())
+    return normal.log_prob(torch.as_tensor(actions)).sum(-1), normal.entropy().sum(-1)
+
+
+def random_case(dist: object, n: int, rng: np.random.Generator) -> tuple:
+    inputs = rng.normal(size=(n, dist.n_inputs)).astype(np.float32)  # type: ignore[attr-defined]
+    actions, _ = dist.sample(inputs, rng, explore=True)  # type: ignore[attr-defined]
+    return inputs, actions
+
+
+@pytest.mark.parametrize(
+    "dist",
+    [Categorical(4), MultiCategorical(np.array([2, 3, 4])), DiagGaussian((3,))],
+    ids=["categorical", "multicategorical", "gaussian"],
+)
+@pytest.mark.parametrize("c", [0.0, 0.3])
+def test_grad_np_matches_autograd_of_torch_distributions(dist: object, c: float) -> None:
+    rng = np.random.default_rng(7)
+    inputs, actions = random_case(dist, 16, rng)
+    weights = rng.normal(size=16).astype(np.float32)
+    t_in = torch.tensor(inputs, dtype=torch.float64, requires_grad=True)
+    logp, entropy = torch_logp_entropy(dist, t_in, actions)
+    (torch.as_tensor(weights, dtype=torch.float64) * logp + c * entropy).sum().backward()
+    assert t_in.grad is not None
+    got = dist.grad_np(inputs, actions, weights, c)  # type: ignore[attr-defined]
+    assert got.shape == inputs.shape
+    np.testing.assert_allclose(got, t_in.grad.numpy(), rtol=1e-4, atol=1e-5)
+    # and the values the loss reports
+    np.testing.assert_allclose(
+        dist.logp_np(inputs, actions), logp.detach().numpy(), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        dist.entropy_np(inputs), entropy.detach().numpy(), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_categorical_grad_hand_computed() -> None:
+    dist = Categorical(2)
+    logits = np.array([[0.0, math.log(3.0)]], np.float32)  # p = [1/4, 3/4]
+    # w = 2, action 1: 2 * (onehot - p) = [-1/2, 1/2]
+    got = dist.grad_np(logits, np.array([1]), np.array([2.0], np.float32), 0.0)
+    np.testing.assert_allclose(got, [[-0.5, 0.5]], atol=1e-6)
+    # entropy alone (w = 0, c = 1): dH/dz_k = -p_k (log p_k + H)
+    h = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    expected = [-0.25 * (math.log(0.25) + h), -0.75 * (math.log(0.75) + h)]
+    got = dist.grad_np(logits, np.array([1]), np.array([0.0], np.float32), 1.0)
+    np.testing.assert_allclose(got, [expected], atol=1e-6)
+
+
+def test_gaussian_grad_hand_computed() -> None:
+    dist = DiagGaussian((1,))
+    # m = 0, s = 2, a = 1: z = 1/2, dlogp/dm = z/s = 1/4, dlogp/dlog s = z^2 - 1 = -3/4
+    inputs = np.array([[0.0, math.log(2.0)]], np.float32)
+    got = dist.grad_np(inputs, np.array([[1.0]]), np.array([1.0], np.float32), 0.5)
+    np.testing.assert_allclose(got, [[0.25, -0.75 + 0.5]], atol=1e-6)  # dH/dlog s = 1

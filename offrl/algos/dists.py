@@ -8,20 +8,20 @@ Each works on ``inputs``, the rows the policy writes into ``action_dist_inputs``
 - :class:`DiagGaussian` (``Box``): means then log-stds (``2 * dim`` per row), as RLlib
   writes them; the log-std is a learned parameter that does not depend on the state.
 
-Acting runs in numpy (``sample``, ``logp_np``); the loss runs in torch (``logp``,
-``entropy``, ``kl``), so the same formulas appear twice and
-``tests/test_dists.py`` checks each pair against the other and against torch.distributions.
+Everything is numpy and written once: acting (``sample``), and what the learner's loss
+needs (``logp_np``, ``entropy_np``, ``kl_np``) with its gradient ``grad_np``, the
+derivative w.r.t. the inputs of ``sum_i [w_i * logp_i + c * H_i]``. Any network backend
+(numpy or torch autograd, ``offrl/algos/pgnet.py``) backpropagates that gradient.
+``tests/test_dists.py`` checks every formula against torch.distributions and autograd.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from offrl.errors import ConfigError
 
@@ -34,11 +34,6 @@ def softmax_np(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     e = np.exp(z)
     s = e.sum(axis=1, keepdims=True)
     return e / s, z - np.log(s)
-
-
-def _writable(actions: np.ndarray, dtype: type) -> np.ndarray:
-    """``actions`` as ``dtype``, copied if read-only (torch warns on read-only arrays)."""
-    return np.require(np.asarray(actions, dtype=dtype), requirements="W")
 
 
 class Categorical:
@@ -64,31 +59,37 @@ class Categorical:
         return actions.astype(np.int64), logp_all[np.arange(len(actions)), actions]
 
     def logp_np(self, inputs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """log p(a) (N,) = z_a - logsumexp(z)."""
         rows = np.arange(len(inputs))
         return softmax_np(inputs)[1][rows, np.asarray(actions, dtype=np.int64).reshape(-1)]
 
-    def actions_tensor(self, actions: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(_writable(actions, np.int64).reshape(-1))
+    def entropy_np(self, inputs: np.ndarray) -> np.ndarray:
+        """H (N,) = -sum_k p_k log p_k."""
+        probs, logp_all = softmax_np(inputs)
+        return -(probs * logp_all).sum(axis=1)
 
-    def logp(self, inputs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        logp_all = torch.log_softmax(inputs, dim=-1)
-        return logp_all.gather(1, actions.unsqueeze(1)).squeeze(1)
+    def kl_np(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """KL(old || new) (N,) = sum_k p_old,k (log p_old,k - log p_new,k)."""
+        old_p, old_lp = softmax_np(old)
+        return (old_p * (old_lp - softmax_np(new)[1])).sum(axis=1)
 
-    def entropy(self, inputs: torch.Tensor) -> torch.Tensor:
-        logp_all = torch.log_softmax(inputs, dim=-1)
-        return -(logp_all.exp() * logp_all).sum(-1)
+    def grad_np(
+        self, inputs: np.ndarray, actions: np.ndarray, weights: np.ndarray, c: float
+    ) -> np.ndarray:
+        """d/dz of sum_i [w_i log p_i(a_i) + c H_i], (N, n): with p = softmax(z),
+        dlog p(a)/dz = onehot(a) - p and dH/dz = -p (log p + H)."""
+        probs, logp_all = softmax_np(inputs)
+        rows = np.arange(len(inputs))
+        grad = probs * -weights[:, None]
+        grad[rows, np.asarray(actions, dtype=np.int64).reshape(-1)] += weights
+        if c:
+            entropy = -(probs * logp_all).sum(axis=1, keepdims=True)
+            grad -= np.float32(c) * probs * (logp_all + entropy)
+        return grad
 
-    def kl(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        """KL(old || new) per row."""
-        old_lp, new_lp = torch.log_softmax(old, dim=-1), torch.log_softmax(new, dim=-1)
-        return (old_lp.exp() * (old_lp - new_lp)).sum(-1)
 
-
-_T = TypeVar("_T", np.ndarray, torch.Tensor)
-
-
-def _total(terms: Iterable[_T]) -> _T:
-    """The sum of per-part arrays (or tensors): ``sum`` typed, without its ``0 +``."""
+def _total(terms: Iterable[np.ndarray]) -> np.ndarray:
+    """The sum of per-part arrays: ``sum`` typed, without its ``0 +``."""
     parts = iter(terms)
     out = next(parts)
     for term in parts:
@@ -106,8 +107,8 @@ class MultiCategorical:
         self.n_params = int(self.bounds[-1])
         self.n_inputs = self.n_params
 
-    def _split(self, inputs: Any, i: int) -> Any:
-        """Columns of part ``i`` (numpy array or tensor, as given)."""
+    def _split(self, inputs: np.ndarray, i: int) -> np.ndarray:
+        """Columns of part ``i``."""
         return inputs[:, self.bounds[i] : self.bounds[i + 1]]
 
     def sample(
@@ -124,21 +125,25 @@ class MultiCategorical:
         a = np.asarray(actions, dtype=np.int64).reshape(len(inputs), -1)
         return _total(p.logp_np(self._split(inputs, i), a[:, i]) for i, p in enumerate(self.parts))
 
-    def actions_tensor(self, actions: np.ndarray) -> torch.Tensor:
-        a = _writable(actions, np.int64)
-        return torch.as_tensor(a.reshape(len(a), len(self.parts)))
+    def entropy_np(self, inputs: np.ndarray) -> np.ndarray:
+        return _total(p.entropy_np(self._split(inputs, i)) for i, p in enumerate(self.parts))
 
-    def logp(self, inputs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def kl_np(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
         return _total(
-            p.logp(self._split(inputs, i), actions[:, i]) for i, p in enumerate(self.parts)
+            p.kl_np(self._split(old, i), self._split(new, i)) for i, p in enumerate(self.parts)
         )
 
-    def entropy(self, inputs: torch.Tensor) -> torch.Tensor:
-        return _total(p.entropy(self._split(inputs, i)) for i, p in enumerate(self.parts))
-
-    def kl(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        return _total(
-            p.kl(self._split(old, i), self._split(new, i)) for i, p in enumerate(self.parts)
+    def grad_np(
+        self, inputs: np.ndarray, actions: np.ndarray, weights: np.ndarray, c: float
+    ) -> np.ndarray:
+        """Each part's :meth:`Categorical.grad_np`, side by side (log-probs and entropies add)."""
+        a = np.asarray(actions, dtype=np.int64).reshape(len(inputs), -1)
+        return np.concatenate(
+            [
+                p.grad_np(self._split(inputs, i), a[:, i], weights, c)
+                for i, p in enumerate(self.parts)
+            ],
+            axis=1,
         )
 
 
@@ -172,26 +177,29 @@ class DiagGaussian:
         z = (a - mean) * np.exp(-log_std)
         return (-0.5 * z * z - log_std - 0.5 * _LOG_2PI).sum(axis=1)
 
-    def actions_tensor(self, actions: np.ndarray) -> torch.Tensor:
-        a = _writable(actions, np.float32)
-        return torch.as_tensor(a.reshape(len(a), self.dim))
+    def entropy_np(self, inputs: np.ndarray) -> np.ndarray:
+        """H (N,) = sum_i [log s_i + (1 + log(2 pi)) / 2]."""
+        return (inputs[:, self.dim :] + np.float32(0.5 * (1.0 + _LOG_2PI))).sum(axis=1)
 
-    def logp(self, inputs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        mean, log_std = inputs[:, : self.dim], inputs[:, self.dim :]
-        z = (actions - mean) * torch.exp(-log_std)
-        return (-0.5 * z * z - log_std - 0.5 * _LOG_2PI).sum(-1)
-
-    def entropy(self, inputs: torch.Tensor) -> torch.Tensor:
-        log_std = inputs[:, self.dim :]
-        return (log_std + 0.5 * (1.0 + _LOG_2PI)).sum(-1)
-
-    def kl(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        """KL(old || new) = sum [log(s1/s0) + (s0^2 + (m0 - m1)^2) / (2 s1^2) - 1/2]."""
+    def kl_np(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """KL(old || new) (N,) = sum [log(s1/s0) + (s0^2 + (m0 - m1)^2) / (2 s1^2) - 1/2]."""
         m0, ls0 = old[:, : self.dim], old[:, self.dim :]
         m1, ls1 = new[:, : self.dim], new[:, self.dim :]
-        var_ratio = torch.exp(2.0 * (ls0 - ls1))
-        mean_term = (m0 - m1).pow(2) * torch.exp(-2.0 * ls1)
-        return (ls1 - ls0 + 0.5 * (var_ratio + mean_term) - 0.5).sum(-1)
+        var_ratio = np.exp(2.0 * (ls0 - ls1))
+        mean_term = (m0 - m1) ** 2 * np.exp(-2.0 * ls1)
+        return (ls1 - ls0 + 0.5 * (var_ratio + mean_term) - 0.5).sum(axis=1)
+
+    def grad_np(
+        self, inputs: np.ndarray, actions: np.ndarray, weights: np.ndarray, c: float
+    ) -> np.ndarray:
+        """d/d(means, log-stds) of sum_i [w_i log p_i(a_i) + c H_i], (N, 2 * dim):
+        with z = (a - m) / s, dlog p/dm = z / s, dlog p/dlog s = z^2 - 1, dH/dlog s = 1."""
+        mean, log_std = inputs[:, : self.dim], inputs[:, self.dim :]
+        a = np.asarray(actions, dtype=np.float32).reshape(len(inputs), self.dim)
+        inv_std = np.exp(-log_std)
+        z = (a - mean) * inv_std
+        w = weights[:, None]
+        return np.concatenate([w * z * inv_std, w * (z * z - 1.0) + np.float32(c)], axis=1)
 
 
 ActionDist = Categorical | MultiCategorical | DiagGaussian

@@ -191,23 +191,46 @@ class Adam:
         """This optimizer's entry in a learner checkpoint."""
         return {"numpy_adam": self.get_state()}
 
-    def restore(self, entry: dict[str, Any]) -> None:
+    def restore(self, entry: dict[str, Any], sizes: list[int] | None = None) -> None:
         """Restore a checkpoint's optimizer entry: :meth:`checkpoint`'s, or a
-        ``torch.optim.Adam`` state dict over the same parameters (older checkpoints)."""
-        state = entry["numpy_adam"] if "numpy_adam" in entry else adam_state_from_torch(entry)
+        ``torch.optim.Adam`` state dict over the same parameters (older checkpoints;
+        ``sizes``, the parameters' sizes in order, fill in any that never stepped)."""
+        if "numpy_adam" in entry:
+            state = entry["numpy_adam"]
+        else:
+            state = adam_state_from_torch(entry, sizes)
         if state:  # a torch Adam that never stepped has no moments yet
             self.set_state(state)
 
 
-def adam_state_from_torch(state: dict[str, Any]) -> dict[str, Any]:
-    """A ``torch.optim.Adam`` state dict as :class:`Adam` state (parameter order kept)."""
-    per_param = [state["state"][k] for k in sorted(state["state"])]
+def adam_state_from_torch(state: dict[str, Any], sizes: list[int] | None = None) -> dict[str, Any]:
+    """A ``torch.optim.Adam`` state dict as :class:`Adam` state (parameter order kept).
+
+    torch keeps no state for a parameter that never had a gradient; given ``sizes`` (every
+    parameter's size, in order), such a parameter gets zero moments, as a fresh Adam has.
+    """
+    per_param = state["state"]
     if not per_param:
         return {}
+    present = [per_param[k] for k in sorted(per_param)]
+    if sizes is None:
+        sizes = [s["exp_avg"].numel() for s in present]
+        keys = sorted(per_param)
+    else:
+        keys = list(range(len(sizes)))
+
+    def moments(name: str) -> torch.Tensor:
+        return torch.cat(
+            [
+                per_param[k][name].reshape(-1) if k in per_param else torch.zeros(n)
+                for k, n in zip(keys, sizes, strict=True)
+            ]
+        )
+
     return {
-        "step": int(per_param[0]["step"]),
-        "exp_avg": torch.cat([s["exp_avg"].reshape(-1) for s in per_param]),
-        "exp_avg_sq": torch.cat([s["exp_avg_sq"].reshape(-1) for s in per_param]),
+        "step": int(present[0]["step"]),
+        "exp_avg": moments("exp_avg"),
+        "exp_avg_sq": moments("exp_avg_sq"),
     }
 
 
@@ -226,11 +249,22 @@ class FlatBackend:
         self.grad = np.zeros_like(self.flat)
         self.adam = Adam(len(self.flat), eps=eps)
 
-    def step(self, lr: float, max_norm: float | None) -> float:
+    def step(self, lr: float, max_norm: float | None, frozen: slice | None = None) -> float:
         """Clip :attr:`grad` to ``max_norm``, one Adam step; the gradient's norm before
-        clipping (nan, not computed, when ``max_norm`` is None: no clipping)."""
+        clipping (nan, not computed, when ``max_norm`` is None: no clipping).
+
+        ``frozen``: parameters that had no gradient this step keep their values and their
+        Adam moments, as ``torch.optim.Adam`` leaves a parameter whose ``.grad`` is None
+        (the step count is shared, so their bias correction moves on).
+        """
         norm = float("nan") if max_norm is None else clip_grad_norm(self.grad, max_norm)
+        if frozen is None:
+            self.adam.step(self.flat, self.grad, lr)
+            return norm
+        kept = [a[frozen].copy() for a in (self.flat, self.adam.exp_avg, self.adam.exp_avg_sq)]
         self.adam.step(self.flat, self.grad, lr)
+        for a, old in zip((self.flat, self.adam.exp_avg, self.adam.exp_avg_sq), kept, strict=True):
+            a[frozen] = old
         return norm
 
     def grads_from_torch(self) -> None:
@@ -249,7 +283,7 @@ class FlatBackend:
 
     def load_state_dict(self, entry: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`, or an older checkpoint's ``torch.optim.Adam`` state."""
-        self.adam.restore(entry)
+        self.adam.restore(entry, [p.numel() for p in self.module.parameters()])
 
 
 class TorchMLP(FlatBackend):

@@ -4,8 +4,9 @@ Reads top to bottom: config, network, acting, post-processing (returns and
 advantages), then the loss and the learner step. With the defaults it is RLlib's
 PG: loss = -mean(logp(a|s) * G), G the discounted return of the episode segment.
 The policy is a categorical, one categorical per MultiDiscrete component, or a
-diagonal Gaussian for Box actions (``offrl/algos/dists.py``); only the categorical
-over an MLP has the numpy fast path (``_step_numpy``), everything else uses autograd.
+diagonal Gaussian for Box actions (``offrl/algos/dists.py``). The loss and its
+gradient are written once, here, in numpy; a backend (``offrl/algos/pgnet.py``: numpy
+for MLPs, torch autograd for image encoders) runs the networks and steps one Adam.
 """
 
 from __future__ import annotations
@@ -17,23 +18,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
 
 from offrl import batch as sb
-from offrl.algos.base import as_tensor, set_cpu_threads
+from offrl.algos.base import set_cpu_threads
 from offrl.algos.configs import PGConfig, scheduled_lr
-from offrl.algos.dists import Categorical, action_dist
-from offrl.algos.fastmlp import (
-    Adam,
-    MLPPlan,
-    backward,
-    clip_grad_norm,
-    flatten_parameters,
-    forward,
-    plan_sequential,
-)
-from offrl.algos.models import is_mlp
-from offrl.algos.pgnet import FastForward, PGModel, pg_loss, softmax_np
+from offrl.algos.dists import Categorical, action_dist, softmax_np
+from offrl.algos.pgnet import PGModel, TorchPG, pg_backend
 from offrl.batch import SampleBatch
 from offrl.errors import ConfigError
 from offrl.preprocess import env_actions, flat_size
@@ -47,8 +37,14 @@ class PG:
     """Policy gradient learner plus the policy that acts for it (see ``offrl/algos/dists.py``)."""
 
     def __init__(
-        self, config: PGConfig, observation_space: gym.Space, action_space: gym.Space
+        self,
+        config: PGConfig,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        *,
+        numpy_backend: bool = True,
     ) -> None:
+        """``numpy_backend=False`` runs even MLPs by autograd (tests and benchmarks)."""
         self.config = config
         self.action_space = action_space
         self.dist = action_dist(action_space, "PG")
@@ -58,55 +54,21 @@ class PG:
         with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
             torch.manual_seed(int_seed(seed, Stream.MODEL_INIT))
             self.model = PGModel(observation_space, self.dist, config.model, config.use_baseline)
-        # The numpy fast path (see offrl/algos/fastmlp.py) when every layer is supported:
-        # first, because it moves the parameters that everything below takes views of.
-        self._flat, where = flatten_parameters(self.model)
-        self._grad = np.zeros_like(self._flat)
-        self._pi_plan = plan_sequential(self.model.pi, where, self._flat, self._grad)
-        self._vf_plan = (
-            None
-            if self.model.vf is None
-            else plan_sequential(self.model.vf, where, self._flat, self._grad)
-        )
-        # The hand-written gradients are the categorical policy's; other distributions
-        # (and conv encoders, which have no plan) learn with autograd.
-        self.fast = (
-            isinstance(self.dist, Categorical)
-            and self._pi_plan is not None
-            and (self.model.vf is None or self._vf_plan is not None)
-        )
-        self.adam = Adam(len(self._flat))
+        activation = config.model.get("fcnet_activation", "tanh")
+        self.nets: TorchPG = pg_backend(self.model, activation, numpy_backend)
         self.lr = scheduled_lr(config.lr, config.lr_schedule, 0)
-        # fused: one kernel for all parameters instead of ~10 small ops per tensor per step
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=True)
         self.rng = generator(seed, Stream.LEARNER)
         self.num_grad_updates = 0
-        act = config.model.get("fcnet_activation", "tanh")
-        self._pi_fast = FastForward(self.model.pi, act) if is_mlp(self.model.pi) else None
-        vf = self.model.vf
-        self._vf_fast = FastForward(vf, act) if vf is not None and is_mlp(vf) else None
 
     # -- acting ---------------------------------------------------------------------------
     def _obs_np(self, obs: np.ndarray) -> np.ndarray:
+        """Observations (N, ...) as float32 (N, obs_dim), what the networks take."""
         return np.asarray(obs, dtype=np.float32).reshape(len(obs), self.obs_dim)
 
     def _logits(self, obs: np.ndarray) -> np.ndarray:
         """``action_dist_inputs`` (N, dist.n_inputs) for observations (N, ...): logits,
         or a Gaussian's means then log-stds."""
-        if self._pi_plan is not None:
-            out = forward(self._pi_plan, self._obs_np(obs))[-1]
-        else:
-            with torch.inference_mode():
-                x = self._obs_tensor(obs)
-                out = (self._pi_fast or self.model.pi)(x).numpy()
-        log_std = self.model.log_std
-        if log_std is None:
-            return out
-        return np.concatenate([out, np.broadcast_to(log_std.detach().numpy(), out.shape)], 1)
-
-    def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
-        """Observations (N, ...) as a float32 (N, obs_dim) tensor."""
-        return as_tensor(np.asarray(obs, dtype=np.float32).reshape(len(obs), self.obs_dim))
+        return self.nets.dist_inputs(self._obs_np(obs))
 
     def compute_actions(
         self, obs: np.ndarray, *, explore: bool
@@ -151,11 +113,7 @@ class PG:
     def _values(self, obs: np.ndarray) -> np.ndarray:
         if self.model.vf is None:
             return np.zeros(len(obs))
-        if self._vf_plan is not None:
-            return forward(self._vf_plan, self._obs_np(obs))[-1][:, 0].astype(np.float64)
-        with torch.inference_mode():
-            x = self._obs_tensor(obs)
-            return (self._vf_fast or self.model.vf)(x).squeeze(-1).numpy().astype(np.float64)
+        return self.nets.values(self._obs_np(obs)).astype(np.float64)
 
     def postprocess(self, batch: SampleBatch) -> SampleBatch:
         """Add ``advantages`` and ``value_targets`` (and ``vf_preds`` with a baseline)."""
@@ -198,30 +156,31 @@ class PG:
             )
         cfg = self.config
         self.lr = scheduled_lr(cfg.lr, cfg.lr_schedule, timesteps_total)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
-        targets = batch.get(sb.VALUE_TARGETS)
-        # Without value targets torch leaves the value net's Adam state untouched; the
-        # flat numpy Adam would not, so such batches take the autograd path.
-        if self.fast and (targets is not None or self.model.vf is None):
-            return self._learn_numpy(batch)
-        obs = self._obs_tensor(batch[sb.OBS])
-        actions = self.dist.actions_tensor(batch[sb.ACTIONS])
-        adv = as_tensor(batch[sb.ADVANTAGES])
-        if cfg.normalize_advantages and len(adv) > 1:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        vt = as_tensor(targets) if targets is not None and self.model.vf is not None else None
+        obs = self._obs_np(batch[sb.OBS])
+        actions = np.asarray(batch[sb.ACTIONS])
+        adv = np.asarray(batch[sb.ADVANTAGES], dtype=np.float32)
         n = len(obs)
         if n == 0:
             return {"num_grad_updates": float(self.num_grad_updates)}
-        old_logp = None
-        if cfg.kl_target is not None:
-            with torch.no_grad():
-                old_logp = self.model.dist_inputs(obs)
+        if cfg.normalize_advantages and n > 1:
+            adv = (adv - adv.mean()) / (adv.std(ddof=1) + np.float32(1e-8))
+        # Offline data may carry only advantages: then the value net is not trained (its
+        # parameters and Adam moments stay as they are, see FlatBackend.step).
+        vt = None
+        if sb.VALUE_TARGETS in batch and self.model.vf is not None:
+            vt = np.asarray(batch[sb.VALUE_TARGETS], dtype=np.float32)
+        # The policy before this batch's first step, for the KL guard.
+        old_inputs = self.nets.dist_inputs(obs) if cfg.kl_target is not None else None
 
         def step(rows: np.ndarray | None) -> dict[str, float]:
-            idx = None if rows is None else torch.from_numpy(rows)
-            return self._step(obs, actions, adv, vt, old_logp, idx)
+            pick = slice(None) if rows is None else rows
+            return self._step(
+                obs[pick],
+                actions[pick],
+                adv[pick],
+                None if vt is None else vt[pick],
+                None if old_inputs is None else old_inputs[pick],
+            )
 
         return self._summary(self._passes(n, step))
 
@@ -252,144 +211,72 @@ class PG:
         mean["num_grad_updates"] = float(self.num_grad_updates)
         return mean
 
-    def _learn_numpy(self, batch: SampleBatch) -> dict[str, float]:
-        """:meth:`learn` on the numpy fast path: the same minibatches, loss and Adam."""
-        cfg = self.config
-        obs = self._obs_np(batch[sb.OBS])
-        actions = np.asarray(batch[sb.ACTIONS], dtype=np.int64)
-        adv = np.asarray(batch[sb.ADVANTAGES], dtype=np.float32)
-        n = len(obs)
-        if n == 0:
-            return {"num_grad_updates": float(self.num_grad_updates)}
-        if cfg.normalize_advantages and n > 1:
-            adv = (adv - adv.mean()) / (adv.std(ddof=1) + np.float32(1e-8))
-        vt = None
-        if self.model.vf is not None:
-            vt = np.asarray(batch[sb.VALUE_TARGETS], dtype=np.float32)
-        old_logp = None
-        if cfg.kl_target is not None:
-            old_logp = softmax_np(self._logits(obs))[1]
-
-        def step(rows: np.ndarray | None) -> dict[str, float]:
-            pick = slice(None) if rows is None else rows
-            return self._step_numpy(
-                obs[pick],
-                actions[pick],
-                adv[pick],
-                None if vt is None else vt[pick],
-                None if old_logp is None else old_logp[pick],
-            )
-
-        return self._summary(self._passes(n, step))
-
-    def _step_numpy(
+    def _step(
         self,
         obs: np.ndarray,
         actions: np.ndarray,
         adv: np.ndarray,
         vt: np.ndarray | None,
-        old_logp: np.ndarray | None,
+        old_inputs: np.ndarray | None,
     ) -> dict[str, float]:
-        """:meth:`_step` in numpy, with the gradients of :func:`pg_loss` written out:
+        """One Adam step on these B rows, unless the policy is past ``kl_target``:
 
-        with p = softmax(z), dL/dz = -(A/B)(onehot(a) - p) + (c_H/B) p (log p + H)
-        (H the row's entropy) and dL/dV = c_V (V - vt) / B.
+        loss = -mean(A * logp(a|s)) - entropy_coeff * mean(H)
+               + vf_loss_coeff * 0.5 * mean((V - vt)^2)
+
+        so dLoss/d(dist inputs) is the distribution's gradient of sum_i [w_i logp_i + c H_i]
+        with w = -A/B, c = -entropy_coeff/B, and dLoss/dV = vf_loss_coeff (V - vt)/B.
+        ``old_inputs``: the dist inputs before the batch's first step, for mean KL(old || now).
         """
-        cfg = self.config
-        pi_plan = self._pi_plan
-        assert pi_plan is not None
+        cfg, dist = self.config, self.dist
         b = len(obs)
-        rows = np.arange(b)
-        pi_outs = forward(pi_plan, obs)
-        probs, logp_all = softmax_np(pi_outs[-1])
-        logp = logp_all[rows, actions]
-        row_entropy = -(probs * logp_all).sum(axis=1)
+        inputs, values = self.nets.forward(obs, with_values=vt is not None)
+        logp = dist.logp_np(inputs, actions)
         out = {
             "policy_loss": -float(np.dot(logp, adv)) / b,
-            "entropy": float(row_entropy.sum()) / b,
+            "entropy": float(dist.entropy_np(inputs).sum()) / b,
         }
-        if old_logp is not None:
-            out["kl"] = float((np.exp(old_logp) * (old_logp - logp_all)).sum()) / b
-        stop = old_logp is not None and cfg.kl_target is not None and out["kl"] > cfg.kl_target
-        if vt is not None and self._vf_plan is not None:
-            out["vf_loss"] = self._vf_loss(self._vf_plan, obs, vt, grad=not stop)
+        if old_inputs is not None:
+            out["kl"] = float(dist.kl_np(old_inputs, inputs).sum()) / b
+        diff = None
+        if vt is not None and values is not None:
+            diff = values - vt
+            out["vf_loss"] = 0.5 * float(np.dot(diff, diff)) / b
         out["total_loss"] = (
             out["policy_loss"]
             - cfg.entropy_coeff * out["entropy"]
             + cfg.vf_loss_coeff * out.get("vf_loss", 0.0)
         )
-        if stop:
+        if cfg.kl_target is not None and out["kl"] > cfg.kl_target:
             return out | {"stopped_early": 1.0}
-        scale = adv * np.float32(1.0 / b)
-        grad_z = probs * scale[:, None]
-        grad_z[rows, actions] -= scale
-        if cfg.entropy_coeff:
-            grad_z += np.float32(cfg.entropy_coeff / b) * probs * (logp_all + row_entropy[:, None])
-        backward(pi_plan, pi_outs, grad_z, b)
-        clip = cfg.grad_clip
-        norm = clip_grad_norm(self._grad, clip if clip is not None else float("inf"))
-        self.adam.step(self._flat, self._grad, self.lr)
+        inv_b = np.float32(1.0 / b)
+        grad_inputs = dist.grad_np(inputs, actions, -adv * inv_b, -cfg.entropy_coeff * inv_b)
+        grad_values = None if diff is None else diff * np.float32(cfg.vf_loss_coeff / b)
+        self.nets.backward(grad_inputs, grad_values)
+        clip = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
+        frozen = self.nets.vf_slice if grad_values is None else None
+        norm = self.nets.step(self.lr, clip, frozen)
         self.num_grad_updates += 1
         return out | {"grad_gnorm": norm, "stopped_early": 0.0}
-
-    def _vf_loss(self, plan: MLPPlan, obs: np.ndarray, vt: np.ndarray, *, grad: bool) -> float:
-        """0.5 * mean((V - vt)^2); with ``grad``, writes the value net's gradients (x coeff)."""
-        outs = forward(plan, obs)
-        diff = outs[-1][:, 0] - vt
-        if grad:
-            scale = np.float32(self.config.vf_loss_coeff / len(obs))
-            backward(plan, outs, (diff * scale)[:, None], len(obs))
-        return 0.5 * float(np.dot(diff, diff)) / len(obs)
-
-    def _step(
-        self,
-        obs: torch.Tensor,
-        actions: torch.Tensor,
-        adv: torch.Tensor,
-        vt: torch.Tensor | None,
-        old_logp: torch.Tensor | None,
-        idx: torch.Tensor | None,
-    ) -> dict[str, float]:
-        """One Adam step on rows ``idx`` (all rows when None), unless past ``kl_target``."""
-        if idx is not None:
-            obs, actions, adv = obs[idx], actions[idx], adv[idx]
-            vt = None if vt is None else vt[idx]
-            old_logp = None if old_logp is None else old_logp[idx]
-        losses = pg_loss(self.model, obs, actions, adv, vt, self.config, old_logp)
-        kl_target = self.config.kl_target
-        if kl_target is not None and losses["kl"].item() > kl_target:
-            return {k: v.item() for k, v in losses.items()} | {"stopped_early": 1.0}
-        self.optimizer.zero_grad(set_to_none=True)
-        losses["total_loss"].backward()
-        clip = self.config.grad_clip
-        norm = nn.utils.clip_grad_norm_(
-            self.model.parameters(), clip if clip is not None else float("inf")
-        )
-        self.optimizer.step()
-        self.num_grad_updates += 1
-        out = {k: v.item() for k, v in losses.items()}
-        out["grad_gnorm"] = float(norm)
-        out["stopped_early"] = 0.0
-        return out
 
     # -- checkpoints ----------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         """Networks, optimizer, update counter and exploration RNG state (weights_only-safe)."""
         return {
             "model": self.model.state_dict(),
-            "optimizer": (self.adam.checkpoint() if self.fast else self.optimizer.state_dict()),
+            "optimizer": self.nets.state_dict(),
             "rng": self.rng.bit_generator.state,
             "num_grad_updates": self.num_grad_updates,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore ``get_state()`` in place (FastForward keeps its views of the parameters)."""
+        """Restore ``get_state()`` in place (the backend keeps its views of the parameters).
+
+        The optimizer entry may also be a ``torch.optim.Adam`` state dict over
+        ``model.parameters()``, as older offrl versions wrote for some models.
+        """
         self.model.load_state_dict(state["model"])
-        opt = state["optimizer"]
-        if not self.fast:
-            self.optimizer.load_state_dict(opt)
-        else:
-            self.adam.restore(opt)
+        self.nets.load_state_dict(state["optimizer"])
         self.rng.bit_generator.state = state["rng"]
         self.num_grad_updates = int(state["num_grad_updates"])
 

@@ -1,7 +1,12 @@
-"""PG's networks (policy logits and value), fast inference forward passes, and the loss.
+"""PG's networks (policy and value) and the backends that run them for the learner.
 
-``pg_loss`` is the autograd reference; ``PG._step_numpy`` in ``offrl/algos/pg.py``
-writes its gradients out for the numpy path, and tests check the two agree.
+:class:`PGModel` is the torch module (init, ``state_dict``, checkpoints). The learner
+(``offrl/algos/pg.py``) writes the loss and its gradient dLoss/d(dist inputs), dLoss/dV
+once, in numpy; a backend runs forward and backward and steps one flat Adam over every
+parameter (policy, value, log-std): :class:`NumpyPG` with numpy on the same memory for
+MLPs (``offrl/algos/fastmlp.py``), :class:`TorchPG` with autograd for anything else
+(image encoders). One checkpoint format for both; ``tests/test_pgnet.py`` checks them
+against each other and against an autograd reference of the loss.
 """
 
 from __future__ import annotations
@@ -10,13 +15,14 @@ from collections.abc import Callable
 from typing import cast
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
-from offrl.algos.configs import PGConfig
+from offrl.algos.base import as_tensor
 from offrl.algos.dists import ActionDist, DiagGaussian
-from offrl.algos.dists import softmax_np as softmax_np
-from offrl.algos.models import network
+from offrl.algos.fastmlp import FlatBackend, MLPPlan, backward, forward, plan_sequential
+from offrl.algos.models import is_mlp, network
 
 
 class PGModel(nn.Module):
@@ -91,34 +97,125 @@ class FastForward:
         return torch.addmm(bias, x, weight_t)
 
 
-def pg_loss(
-    model: PGModel,
-    obs: torch.Tensor,
-    actions: torch.Tensor,
-    advantages: torch.Tensor,
-    value_targets: torch.Tensor | None,
-    cfg: PGConfig,
-    old_inputs: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
-    """total = -mean(logp(a|s) * A) - entropy_coeff * H + vf_loss_coeff * 0.5 * mean((V - vt)^2).
+# -- backends: how the learner's networks run ----------------------------------------------
 
-    Shapes: obs (B, obs_dim), actions (B,) int64 (Discrete), (B, k) int64
-    (MultiDiscrete) or (B, dim) float32 (Box), advantages (B,), value_targets (B,),
-    old_inputs (B, dist.n_inputs): the distribution before this batch's first step
-    (for Discrete, logits or log-probabilities), for the reported ``kl`` = mean KL(old || now).
+
+class TorchPG(FlatBackend):
+    """A :class:`PGModel` run by torch; gradients by autograd (any layer type).
+
+    Every parameter (policy, value, log-std) lives in one flat array with one Adam
+    (:class:`~offrl.algos.fastmlp.FlatBackend`), so clipping is over the global norm of
+    all of them, as ``clip_grad_norm_(model.parameters())`` is.
     """
-    dist = model.dist
-    inputs = model.dist_inputs(obs)
-    logp = dist.logp(inputs, actions)
-    policy_loss = -(logp * advantages).mean()
-    entropy = dist.entropy(inputs).mean()
-    total = policy_loss - cfg.entropy_coeff * entropy
-    out = {"policy_loss": policy_loss, "entropy": entropy}
-    if old_inputs is not None:
-        out["kl"] = dist.kl(old_inputs, inputs.detach()).mean()
-    if value_targets is not None and model.vf is not None:
-        vf_loss = 0.5 * (model.value(obs) - value_targets).pow(2).mean()
-        total = total + cfg.vf_loss_coeff * vf_loss
-        out["vf_loss"] = vf_loss
-    out["total_loss"] = total
-    return out
+
+    def __init__(self, model: PGModel, activation: str) -> None:
+        super().__init__(model)
+        self.model = model
+        self.n_params = model.dist.n_params
+        where = [self.where[id(p)] for p in model.vf.parameters()] if model.vf else []
+        # The value net's parameters, contiguous: frozen when a batch has no value targets.
+        self.vf_slice = slice(where[0].start, where[-1].stop) if where else None
+        self.log_std_slice = None if model.log_std is None else self.where[id(model.log_std)]
+        # The sampler calls the policy once per vector step: skip nn.Module overhead there.
+        self._pi_fast = FastForward(model.pi, activation) if is_mlp(model.pi) else None
+        vf = model.vf
+        self._vf_fast = FastForward(vf, activation) if vf is not None and is_mlp(vf) else None
+        self._outs: list[torch.Tensor] = []
+
+    def _with_log_std(self, out: np.ndarray) -> np.ndarray:
+        """Policy outputs (N, n_params) -> ``action_dist_inputs`` (log-stds appended)."""
+        if self.log_std_slice is None:
+            return out
+        log_std = self.flat[self.log_std_slice]
+        return np.concatenate([out, np.broadcast_to(log_std, out.shape)], axis=1)
+
+    def dist_inputs(self, obs: np.ndarray) -> np.ndarray:
+        """``action_dist_inputs`` (N, dist.n_inputs) for flat observations (N, obs_dim)."""
+        with torch.inference_mode():
+            out = (self._pi_fast or self.model.pi)(as_tensor(obs)).numpy()
+        return self._with_log_std(out)
+
+    def values(self, obs: np.ndarray) -> np.ndarray:
+        """V(obs) (N,) float32; needs a value network."""
+        assert self.model.vf is not None, "values() without a baseline"
+        with torch.inference_mode():
+            return (self._vf_fast or self.model.vf)(as_tensor(obs))[:, 0].numpy()
+
+    def forward(self, obs: np.ndarray, with_values: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """(dist inputs (B, n_inputs), V (B,) or None) for :meth:`backward`."""
+        x = as_tensor(obs)
+        pi = self.model.pi(x)
+        self._outs = [pi]
+        values = None
+        if with_values and self.model.vf is not None:
+            v = self.model.vf(x)[:, 0]
+            self._outs.append(v)
+            values = v.detach().numpy()
+        return self._with_log_std(pi.detach().numpy()), values
+
+    def backward(self, grad_inputs: np.ndarray, grad_values: np.ndarray | None) -> None:
+        """dLoss/d(parameters) into :attr:`grad` from dLoss/d(dist inputs) (B, n_inputs)
+        and dLoss/dV (B,) (None: the value net gets no gradient)."""
+        grads = [torch.from_numpy(np.ascontiguousarray(grad_inputs[:, : self.n_params]))]
+        if grad_values is not None:
+            grads.append(torch.from_numpy(grad_values))
+        torch.autograd.backward(self._outs[: len(grads)], grads)
+        self._outs = []
+        self.grads_from_torch()
+        self._log_std_grad(grad_inputs)
+
+    def _log_std_grad(self, grad_inputs: np.ndarray) -> None:
+        # One log-std shared by every row: its gradient is the sum over rows.
+        if self.log_std_slice is not None:
+            np.sum(grad_inputs[:, self.n_params :], axis=0, out=self.grad[self.log_std_slice])
+
+
+class NumpyPG(TorchPG):
+    """:class:`TorchPG` with forward and backward done by numpy on the same memory
+    (``fcnet_hiddens`` MLPs with relu or tanh)."""
+
+    def __init__(self, base: TorchPG, pi: MLPPlan, vf: MLPPlan | None) -> None:
+        vars(self).update(vars(base))
+        self.pi_plan, self.vf_plan = pi, vf
+        self._pi_outs: list[np.ndarray] = []
+        self._vf_outs: list[np.ndarray] = []
+
+    def dist_inputs(self, obs: np.ndarray) -> np.ndarray:
+        return self._with_log_std(forward(self.pi_plan, obs)[-1])
+
+    def values(self, obs: np.ndarray) -> np.ndarray:
+        assert self.vf_plan is not None, "values() without a baseline"
+        return forward(self.vf_plan, obs)[-1][:, 0]
+
+    def forward(self, obs: np.ndarray, with_values: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        self._pi_outs = forward(self.pi_plan, obs)
+        values = None
+        if with_values and self.vf_plan is not None:
+            self._vf_outs = forward(self.vf_plan, obs)
+            values = self._vf_outs[-1][:, 0]
+        return self._with_log_std(self._pi_outs[-1]), values
+
+    def backward(self, grad_inputs: np.ndarray, grad_values: np.ndarray | None) -> None:
+        rows = len(grad_inputs)
+        backward(self.pi_plan, self._pi_outs, grad_inputs[:, : self.n_params], rows)
+        if self.vf_slice is not None:
+            if grad_values is None or self.vf_plan is None:
+                self.grad[self.vf_slice] = 0.0
+            else:
+                backward(self.vf_plan, self._vf_outs, grad_values[:, None], rows)
+        self._log_std_grad(grad_inputs)
+
+
+def pg_backend(model: PGModel, activation: str, numpy: bool = True) -> TorchPG:
+    """:class:`NumpyPG` when numpy has a plan for every layer (and ``numpy``), else
+    :class:`TorchPG`; either way the same update and the same checkpoint."""
+    backend = TorchPG(model, activation)
+    if not numpy:
+        return backend
+    pi = plan_sequential(model.pi, backend.where, backend.flat, backend.grad)
+    vf = None
+    if model.vf is not None:
+        vf = plan_sequential(model.vf, backend.where, backend.flat, backend.grad)
+        if vf is None:
+            return backend
+    return backend if pi is None else NumpyPG(backend, pi, vf)
