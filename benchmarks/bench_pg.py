@@ -1,11 +1,15 @@
-"""PG on CartPole-v1: steps to episode_reward_mean >= 475 and env steps/s while training.
+"""PG: steps to a reward target (CartPole-v1: 475) and env steps/s while training.
 
 Drives Sampler + PG the way the trainer does (sample a fragment, postprocess, learn) for
 each seed, prints one JSON line per run, then a summary table. The baseline is raw
-vectorised CartPole stepping with random actions, measured in the same run.
+vectorised env stepping with random actions, measured in the same run. ``--backend
+both`` runs every seed with PG's numpy backend and with its torch autograd backend
+(``offrl/algos/pgnet.py``), alternating, and prints the speed ratio.
 
     python benchmarks/bench_pg.py                       # configs/pg-cartpole.json, 5 seeds
     python benchmarks/bench_pg.py --seeds 1 --config '{"num_envs_per_worker": 128}'
+    python benchmarks/bench_pg.py --file configs/pg-pendulum.json --target none \
+        --max-steps 100000 --seeds 2 --backend both
 """
 
 from __future__ import annotations
@@ -24,15 +28,14 @@ from offrl.config import from_dict
 from offrl.rollout import Sampler, make_vector_env
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET = 475.0
 
 
 def raw_env_steps_per_s(env_id: str, num_envs: int, steps: int = 2000) -> float:
     """Env steps per CPU second of the bare vector env with random actions (the ceiling)."""
     env = make_vector_env(env_id, num_envs)
     env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    actions = rng.integers(0, 2, size=(steps, num_envs))
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(steps)]
     start = time.process_time()
     for k in range(steps):
         env.step(actions[k])
@@ -41,11 +44,18 @@ def raw_env_steps_per_s(env_id: str, num_envs: int, steps: int = 2000) -> float:
     return steps * num_envs / elapsed
 
 
-def run(env_id: str, config: dict, seed: int, max_steps: int) -> dict:
-    """Train one seed until the last-100-episode mean reaches TARGET or max_steps."""
+def run(
+    env_id: str, config: dict, seed: int, max_steps: int, target: float | None, backend: str
+) -> dict:
+    """Train one seed until the last-100-episode mean reaches ``target`` or max_steps."""
     cfg = from_dict(PGConfig, {**config, "seed": seed}, algo="PG")
     sampler_probe = make_vector_env(env_id, 1)
-    algo = PG(cfg, sampler_probe.single_observation_space, sampler_probe.single_action_space)
+    algo = PG(
+        cfg,
+        sampler_probe.single_observation_space,
+        sampler_probe.single_action_space,
+        numpy_backend=backend == "numpy",
+    )
     sampler_probe.close()
     sampler = Sampler(env_id, cfg.num_envs_per_worker, algo, algo.rollout_fragment_length(), seed)
     recent: collections.deque[float] = collections.deque(maxlen=100)
@@ -63,7 +73,7 @@ def run(env_id: str, config: dict, seed: int, max_steps: int) -> dict:
         recent.extend(r for r, _ in sampler.pop_episodes())
         if len(recent) == 100:
             best = max(best, float(np.mean(recent)))
-            if best >= TARGET:
+            if target is not None and best >= target:
                 solved_at = steps
                 break
     elapsed = time.perf_counter() - start
@@ -71,8 +81,9 @@ def run(env_id: str, config: dict, seed: int, max_steps: int) -> dict:
     sampler.close()
     return {
         "seed": seed,
+        "backend": type(algo.nets).__name__,
         "solved": solved_at is not None,
-        "steps_to_475": solved_at,
+        "steps_to_target": solved_at,
         "timesteps": steps,
         "best_reward_mean_100": round(best, 1),
         "time_s": round(elapsed, 2),
@@ -90,7 +101,11 @@ def main() -> None:
     parser.add_argument("--config", default="{}", help="JSON overriding the file's config")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--max-steps", type=int, default=500_000)
+    parser.add_argument("--target", default="475", help="reward mean to stop at, or 'none'")
+    parser.add_argument("--backend", choices=["numpy", "torch", "both"], default="numpy")
     args = parser.parse_args()
+    target = None if args.target == "none" else float(args.target)
+    backends = ["numpy", "torch"] if args.backend == "both" else [args.backend]
     torch.set_num_threads(1)
     spec = json.loads(Path(args.file).read_text())
     config = {**spec.get("config", {}), **json.loads(args.config)}
@@ -98,28 +113,35 @@ def main() -> None:
     raw = raw_env_steps_per_s(env_id, config.get("num_envs_per_worker", 1))
     rows = []
     for seed in range(1, args.seeds + 1):
-        row = run(env_id, config, seed, args.max_steps)
-        row["ratio_to_raw_env"] = round(row["env_steps_per_cpu_s"] / raw, 3)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    solved = sum(r["solved"] for r in rows)
+        for backend in backends:
+            row = run(env_id, config, seed, args.max_steps, target, backend)
+            row["ratio_to_raw_env"] = round(row["env_steps_per_cpu_s"] / raw, 3)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     print(f"\nPG {env_id}, config {json.dumps(config)}")
     print(f"raw vector env (random actions): {raw:,.0f} steps per CPU s")
     print(
-        f"{'seed':>4} {'solved':>6} {'steps_to_475':>12} {'steps/s':>9} {'steps/cpu_s':>11} "
-        f"{'time_s':>7}"
+        f"{'seed':>4} {'backend':>8} {'solved':>6} {'steps_to_target':>15} {'steps/s':>9} "
+        f"{'steps/cpu_s':>11} {'learn':>5} {'time_s':>7}"
     )
     for r in rows:
         print(
-            f"{r['seed']:>4} {r['solved']!s:>6} {r['steps_to_475']!s:>12} "
-            f"{r['env_steps_per_s']:>9,} {r['env_steps_per_cpu_s']:>11,} {r['time_s']:>7}"
+            f"{r['seed']:>4} {r['backend']:>8} {r['solved']!s:>6} {r['steps_to_target']!s:>15} "
+            f"{r['env_steps_per_s']:>9,} {r['env_steps_per_cpu_s']:>11,} {r['learn_share']:>5} "
+            f"{r['time_s']:>7}"
         )
-    wall = np.median([r["env_steps_per_s"] for r in rows])
-    cpu = np.median([r["env_steps_per_cpu_s"] for r in rows])
-    print(
-        f"solved {solved}/{len(rows)}; median {wall:,.0f} steps/s wall, {cpu:,.0f} per CPU s "
-        f"({cpu / raw:.2f} of the raw env; SB3 A2C here: 10,352/s -> {cpu / 10352:.1f}x)"
-    )
+    cpu_by_backend = {}
+    for name in sorted({r["backend"] for r in rows}):
+        mine = [r for r in rows if r["backend"] == name]
+        wall = np.median([r["env_steps_per_s"] for r in mine])
+        cpu = cpu_by_backend[name] = float(np.median([r["env_steps_per_cpu_s"] for r in mine]))
+        print(
+            f"{name}: solved {sum(r['solved'] for r in mine)}/{len(mine)}; median {wall:,.0f} "
+            f"steps/s wall, {cpu:,.0f} per CPU s ({cpu / raw:.2f} of the raw env)"
+        )
+    if len(cpu_by_backend) == 2:
+        ratio = cpu_by_backend["NumpyPG"] / cpu_by_backend["TorchPG"]
+        print(f"numpy backend / torch backend, env steps per CPU s: {ratio:.2f}x")
 
 
 if __name__ == "__main__":

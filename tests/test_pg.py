@@ -15,7 +15,7 @@ from offrl import batch as sb
 from offrl.algos.pg import PG, PGConfig
 from offrl.batch import SampleBatch
 from offrl.config import from_dict
-from offrl.errors import ConfigError
+from offrl.errors import ConfigError, OffrlRuntimeError
 from tests.shared_data import RLLIB_FIXTURE
 
 FIXTURE = RLLIB_FIXTURE
@@ -363,9 +363,10 @@ def test_lr_schedule_sets_the_learning_rate_from_timesteps() -> None:
 BOX_ACT = gym.spaces.Box(np.array([-2.0, -1.0], np.float32), np.array([2.0, 1.0], np.float32))
 
 
-def make_gaussian_pg(**config: object) -> PG:
+def make_gaussian_pg(numpy_backend: bool = True, **config: object) -> PG:
     cfg = from_dict(PGConfig, {"seed": 0, "model": {"fcnet_hiddens": [8]}, **config})
-    return PG(cfg, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), BOX_ACT)
+    obs_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    return PG(cfg, obs_space, BOX_ACT, numpy_backend=numpy_backend)
 
 
 def test_gaussian_records_the_unclipped_sample_and_the_env_gets_it_clipped() -> None:
@@ -420,6 +421,27 @@ def test_gaussian_step_moves_the_mean_toward_positive_advantage_actions() -> Non
         other.compute_actions(obs, explore=False)[0], algo.compute_actions(obs, explore=False)[0]
     )
     assert torch.equal(other.model.log_std, algo.model.log_std)
+
+
+@pytest.mark.parametrize("numpy_backend", [True, False])
+def test_a_collapsing_gaussian_stops_with_what_to_change_and_finite_parameters(
+    numpy_backend: bool,
+) -> None:
+    # Many passes over one batch: the Gaussian shrinks onto the positive-advantage actions,
+    # its log-std without bound, until the loss or gradient overflows (once NaN parameters).
+    cfg = {"lr": 0.5, "num_sgd_iter": 100}
+    batch = SampleBatch(
+        obs=np.zeros((4, 2), np.float32),
+        actions=np.array([[0.5, 0.0], [0.5, 0.0], [0.4, 0.1], [0.6, -0.1]], np.float32),
+        advantages=np.array([1.0, 1.0, -1.0, -1.0], np.float32),
+    )
+    algo = make_gaussian_pg(numpy_backend, **cfg)
+    with pytest.raises(OffrlRuntimeError, match=r"log-std is down to .*Set \"kl_target\""):
+        algo.learn(batch, 4)
+    assert np.isfinite(algo.nets.flat).all()
+    guarded = make_gaussian_pg(numpy_backend, **cfg, kl_target=0.02)
+    assert guarded.learn(batch, 4)["stopped_early"] > 0
+    assert np.isfinite(guarded.nets.flat).all()
 
 
 def test_multidiscrete_actions_and_their_logp() -> None:

@@ -133,9 +133,15 @@ def backward(plan: MLPPlan, outs: list[np.ndarray], grad_out: np.ndarray, rows: 
     return g
 
 
+def grad_norm(grad: np.ndarray) -> float:
+    """The 2-norm of a flat gradient (inf when its float32 square overflows)."""
+    with np.errstate(over="ignore"):
+        return float(np.sqrt(np.dot(grad, grad)))
+
+
 def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:
     """Scale ``grad`` in place so its 2-norm is at most ``max_norm`` (torch's formula)."""
-    norm = float(np.sqrt(np.dot(grad, grad)))
+    norm = grad_norm(grad)
     coef = max_norm / (norm + 1e-6)
     if coef < 1.0:
         grad *= np.float32(coef)

@@ -22,10 +22,11 @@ import torch
 from offrl import batch as sb
 from offrl.algos.base import set_cpu_threads
 from offrl.algos.configs import PGConfig, scheduled_lr
-from offrl.algos.dists import Categorical, action_dist, softmax_np
+from offrl.algos.dists import Categorical, DiagGaussian, action_dist, softmax_np
+from offrl.algos.fastmlp import grad_norm
 from offrl.algos.pgnet import PGModel, TorchPG, pg_backend
 from offrl.batch import SampleBatch
-from offrl.errors import ConfigError
+from offrl.errors import ConfigError, OffrlRuntimeError
 from offrl.preprocess import env_actions, flat_size
 from offrl.returns import segment_discounted_sums
 from offrl.seeding import Stream, generator, int_seed
@@ -249,15 +250,40 @@ class PG:
         )
         if cfg.kl_target is not None and out["kl"] > cfg.kl_target:
             return out | {"stopped_early": 1.0}
+        if not math.isfinite(out["total_loss"]):
+            raise OffrlRuntimeError(self._diverged(out["total_loss"], "loss"))
         inv_b = np.float32(1.0 / b)
-        grad_inputs = dist.grad_np(inputs, actions, -adv * inv_b, -cfg.entropy_coeff * inv_b)
+        with np.errstate(over="ignore"):  # an overflow is reported just below
+            grad_inputs = dist.grad_np(inputs, actions, -adv * inv_b, -cfg.entropy_coeff * inv_b)
         grad_values = None if diff is None else diff * np.float32(cfg.vf_loss_coeff / b)
         self.nets.backward(grad_inputs, grad_values)
+        # Checked before Adam steps, so that the parameters (and checkpoints) stay finite.
+        if not math.isfinite(grad_norm(self.nets.grad)):
+            raise OffrlRuntimeError(self._diverged(grad_norm(self.nets.grad), "gradient norm"))
         clip = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
         frozen = self.nets.vf_slice if grad_values is None else None
         norm = self.nets.step(self.lr, clip, frozen)
         self.num_grad_updates += 1
         return out | {"grad_gnorm": norm, "stopped_early": 0.0}
+
+    def _diverged(self, value: float, what: str) -> str:
+        """What to change when an update is no longer finite."""
+        cfg = self.config
+        step = self.num_grad_updates + 1
+        msg = f"PG's update diverged at gradient update {step}: the {what} is {value}"
+        log_std = self.model.log_std
+        if isinstance(self.dist, DiagGaussian) and log_std is not None:
+            low = float(log_std.detach().min())
+            # Trap: the log-std is not bounded; passes over one batch can shrink it without end.
+            msg += (
+                f"; the Gaussian's log-std is down to {low:.3g} (std {math.exp(low):.3g}): "
+                f"{cfg.num_sgd_iter} passes over each batch collapsed the policy onto the "
+                "batch's actions"
+            )
+        return msg + (
+            '. Set "kl_target" (e.g. 0.02) to stop a batch\'s passes once the policy has '
+            f'moved, or lower "lr" (now {cfg.lr}) or "num_sgd_iter" (now {cfg.num_sgd_iter})'
+        )
 
     # -- checkpoints ----------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
