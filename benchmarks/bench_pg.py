@@ -95,6 +95,43 @@ def run(
     }
 
 
+def parts_per_backend(env_id: str, config: dict, repeats: int = 5) -> None:
+    """Learner rows/s and acting calls/s of each backend on one recorded batch, alternating
+    backends ``repeats`` times; medians, per CPU second."""
+    cfg = from_dict(PGConfig, {**config, "seed": 1}, algo="PG")
+    probe = make_vector_env(env_id, 1)
+    spaces = probe.single_observation_space, probe.single_action_space
+    probe.close()
+    algos = {b: PG(cfg, *spaces, numpy_backend=b == "numpy") for b in ("numpy", "torch")}
+    sampler = Sampler(
+        env_id, cfg.num_envs_per_worker, algos["numpy"], algos["numpy"].rollout_fragment_length(), 1
+    )
+    batch = algos["numpy"].postprocess(sampler.next())
+    sampler.close()
+    obs = batch["obs"][: cfg.num_envs_per_worker]
+    learn: dict[str, list[float]] = {b: [] for b in algos}
+    act: dict[str, list[float]] = {b: [] for b in algos}
+    for _ in range(repeats):
+        for name, algo in algos.items():
+            start = time.process_time()
+            for _ in range(5):
+                algo.learn(batch, batch.count)
+            learn[name].append(5 * batch.count / (time.process_time() - start))
+            start = time.process_time()
+            for _ in range(500):
+                algo.compute_actions(obs, explore=True)
+            act[name].append(500 / (time.process_time() - start))
+    for name in algos:
+        print(
+            f"{name}: learn {np.median(learn[name]):,.0f} rows per CPU s, "
+            f"act {np.median(act[name]):,.0f} calls of {len(obs)} obs per CPU s"
+        )
+    print(
+        f"numpy / torch: learn {np.median(learn['numpy']) / np.median(learn['torch']):.2f}x, "
+        f"act {np.median(act['numpy']) / np.median(act['torch']):.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", default=str(ROOT / "configs" / "pg-cartpole.json"))
@@ -103,6 +140,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=500_000)
     parser.add_argument("--target", default="475", help="reward mean to stop at, or 'none'")
     parser.add_argument("--backend", choices=["numpy", "torch", "both"], default="numpy")
+    parser.add_argument(
+        "--parts", action="store_true", help="time learn and act of both backends, then exit"
+    )
     args = parser.parse_args()
     target = None if args.target == "none" else float(args.target)
     backends = ["numpy", "torch"] if args.backend == "both" else [args.backend]
@@ -110,6 +150,9 @@ def main() -> None:
     spec = json.loads(Path(args.file).read_text())
     config = {**spec.get("config", {}), **json.loads(args.config)}
     env_id = spec.get("env", "CartPole-v1")
+    if args.parts:
+        parts_per_backend(env_id, config)
+        return
     raw = raw_env_steps_per_s(env_id, config.get("num_envs_per_worker", 1))
     rows = []
     for seed in range(1, args.seeds + 1):
