@@ -10,6 +10,8 @@ from torch import nn
 from offrl.algos.base import mlp
 from offrl.algos.fastmlp import (
     Adam,
+    FlatBackend,
+    adam_state_from_torch,
     backward,
     clip_grad_norm,
     flatten_parameters,
@@ -122,3 +124,35 @@ def test_tanh_in_place_matches_numpy_tanh() -> None:
     expected = np.tanh(z)
     tanh_(z)
     np.testing.assert_allclose(z, expected, rtol=0, atol=3e-7)
+
+
+def test_a_frozen_slice_keeps_its_values_and_adam_moments() -> None:
+    backend = FlatBackend(nn.Linear(2, 2))  # weight: flat[0:4], bias: flat[4:6]
+    backend.grad[:] = 1.0
+    backend.step(0.1, None)
+    frozen = slice(4, 6)
+    kept = [a[frozen].copy() for a in (backend.flat, backend.adam.exp_avg, backend.adam.exp_avg_sq)]
+    weight = backend.flat[:4].copy()
+    backend.grad[:] = 1.0
+    backend.step(0.1, None, frozen)
+    now = (backend.flat, backend.adam.exp_avg, backend.adam.exp_avg_sq)
+    for old, new in zip(kept, now, strict=True):
+        np.testing.assert_array_equal(new[frozen], old)
+    # the rest stepped as usual: Adam's step with a constant gradient is lr
+    np.testing.assert_allclose(backend.flat[:4], weight - 0.1, rtol=1e-5)
+    assert backend.adam.step_count == 2
+
+
+def test_torch_adam_state_with_a_parameter_that_never_stepped() -> None:
+    net = nn.Sequential(nn.Linear(2, 1), nn.Linear(1, 1))
+    adam = torch.optim.Adam(net.parameters(), lr=0.1)
+    net[0](torch.ones(1, 2)).sum().backward()  # only the first layer gets a gradient
+    adam.step()
+    state = adam.state_dict()
+    assert sorted(state["state"]) == [0, 1]
+    sizes = [p.numel() for p in net.parameters()]  # 2, 1, 1, 1
+    restored = adam_state_from_torch(state, sizes)
+    # d(sum(w x + b))/dw = x = 1, /db = 1: exp_avg = 0.1 * g, exp_avg_sq = 0.001 * g^2
+    np.testing.assert_allclose(restored["exp_avg"].numpy(), [0.1, 0.1, 0.1, 0.0, 0.0])
+    np.testing.assert_allclose(restored["exp_avg_sq"].numpy(), [1e-3, 1e-3, 1e-3, 0.0, 0.0])
+    assert restored["step"] == 1
