@@ -224,3 +224,18 @@ def test_image_observations_learn_through_the_torch_backend() -> None:
     with torch.no_grad():
         expected = algo.model.pi(torch.as_tensor(batch[sb.OBS].reshape(8, -1), dtype=torch.float32))
     np.testing.assert_allclose(inputs, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("action", list(ACTION_SPACES))
+def test_one_checkpoint_format_restores_across_backends(action: str) -> None:
+    config = {"use_baseline": True, "sgd_minibatch_size": 16, "num_sgd_iter": 2}
+    fast = make(action, True, **config)
+    fast.learn(random_batch(action, 32, 0), 32)
+    state = fast.get_state()
+    assert set(state["optimizer"]) == {"numpy_adam"}
+    slow = make(action, False, **config, seed=5)
+    slow.set_state(state)
+    np.testing.assert_array_equal(slow.nets.flat, fast.nets.flat)
+    batch = random_batch(action, 32, 1)
+    assert fast.learn(batch, 64) == pytest.approx(slow.learn(batch, 64), rel=1e-4, abs=1e-6)
+    np.testing.assert_allclose(slow.nets.flat, fast.nets.flat, rtol=1e-4, atol=1e-5)
