@@ -112,13 +112,13 @@ class TorchPG(FlatBackend):
         super().__init__(model)
         self.model = model
         self.n_params = model.dist.n_params
-        where = [self.where[id(p)] for p in model.vf.parameters()] if model.vf else []
+        vf = model.vf
+        where = [] if vf is None else [self.where[id(p)] for p in vf.parameters()]
         # The value net's parameters, contiguous: frozen when a batch has no value targets.
         self.vf_slice = slice(where[0].start, where[-1].stop) if where else None
         self.log_std_slice = None if model.log_std is None else self.where[id(model.log_std)]
         # The sampler calls the policy once per vector step: skip nn.Module overhead there.
         self._pi_fast = FastForward(model.pi, activation) if is_mlp(model.pi) else None
-        vf = model.vf
         self._vf_fast = FastForward(vf, activation) if vf is not None and is_mlp(vf) else None
         self._outs: list[torch.Tensor] = []
 
