@@ -26,7 +26,7 @@ import orjson
 
 from offrl.batch import MultiAgentBatch, SampleBatch
 from offrl.errors import DataFormatError, OffrlRuntimeError
-from offrl.io.json_reader import ShardEntry, plan_shard
+from offrl.io.json_reader import EpochReader
 from offrl.io.sources import local_path
 
 RECORD_COLUMN = "_offrl_record"
@@ -326,13 +326,9 @@ def _record_bounds(ids: np.ndarray | None, n: int, batch_rows: int) -> list[tupl
     return list(zip(starts, [*starts[1:], n], strict=True))
 
 
-class ParquetReader:
-    """An InputReader over Parquet files: ``next()`` returns one record, epoch after epoch.
-
-    Same contract as JsonReader: worker ``i`` of ``N`` reads ``files[i::N]``, the
-    file order is reshuffled every epoch from ``(seed, worker_index)``, and
-    records are normalised like JSON records (dones, new_obs, dtypes).
-    """
+class ParquetReader(EpochReader):
+    """An InputReader over Parquet files, with JsonReader's order, shards and epochs
+    (:class:`~offrl.io.json_reader.EpochReader`); records are normalised like JSON records."""
 
     def __init__(
         self,
@@ -345,52 +341,21 @@ class ParquetReader:
         shuffle_files: bool = True,
     ) -> None:
         require_pyarrow()
-        self.files = resolve_parquet(spec)
-        # JsonReader's plan: whole files per worker, or records round-robin when
-        # there are more workers than files.
-        self.shard = plan_shard(self.files, worker_index, num_workers)
-        self.batch_rows = batch_rows
-        self._shuffle = shuffle_files
-        self._rng = np.random.default_rng(None if seed is None else [seed, worker_index])
-        self._iter: Iterator[SampleBatch] | None = None
-        self._epoch = 0
-        self._rows = 0
-
-    def next(self) -> SampleBatch:
-        """The next record; a new (reshuffled) epoch starts after the last one."""
-        for _ in range(2):
-            if self._iter is None:
-                order = self.shard
-                if self._shuffle:
-                    order = [self.shard[i] for i in self._rng.permutation(len(self.shard))]
-                self._iter = self._pass(order)
-            batch = next(self._iter, None)
-            if batch is not None:
-                self._rows += batch.count
-                return batch
-            self._iter = None
-            self._epoch += 1
-        raise DataFormatError(
-            ", ".join(p for p, _, _ in self.shard), None, "the Parquet input holds no rows"
+        super().__init__(
+            resolve_parquet(spec),
+            seed=seed,
+            worker_index=worker_index,
+            num_workers=num_workers,
+            shuffle_files=shuffle_files,
         )
+        self.batch_rows = batch_rows
 
-    def _pass(self, order: list[ShardEntry]) -> Iterator[SampleBatch]:
+    def _read_file(self, path: str, stride: int, offset: int) -> Iterator[tuple[int, SampleBatch]]:
         from offrl.io.decode import decode_columns
 
-        for path, stride, offset in order:
-            for i, cols in enumerate(iter_parquet_records(path, batch_rows=self.batch_rows)):
-                if i % stride == offset:
-                    yield decode_columns(cols, path=path, lineno=i + 1)  # "line" = record number
-
-    def metrics(self) -> dict[str, Any]:
-        """Reading progress: completed epochs, rows read, files in this worker's share."""
-        return {"epoch": self._epoch, "rows_read": self._rows, "files": len(self.shard)}
-
-    def close(self) -> None:
-        """Stop reading the current file."""
-        if self._iter is not None:
-            self._iter.close()  # type: ignore[attr-defined]
-            self._iter = None
+        for i, cols in enumerate(iter_parquet_records(path, batch_rows=self.batch_rows)):
+            if i % stride == offset:  # "line" = record number
+                yield i + 1, decode_columns(cols, path=path, lineno=i + 1)
 
 
 def is_parquet(spec: str | list[str] | Mapping[str, Any]) -> bool:
