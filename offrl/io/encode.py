@@ -14,18 +14,15 @@ files contain.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Collection
-from functools import lru_cache
 from typing import Any
 
-import lz4.frame
 import numpy as np
 import orjson
 
 from offrl.batch import DEFAULT_POLICY_ID, DONES, TERMINATEDS, MultiAgentBatch, SampleBatch
-from offrl.io.codecs import Codec, encode_column, npy_bytes
+from offrl.io.codecs import Codec, encode_column
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 _LINE_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
@@ -33,7 +30,7 @@ _LINE_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 _OBJECT_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
-def _to_builtin(value: Any) -> Any:
+def to_builtin(value: Any) -> Any:
     """``default`` hook: numpy values orjson/json cannot take directly -> Python objects."""
     if isinstance(value, np.ndarray):
         return value.tolist()
@@ -44,7 +41,7 @@ def _to_builtin(value: Any) -> Any:
 
 def _stdlib_json(value: Any) -> bytes:
     """JSON via the stdlib, which writes NaN/Infinity tokens (slow path, rare)."""
-    return json.dumps(value, default=_to_builtin, separators=(",", ":")).encode()
+    return json.dumps(value, default=to_builtin, separators=(",", ":")).encode()
 
 
 def _float_column(arr: np.ndarray) -> Any:
@@ -61,7 +58,7 @@ def _object_column(name: str, arr: np.ndarray) -> Any:
     """A column of Python objects (``infos`` dicts) as a pre-encoded JSON fragment."""
     items = arr.tolist()
     try:
-        text = orjson.dumps(items, default=_to_builtin, option=_OBJECT_OPTS)
+        text = orjson.dumps(items, default=to_builtin, option=_OBJECT_OPTS)
         # orjson turns NaN into null: only then is the exact (slow) stdlib encoding needed.
         if b"null" in text:
             text = _stdlib_json(items)
@@ -90,25 +87,6 @@ def plain_column(name: str, arr: np.ndarray) -> Any:
     )
 
 
-@lru_cache(maxsize=256)
-def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
-    """The ``.npy`` header numpy writes for a C-ordered array of this dtype and shape."""
-    template = np.zeros(shape, dtype=dtype)
-    return npy_bytes(template)[: -template.nbytes or None]
-
-
-def compress_column(arr: np.ndarray, codec: Codec) -> str:
-    """``encode_column`` with the npy header cached: np.save spends most of its time on it.
-
-    The bytes are exactly those of :func:`offrl.io.codecs.encode_column`.
-    """
-    if codec != "offrl" or arr.dtype.hasobject:
-        return encode_column(arr, codec)
-    arr = np.ascontiguousarray(arr)
-    payload = _npy_header(arr.dtype, arr.shape) + arr.tobytes()
-    return base64.b64encode(lz4.frame.compress(payload)).decode("ascii")
-
-
 def _column_value(name: str, arr: np.ndarray, compress: Collection[str], codec: Codec) -> Any:
     if name not in compress:
         return plain_column(name, arr)
@@ -117,7 +95,7 @@ def _column_value(name: str, arr: np.ndarray, compress: Collection[str], codec: 
             f"column {name!r} holds Python objects and cannot be compressed; "
             "remove it from output_compress_columns"
         )
-    return compress_column(arr, codec)
+    return encode_column(arr, codec)
 
 
 def column_order(names: list[str]) -> list[str]:
@@ -185,4 +163,4 @@ def encode_record(
     record = record_dict(
         batch, compress_columns=compress_columns, codec=codec, multi_agent=multi_agent
     )
-    return orjson.dumps(record, default=_to_builtin, option=_LINE_OPTS)
+    return orjson.dumps(record, default=to_builtin, option=_LINE_OPTS)

@@ -26,6 +26,7 @@ import orjson
 
 from offrl.batch import MultiAgentBatch, SampleBatch
 from offrl.errors import DataFormatError, OffrlRuntimeError
+from offrl.io.encode import to_builtin
 from offrl.io.json_reader import EpochReader
 from offrl.io.sources import local_path
 
@@ -53,17 +54,9 @@ def require_pyarrow() -> Any:
 # -- numpy <-> arrow ------------------------------------------------------------------
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot store a value of type {type(value).__name__} in Parquet")
-
-
 def _json_text(value: Any) -> str:
     try:
-        return orjson.dumps(value, default=_json_default).decode()
+        return orjson.dumps(value, default=to_builtin).decode()
     except TypeError as e:
         raise OffrlRuntimeError(f"cannot store value {value!r:.60} in Parquet: {e}") from None
 
