@@ -193,14 +193,6 @@ _CONVERTERS: dict[str, Callable[[Any], np.ndarray]] = {
 }
 
 
-def convert_column(name: str, value: Any) -> np.ndarray:
-    """A decoded column value -> the column's array (dtype rules in the module docstring).
-
-    Raises (numpy's) exceptions for values the column cannot hold.
-    """
-    return _CONVERTERS.get(name, _generic_array)(value)
-
-
 def _decompress(name: str, value: Any, path: str, lineno: int, limit: int) -> Any:
     """A compressed column (whole or per row) decoded; any other value unchanged."""
     if isinstance(value, str) and not is_compressed(value):
@@ -221,7 +213,8 @@ def decode_value(
 ) -> np.ndarray:
     """One column value (list, array, or compressed string/list of strings) -> numpy array.
 
-    A compressed column decodes to at most ``limit`` bytes (``max_column_bytes``).
+    A compressed column decodes to at most ``limit`` bytes (``max_column_bytes``); the
+    dtype rules are the module docstring's.
     """
     if type(value) is not list or (value and type(value[0]) is str):  # not plain numbers
         value = _decompress(name, value, path, lineno, limit)
@@ -232,7 +225,7 @@ def decode_value(
                 f"column {name!r} must be a list of per-step values, found {value!r:.60}",
             )
     try:
-        return convert_column(name, value)
+        return _CONVERTERS.get(name, _generic_array)(value)
     except Exception as e:  # noqa: BLE001 - numpy raises many kinds on odd nesting
         why = str(e) or type(e).__name__
         raise DataFormatError(path, lineno, f"column {name!r}: cannot convert ({why})") from None

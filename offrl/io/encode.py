@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from offrl.batch import DEFAULT_POLICY_ID, DONES, TERMINATEDS, MultiAgentBatch, SampleBatch
+from offrl.batch import DONES, TERMINATEDS, MultiAgentBatch, SampleBatch
 from offrl.io.codecs import Codec, encode_column
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
@@ -123,31 +123,6 @@ def batch_columns(
     }
 
 
-def record_dict(
-    batch: SampleBatch | MultiAgentBatch,
-    *,
-    compress_columns: Collection[str],
-    codec: Codec,
-    multi_agent: bool = False,
-) -> dict[str, Any]:
-    """The JSON object of one record, with values ready for ``orjson.dumps``."""
-    if isinstance(batch, MultiAgentBatch):
-        policies = batch.policy_batches
-        count = batch.count
-    elif multi_agent:
-        policies = {DEFAULT_POLICY_ID: batch}
-        count = batch.count
-    else:
-        return {"type": "SampleBatch", **batch_columns(batch, compress_columns, codec)}
-    return {
-        "type": "MultiAgentBatch",
-        "count": count,
-        "policy_batches": {
-            pid: batch_columns(b, compress_columns, codec) for pid, b in policies.items()
-        },
-    }
-
-
 def encode_record(
     batch: SampleBatch | MultiAgentBatch,
     *,
@@ -160,7 +135,17 @@ def encode_record(
     A ``MultiAgentBatch`` is always written as one; ``multi_agent=True`` wraps a
     ``SampleBatch`` under ``default_policy`` as RLlib 2.x does.
     """
-    record = record_dict(
-        batch, compress_columns=compress_columns, codec=codec, multi_agent=multi_agent
-    )
+    if multi_agent and not isinstance(batch, MultiAgentBatch):
+        batch = MultiAgentBatch.wrap_single(batch)
+    if not isinstance(batch, MultiAgentBatch):
+        record = {"type": "SampleBatch", **batch_columns(batch, compress_columns, codec)}
+    else:
+        policies = batch.policy_batches.items()
+        record = {
+            "type": "MultiAgentBatch",
+            "count": batch.count,
+            "policy_batches": {
+                pid: batch_columns(b, compress_columns, codec) for pid, b in policies
+            },
+        }
     return orjson.dumps(record, default=to_builtin, option=_LINE_OPTS)

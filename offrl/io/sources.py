@@ -99,22 +99,18 @@ def fsspec_url(spec: str) -> str:
     return f"{scheme}://{rest}"
 
 
-def backend_hint(protocol: str) -> str:
-    """What to install (or set up) for ``protocol``, from fsspec's own registry."""
-    from fsspec.registry import known_implementations
-
-    err = known_implementations.get(protocol, {}).get("err")
-    return err or f"install the fsspec implementation of {protocol!r}"
-
-
 def backend_error(action: str, spec: str, error: Exception) -> str:
     """``cannot <action> 'spec': ...`` for a failure of the filesystem behind ``spec``.
 
     A missing implementation names what to install; any other failure keeps the
-    first line of the error (pyarrow's HDFS error lists every path it tried).
+    first line of the error (pyarrow's HDFS error lists every path it tried). What to
+    install (or set up) comes from fsspec's own registry.
     """
+    from fsspec.registry import known_implementations
+
     protocol = uri_protocol(spec) or ""
-    hint = backend_hint(protocol)
+    hint = known_implementations.get(protocol, {}).get("err")
+    hint = hint or f"install the fsspec implementation of {protocol!r}"
     first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
     if isinstance(error, ImportError):
         more = "" if hint in first else f"; {hint}"
@@ -217,12 +213,6 @@ def resolve_sources(
 Span = tuple[bytes, int, int]
 
 
-def span_bytes(buf: bytes, start: int, stop: int) -> bytes:
-    """The line ``buf[start:stop]`` of a :data:`Span`; ``buf`` itself (no copy) when it is
-    the whole buffer."""
-    return buf if start == 0 and stop == len(buf) else buf[start:stop]
-
-
 def _open(uri: str, storage_options: Mapping[str, Any] | None) -> Any:
     """A binary handle on ``uri`` (local path or fsspec URI); OffrlRuntimeError if impossible."""
     try:
@@ -243,7 +233,7 @@ def open_source(uri: str, storage_options: Mapping[str, Any] | None = None) -> I
     """
     with _open(uri, storage_options) as handle:
         for buf, start, stop in _spans(handle):
-            yield span_bytes(buf, start, stop)
+            yield buf if start == 0 and stop == len(buf) else buf[start:stop]  # whole: no copy
 
 
 def open_source_spans(uri: str, storage_options: Mapping[str, Any] | None = None) -> Iterator[Span]:
