@@ -25,18 +25,7 @@ from offrl.io.specs import (
     check_file_input_config,
     file_sources,
     is_class_spec,
-    reads_files,
 )
-
-__all__ = [
-    "InputReader",
-    "check_file_input_config",
-    "check_input_exists",
-    "is_class_spec",
-    "load_class_reader",
-    "make_input_reader",
-    "reads_files",
-]
 
 
 def load_class_reader(spec: str, input_config: dict[str, Any]) -> InputReader:

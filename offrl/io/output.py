@@ -16,8 +16,6 @@ from offrl.io.json_writer import JsonWriter, prepare_local_dir
 from offrl.io.sources import local_path, needs_fsspec
 from offrl.io.specs import OutputWriter, is_class_spec
 
-__all__ = ["OutputWriter", "close_output", "is_class_spec", "make_output_writer"]
-
 # Keys of output_config the built-in JsonWriter understands.
 _JSON_WRITER_KEYS = frozenset({"storage_options"})
 
