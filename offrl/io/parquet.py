@@ -14,8 +14,6 @@ pyarrow is optional (``pip install 'offrl[parquet]'``); it is imported only here
 from __future__ import annotations
 
 import contextlib
-import glob
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -28,7 +26,7 @@ from offrl.batch import MultiAgentBatch, SampleBatch
 from offrl.errors import DataFormatError, OffrlRuntimeError
 from offrl.io.encode import to_builtin
 from offrl.io.json_reader import EpochReader
-from offrl.io.sources import local_path
+from offrl.io.sources import resolve_local
 
 RECORD_COLUMN = "_offrl_record"
 ENCODING_KEY = b"offrl.encoding"
@@ -219,20 +217,12 @@ def _types(schema: Any) -> str:
 
 def resolve_parquet(spec: str | list[str]) -> list[str]:
     """Parquet files of a file, directory (its ``*.parquet``), glob, or a list of these."""
-    items = [spec] if isinstance(spec, str) else list(spec)
     out: list[str] = []
-    for item in items:
-        path = local_path(item)
-        if any(c in path for c in "*?["):
-            found = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
-        elif os.path.isdir(path):
-            found = sorted(str(p) for p in Path(path).glob(f"*{PARQUET_SUFFIX}") if p.is_file())
-        else:
-            found = [path] if os.path.isfile(path) else []
+    for item in [spec] if isinstance(spec, str) else spec:
+        found, what = resolve_local(item, PARQUET_SUFFIX)
         if not found:
             raise OffrlRuntimeError(
-                f"no Parquet files found for {item!r} (searched for *{PARQUET_SUFFIX} files); "
-                "check the path"
+                f"no Parquet files found for {item!r}: searched {what}; check the path"
             )
         out += [f for f in found if f not in out]
     return out

@@ -134,13 +134,17 @@ def _has_glob(text: str) -> bool:
     return any(c in _GLOB_CHARS for c in text)
 
 
-def _resolve_local(spec: str) -> tuple[list[str], str]:
-    """Matching local files and a description of what was searched."""
+def resolve_local(spec: str, suffix: str | None = None) -> tuple[list[str], str]:
+    """Matching local files and a description of what was searched. A directory holds its
+    experience files, or with ``suffix`` (``".parquet"``) its files of that suffix."""
     path = local_path(spec)
     if _has_glob(path):
         found = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
         return sorted(found), f"glob {path!r}"
     p = Path(path)
+    if p.is_dir() and suffix is not None:
+        found = [str(f) for f in p.iterdir() if f.suffix == suffix and f.is_file()]
+        return sorted(found), f"*{suffix} files in directory {path!r}"
     if p.is_dir():
         found = [str(f) for f in p.iterdir() if f.suffix in DATA_SUFFIXES and f.is_file()]
         found = [f for f in found if is_experience_file(f)]
@@ -194,7 +198,7 @@ def resolve_sources(
         if needs_fsspec(item):
             found, what = _resolve_uri(item, storage_options or {})
         else:
-            found, what = _resolve_local(item)
+            found, what = resolve_local(item)
         if not found:
             raise OffrlRuntimeError(
                 f"no input files found for {item!r}: searched {what}. Check the path, or "
