@@ -171,11 +171,9 @@ def _resolve_uri(spec: str, storage_options: Mapping[str, Any]) -> tuple[list[st
             found, what = [path], f"URI {spec!r}"
         else:
             found, what = [], f"URI {spec!r} (not found)"
-    except ImportError as e:
-        raise OffrlRuntimeError(backend_error("read input", spec, e)) from None
     except ValueError as e:
         raise OffrlRuntimeError(f"cannot read input {spec!r}: {e}") from None
-    except OSError as e:
+    except (ImportError, OSError) as e:
         raise OffrlRuntimeError(backend_error("read input", spec, e)) from None
     return sorted(fs.unstrip_protocol(p) for p in found), what
 
