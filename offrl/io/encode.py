@@ -39,46 +39,31 @@ def to_builtin(value: Any) -> Any:
     raise TypeError(f"cannot write a value of type {type(value).__name__} as JSON")
 
 
-def _stdlib_json(value: Any) -> bytes:
-    """JSON via the stdlib, which writes NaN/Infinity tokens (slow path, rare)."""
-    return json.dumps(value, default=to_builtin, separators=(",", ":")).encode()
-
-
-def _float_column(arr: np.ndarray) -> Any:
-    """Floats widened to float64, pre-encoded; NaN/inf (null from orjson) via the stdlib."""
-    wide = np.ascontiguousarray(arr, dtype=np.float64)
-    text = orjson.dumps(wide, option=_OPTS)
-    # A float array has no other source of null, and this scan is cheaper than isfinite().
+def _fragment(value: Any, option: int) -> Any:
+    """``value`` pre-encoded as JSON. orjson writes NaN/Infinity as null: text with a null
+    (rare; the scan is cheaper than isfinite) is encoded again by the stdlib, which writes
+    the ``NaN``/``Infinity`` tokens RLlib's files hold."""
+    text = orjson.dumps(value, default=to_builtin, option=option)
     if b"null" in text:
-        text = _stdlib_json(wide.tolist())
-    return orjson.Fragment(text)
-
-
-def _object_column(name: str, arr: np.ndarray) -> Any:
-    """A column of Python objects (``infos`` dicts) as a pre-encoded JSON fragment."""
-    items = arr.tolist()
-    try:
-        text = orjson.dumps(items, default=to_builtin, option=_OBJECT_OPTS)
-        # orjson turns NaN into null: only then is the exact (slow) stdlib encoding needed.
-        if b"null" in text:
-            text = _stdlib_json(items)
-    except TypeError as e:  # orjson.JSONEncodeError is a TypeError
-        raise ValueError(
-            f"column {name!r}: {e}; its values must be JSON-serialisable "
-            "(dicts of numbers, strings, lists, numpy values)"
-        ) from None
+        text = json.dumps(value, default=to_builtin, separators=(",", ":")).encode()
     return orjson.Fragment(text)
 
 
 def plain_column(name: str, arr: np.ndarray) -> Any:
     """One column as a value orjson writes as nested lists of the right JSON types."""
     kind = arr.dtype.kind
-    if kind == "f":
-        return _float_column(arr)
+    if kind == "f":  # widened to float64, as RLlib writes floats
+        return _fragment(np.ascontiguousarray(arr, dtype=np.float64), _OPTS)
     if kind in "iub":
         return np.ascontiguousarray(arr)
-    if kind == "O":
-        return _object_column(name, arr)
+    if kind == "O":  # infos dicts
+        try:
+            return _fragment(arr.tolist(), _OBJECT_OPTS)
+        except TypeError as e:  # orjson.JSONEncodeError is a TypeError
+            raise ValueError(
+                f"column {name!r}: {e}; its values must be JSON-serialisable "
+                "(dicts of numbers, strings, lists, numpy values)"
+            ) from None
     if kind in "US":
         return arr.tolist()
     raise ValueError(
