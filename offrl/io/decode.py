@@ -132,14 +132,10 @@ def _object_array(values: list[Any]) -> np.ndarray:
     return np.fromiter(values, dtype=object, count=len(values))
 
 
-def _to_float32(arr: np.ndarray) -> np.ndarray:
-    return arr if arr.dtype == np.float32 else arr.astype(np.float32)
-
-
 def _obs_array(value: Any) -> np.ndarray:
     arr = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=np.float32)
     # Integer observations from compressed columns (uint8 images) stay compact.
-    return arr if arr.dtype.kind in "iub" else _to_float32(arr)
+    return arr if arr.dtype.kind in "iub" else arr.astype(np.float32, copy=False)
 
 
 def _action_array(value: Any) -> np.ndarray:
@@ -147,7 +143,7 @@ def _action_array(value: Any) -> np.ndarray:
     if arr.dtype.kind in "iu":
         return arr.astype(np.int64, copy=False)
     if arr.dtype.kind in "fb":
-        return _to_float32(arr)
+        return arr.astype(np.float32, copy=False)
     raise ValueError(f"expected numbers, found dtype {arr.dtype}")
 
 
@@ -176,7 +172,7 @@ def _generic_array(value: list[Any]) -> np.ndarray:
         arr = np.asarray(value)
     except ValueError:  # ragged nesting: keep the rows as objects
         return _object_array(value)
-    return _to_float32(arr) if arr.dtype == np.float64 else arr
+    return arr.astype(np.float32) if arr.dtype == np.float64 else arr
 
 
 def _float32_array(value: Any) -> np.ndarray:
