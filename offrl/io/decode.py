@@ -127,7 +127,7 @@ def columns_of(record: Any, path: str, lineno: int) -> Mapping[str, Any]:
 # -- column conversion --------------------------------------------------------------
 
 
-def _object_array(values: list[Any]) -> np.ndarray:
+def object_array(values: list[Any]) -> np.ndarray:
     """A 1-D object array holding ``values`` as they are (dicts stay dicts)."""
     return np.fromiter(values, dtype=object, count=len(values))
 
@@ -171,7 +171,7 @@ def _generic_array(value: list[Any]) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except ValueError:  # ragged nesting: keep the rows as objects
-        return _object_array(value)
+        return object_array(value)
     return arr.astype(np.float32) if arr.dtype == np.float64 else arr
 
 
@@ -185,7 +185,7 @@ _CONVERTERS: dict[str, Callable[[Any], np.ndarray]] = {
     **dict.fromkeys(ACTION_COLUMNS, _action_array),
     **dict.fromkeys(ID_COLUMNS, _id_array),
     **dict.fromkeys(BOOL_COLUMNS, _bool_array),
-    sb.INFOS: _object_array,
+    sb.INFOS: object_array,
 }
 
 

@@ -23,6 +23,7 @@ import orjson
 
 from offrl.batch import MultiAgentBatch, SampleBatch
 from offrl.errors import DataFormatError, OffrlRuntimeError
+from offrl.io.decode import decode_columns, object_array
 from offrl.io.encode import to_builtin
 from offrl.io.json_reader import EpochReader
 from offrl.io.sources import resolve_local
@@ -89,9 +90,7 @@ def column_to_numpy(field: Any, array: Any) -> np.ndarray:
     """Inverse of :func:`column_to_arrow` for one (chunk of a) column."""
     pa = require_pyarrow()
     if (field.metadata or {}).get(ENCODING_KEY) == JSON_ENCODING:
-        out = np.empty(len(array), dtype=object)
-        out[:] = [orjson.loads(s) if s is not None else None for s in array.to_pylist()]
-        return out
+        return object_array([orjson.loads(s) if s is not None else None for s in array.to_pylist()])
     n, shape, values = len(array), [], array
     while pa.types.is_fixed_size_list(values.type):
         shape.append(values.type.list_size)
@@ -328,8 +327,6 @@ class ParquetReader(EpochReader):
         self.batch_rows = batch_rows
 
     def _read_file(self, path: str, stride: int, offset: int) -> Iterator[tuple[int, SampleBatch]]:
-        from offrl.io.decode import decode_columns
-
         for i, cols in enumerate(iter_parquet_records(path, batch_rows=self.batch_rows)):
             if i % stride == offset:  # "line" = record number
                 yield i + 1, decode_columns(cols, path=path, lineno=i + 1)
