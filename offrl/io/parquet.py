@@ -37,10 +37,10 @@ DEFAULT_BATCH_ROWS = 1_000
 
 
 def require_pyarrow() -> Any:
-    """The ``pyarrow`` module, or an error saying how to install it."""
+    """The ``pyarrow`` module (``pyarrow.parquet`` loaded), or an error saying how to install it."""
     try:
         import pyarrow
-        import pyarrow.parquet  # noqa: F401  (submodule must be importable too)
+        import pyarrow.parquet  # noqa: F401  (callers use it as pyarrow.parquet)
     except ImportError:
         raise OffrlRuntimeError(
             "Parquet support needs pyarrow, which is not installed: "
@@ -136,9 +136,8 @@ class ParquetWriter:
             return
         table = batch_to_table(batch, self.records)
         if self._writer is None:
-            import pyarrow.parquet as pq
-
             # CRC32 of every data page: a flipped byte is caught on reading, not trained on.
+            pq = self._pa.parquet
             self._writer = pq.ParquetWriter(self._handle, table.schema, write_page_checksum=True)
         elif not table.schema.equals(self._writer.schema, check_metadata=True):
             raise DataFormatError(
@@ -169,11 +168,9 @@ class ParquetWriter:
             self._flush()
             if self._writer is not None:
                 self._writer.close()
-            else:
-                import pyarrow.parquet as pq
-
-                # no rows, still Parquet
-                pq.write_table(self._pa.table({}), self._handle, write_page_checksum=True)
+            else:  # no rows, still Parquet
+                empty = self._pa.table({})
+                self._pa.parquet.write_table(empty, self._handle, write_page_checksum=True)
         finally:
             self._handle.close()
             self._handle = None
@@ -229,9 +226,7 @@ def iter_parquet_records(
     Rows of one ``_offrl_record`` value form one record; without that column,
     blocks of ``batch_rows`` rows. At most ``read_rows`` rows plus one record are held.
     """
-    require_pyarrow()
-    import pyarrow.parquet as pq
-
+    pq = require_pyarrow().parquet
     try:
         pf = pq.ParquetFile(path, page_checksum_verification=True)
     except (OSError, ValueError) as e:  # pyarrow raises ArrowInvalid (a ValueError) on garbage
