@@ -31,7 +31,7 @@ class OfflineSource:
     """Batches from an InputReader, checked against the env's spaces."""
 
     def __init__(self, reader: Any, observation_space: Any, action_space: Any, where: str) -> None:
-        from offrl.io.spaces import check_batch_spaces
+        from offrl.spaces import check_batch_spaces
 
         self.reader = reader
         self._check = check_batch_spaces

@@ -69,6 +69,26 @@ def test_offrl_codec_round_trip(arr: np.ndarray) -> None:
     assert out.flags.writeable
 
 
+@pytest.mark.parametrize(
+    "arr",
+    [
+        np.arange(40, dtype=np.float32).reshape(10, 4),
+        np.arange(40, dtype=np.float32).reshape(10, 4)[::2],  # non-contiguous
+        np.arange(40, dtype=np.float32).reshape(4, 10).T,  # Fortran-ordered view
+        np.zeros((0, 4), dtype=np.float32),
+        np.arange(6, dtype=">i4"),  # big-endian dtype string in the header
+        np.zeros((2, 84, 84), dtype=np.uint8),
+    ],
+)
+def test_cached_header_codec_writes_what_np_save_writes(arr: np.ndarray) -> None:
+    for _ in range(2):  # the second call hits the header cache
+        frame = base64.b64decode(encode_column(arr, "offrl"))
+        assert lz4.frame.decompress(frame) == npy_bytes(arr)
+    decoded = decode_column(encode_column(arr, "offrl"))
+    assert decoded.dtype == arr.dtype and decoded.shape == arr.shape
+    assert np.array_equal(decoded, arr)
+
+
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 @pytest.mark.parametrize("numpy_core", [False, True])
 @pytest.mark.parametrize("wrap", [False, True])

@@ -14,7 +14,7 @@ import pytest
 from offrl.batch import MultiAgentBatch, SampleBatch
 from offrl.io import codecs
 from offrl.io.codecs import decode_column
-from offrl.io.encode import compress_column, encode_record
+from offrl.io.encode import encode_record
 from tests.shared_data import RLLIB_FIXTURE
 
 FIXTURE = RLLIB_FIXTURE
@@ -201,25 +201,6 @@ def test_compressing_an_object_column_is_refused() -> None:
 def test_a_dtype_without_json_form_is_refused_with_its_name() -> None:
     with pytest.raises(ValueError, match="'z'.*complex"):
         encode_record(SampleBatch(z=np.array([1j, 2j])), compress_columns=())
-
-
-@pytest.mark.parametrize(
-    "arr",
-    [
-        np.arange(40, dtype=np.float32).reshape(10, 4),
-        np.arange(40, dtype=np.float32).reshape(10, 4)[::2],  # non-contiguous
-        np.arange(40, dtype=np.float32).reshape(4, 10).T,  # Fortran-ordered view
-        np.zeros((0, 4), dtype=np.float32),
-        np.arange(6, dtype=">i4"),  # big-endian dtype string in the header
-        np.zeros((2, 84, 84), dtype=np.uint8),
-    ],
-)
-def test_cached_header_codec_matches_encode_column(arr: np.ndarray) -> None:
-    for _ in range(2):  # the second call hits the header cache
-        assert compress_column(arr, "offrl") == codecs.encode_column(arr, "offrl")
-    decoded = decode_column(compress_column(arr, "offrl"))
-    assert decoded.dtype == arr.dtype and decoded.shape == arr.shape
-    assert np.array_equal(decoded, arr)
 
 
 def test_info_dicts_with_int_keys_and_numpy_values() -> None:

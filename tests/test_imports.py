@@ -170,7 +170,7 @@ LAYERS: list[tuple[str, ...]] = [
         "offrl.tensorboard",
         "offrl.plot",
     ),
-    ("offrl.io.*", "offrl.algos*", "offrl.estimators*", "offrl.rollout"),
+    ("offrl.io.*", "offrl.spaces", "offrl.algos*", "offrl.estimators*", "offrl.rollout"),
     ("offrl.trainer", "offrl.workers*", "offrl.datatools*"),
     ("offrl.batch_sources", "offrl.runspec", "offrl.wiring"),
     ("offrl.commands*", "offrl.cli"),

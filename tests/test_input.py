@@ -12,14 +12,9 @@ from rllib_variants import cartpole_columns, sample_batch_record, write_jsonl
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError, OffrlRuntimeError
 from offrl.io.decode import ALWAYS_READ
-from offrl.io.input import (
-    InputReader,
-    check_file_input_config,
-    is_class_spec,
-    make_input_reader,
-    reads_files,
-)
+from offrl.io.input import make_input_reader
 from offrl.io.json_reader import JsonReader
+from offrl.io.specs import InputReader, check_file_input_config, is_class_spec, reads_files
 
 USER_MODULE = """
 import numpy as np

@@ -9,7 +9,8 @@ import pytest
 
 from offrl.batch import SampleBatch
 from offrl.errors import ConfigError
-from offrl.io.mixed import MixedInput, normalize_mix
+from offrl.io.mixed import MixedInput
+from offrl.io.specs import normalize_mix
 
 
 class ConstReader:

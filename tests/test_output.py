@@ -17,7 +17,8 @@ from offrl.batch import SampleBatch
 from offrl.config import CommonConfig, from_dict
 from offrl.errors import ConfigError
 from offrl.io.json_writer import JsonWriter
-from offrl.io.output import OutputWriter, close_output, is_class_spec, make_output_writer
+from offrl.io.output import close_output, make_output_writer
+from offrl.io.specs import OutputWriter, is_class_spec
 
 
 def config(**keys: Any) -> CommonConfig:

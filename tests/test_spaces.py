@@ -8,7 +8,7 @@ import pytest
 
 from offrl.batch import SampleBatch
 from offrl.errors import DataFormatError
-from offrl.io.spaces import check_batch_spaces
+from offrl.spaces import check_batch_spaces
 
 CARTPOLE_OBS = gym.spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32)
 TWO_ACTIONS = gym.spaces.Discrete(2)

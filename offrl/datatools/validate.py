@@ -138,8 +138,8 @@ def check_spaces(
     batch: SampleBatch, obs_space: Any, act_space: Any, path: str, line: int
 ) -> list[Problem]:
     """Observations and actions conform to the env's spaces (shape, one-hots, action range:
-    ``offrl/io/spaces.py``, the reader's own checks), and Box observations to its bounds."""
-    from offrl.io.spaces import space_problems
+    ``offrl/spaces.py``, the reader's own checks), and Box observations to its bounds."""
+    from offrl.spaces import space_problems
 
     out = [
         Problem(path, line, "spaces", p)

@@ -127,19 +127,15 @@ def columns_of(record: Any, path: str, lineno: int) -> Mapping[str, Any]:
 # -- column conversion --------------------------------------------------------------
 
 
-def _object_array(values: list[Any]) -> np.ndarray:
+def object_array(values: list[Any]) -> np.ndarray:
     """A 1-D object array holding ``values`` as they are (dicts stay dicts)."""
     return np.fromiter(values, dtype=object, count=len(values))
-
-
-def _to_float32(arr: np.ndarray) -> np.ndarray:
-    return arr if arr.dtype == np.float32 else arr.astype(np.float32)
 
 
 def _obs_array(value: Any) -> np.ndarray:
     arr = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=np.float32)
     # Integer observations from compressed columns (uint8 images) stay compact.
-    return arr if arr.dtype.kind in "iub" else _to_float32(arr)
+    return arr if arr.dtype.kind in "iub" else arr.astype(np.float32, copy=False)
 
 
 def _action_array(value: Any) -> np.ndarray:
@@ -147,7 +143,7 @@ def _action_array(value: Any) -> np.ndarray:
     if arr.dtype.kind in "iu":
         return arr.astype(np.int64, copy=False)
     if arr.dtype.kind in "fb":
-        return _to_float32(arr)
+        return arr.astype(np.float32, copy=False)
     raise ValueError(f"expected numbers, found dtype {arr.dtype}")
 
 
@@ -175,8 +171,8 @@ def _generic_array(value: list[Any]) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except ValueError:  # ragged nesting: keep the rows as objects
-        return _object_array(value)
-    return _to_float32(arr) if arr.dtype == np.float64 else arr
+        return object_array(value)
+    return arr.astype(np.float32) if arr.dtype == np.float64 else arr
 
 
 def _float32_array(value: Any) -> np.ndarray:
@@ -189,16 +185,8 @@ _CONVERTERS: dict[str, Callable[[Any], np.ndarray]] = {
     **dict.fromkeys(ACTION_COLUMNS, _action_array),
     **dict.fromkeys(ID_COLUMNS, _id_array),
     **dict.fromkeys(BOOL_COLUMNS, _bool_array),
-    sb.INFOS: _object_array,
+    sb.INFOS: object_array,
 }
-
-
-def convert_column(name: str, value: Any) -> np.ndarray:
-    """A decoded column value -> the column's array (dtype rules in the module docstring).
-
-    Raises (numpy's) exceptions for values the column cannot hold.
-    """
-    return _CONVERTERS.get(name, _generic_array)(value)
 
 
 def _decompress(name: str, value: Any, path: str, lineno: int, limit: int) -> Any:
@@ -221,7 +209,8 @@ def decode_value(
 ) -> np.ndarray:
     """One column value (list, array, or compressed string/list of strings) -> numpy array.
 
-    A compressed column decodes to at most ``limit`` bytes (``max_column_bytes``).
+    A compressed column decodes to at most ``limit`` bytes (``max_column_bytes``); the
+    dtype rules are the module docstring's.
     """
     if type(value) is not list or (value and type(value[0]) is str):  # not plain numbers
         value = _decompress(name, value, path, lineno, limit)
@@ -232,7 +221,7 @@ def decode_value(
                 f"column {name!r} must be a list of per-step values, found {value!r:.60}",
             )
     try:
-        return convert_column(name, value)
+        return _CONVERTERS.get(name, _generic_array)(value)
     except Exception as e:  # noqa: BLE001 - numpy raises many kinds on odd nesting
         why = str(e) or type(e).__name__
         raise DataFormatError(path, lineno, f"column {name!r}: cannot convert ({why})") from None

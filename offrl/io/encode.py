@@ -14,18 +14,15 @@ files contain.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Collection
-from functools import lru_cache
 from typing import Any
 
-import lz4.frame
 import numpy as np
 import orjson
 
-from offrl.batch import DEFAULT_POLICY_ID, DONES, TERMINATEDS, MultiAgentBatch, SampleBatch
-from offrl.io.codecs import Codec, encode_column, npy_bytes
+from offrl.batch import DONES, TERMINATEDS, MultiAgentBatch, SampleBatch
+from offrl.io.codecs import Codec, encode_column
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 _LINE_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
@@ -33,7 +30,7 @@ _LINE_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 _OBJECT_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
-def _to_builtin(value: Any) -> Any:
+def to_builtin(value: Any) -> Any:
     """``default`` hook: numpy values orjson/json cannot take directly -> Python objects."""
     if isinstance(value, np.ndarray):
         return value.tolist()
@@ -42,71 +39,37 @@ def _to_builtin(value: Any) -> Any:
     raise TypeError(f"cannot write a value of type {type(value).__name__} as JSON")
 
 
-def _stdlib_json(value: Any) -> bytes:
-    """JSON via the stdlib, which writes NaN/Infinity tokens (slow path, rare)."""
-    return json.dumps(value, default=_to_builtin, separators=(",", ":")).encode()
-
-
-def _float_column(arr: np.ndarray) -> Any:
-    """Floats widened to float64, pre-encoded; NaN/inf (null from orjson) via the stdlib."""
-    wide = np.ascontiguousarray(arr, dtype=np.float64)
-    text = orjson.dumps(wide, option=_OPTS)
-    # A float array has no other source of null, and this scan is cheaper than isfinite().
+def _fragment(value: Any, option: int) -> Any:
+    """``value`` pre-encoded as JSON. orjson writes NaN/Infinity as null: text with a null
+    (rare; the scan is cheaper than isfinite) is encoded again by the stdlib, which writes
+    the ``NaN``/``Infinity`` tokens RLlib's files hold."""
+    text = orjson.dumps(value, default=to_builtin, option=option)
     if b"null" in text:
-        text = _stdlib_json(wide.tolist())
-    return orjson.Fragment(text)
-
-
-def _object_column(name: str, arr: np.ndarray) -> Any:
-    """A column of Python objects (``infos`` dicts) as a pre-encoded JSON fragment."""
-    items = arr.tolist()
-    try:
-        text = orjson.dumps(items, default=_to_builtin, option=_OBJECT_OPTS)
-        # orjson turns NaN into null: only then is the exact (slow) stdlib encoding needed.
-        if b"null" in text:
-            text = _stdlib_json(items)
-    except TypeError as e:  # orjson.JSONEncodeError is a TypeError
-        raise ValueError(
-            f"column {name!r}: {e}; its values must be JSON-serialisable "
-            "(dicts of numbers, strings, lists, numpy values)"
-        ) from None
+        text = json.dumps(value, default=to_builtin, separators=(",", ":")).encode()
     return orjson.Fragment(text)
 
 
 def plain_column(name: str, arr: np.ndarray) -> Any:
     """One column as a value orjson writes as nested lists of the right JSON types."""
     kind = arr.dtype.kind
-    if kind == "f":
-        return _float_column(arr)
+    if kind == "f":  # widened to float64, as RLlib writes floats
+        return _fragment(np.ascontiguousarray(arr, dtype=np.float64), _OPTS)
     if kind in "iub":
         return np.ascontiguousarray(arr)
-    if kind == "O":
-        return _object_column(name, arr)
+    if kind == "O":  # infos dicts
+        try:
+            return _fragment(arr.tolist(), _OBJECT_OPTS)
+        except TypeError as e:  # orjson.JSONEncodeError is a TypeError
+            raise ValueError(
+                f"column {name!r}: {e}; its values must be JSON-serialisable "
+                "(dicts of numbers, strings, lists, numpy values)"
+            ) from None
     if kind in "US":
         return arr.tolist()
     raise ValueError(
         f"column {name!r} has dtype {arr.dtype}, which has no JSON form; "
         "convert it to floats or ints, or list it in output_compress_columns"
     )
-
-
-@lru_cache(maxsize=256)
-def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
-    """The ``.npy`` header numpy writes for a C-ordered array of this dtype and shape."""
-    template = np.zeros(shape, dtype=dtype)
-    return npy_bytes(template)[: -template.nbytes or None]
-
-
-def compress_column(arr: np.ndarray, codec: Codec) -> str:
-    """``encode_column`` with the npy header cached: np.save spends most of its time on it.
-
-    The bytes are exactly those of :func:`offrl.io.codecs.encode_column`.
-    """
-    if codec != "offrl" or arr.dtype.hasobject:
-        return encode_column(arr, codec)
-    arr = np.ascontiguousarray(arr)
-    payload = _npy_header(arr.dtype, arr.shape) + arr.tobytes()
-    return base64.b64encode(lz4.frame.compress(payload)).decode("ascii")
 
 
 def _column_value(name: str, arr: np.ndarray, compress: Collection[str], codec: Codec) -> Any:
@@ -117,7 +80,7 @@ def _column_value(name: str, arr: np.ndarray, compress: Collection[str], codec: 
             f"column {name!r} holds Python objects and cannot be compressed; "
             "remove it from output_compress_columns"
         )
-    return compress_column(arr, codec)
+    return encode_column(arr, codec)
 
 
 def column_order(names: list[str]) -> list[str]:
@@ -145,31 +108,6 @@ def batch_columns(
     }
 
 
-def record_dict(
-    batch: SampleBatch | MultiAgentBatch,
-    *,
-    compress_columns: Collection[str],
-    codec: Codec,
-    multi_agent: bool = False,
-) -> dict[str, Any]:
-    """The JSON object of one record, with values ready for ``orjson.dumps``."""
-    if isinstance(batch, MultiAgentBatch):
-        policies = batch.policy_batches
-        count = batch.count
-    elif multi_agent:
-        policies = {DEFAULT_POLICY_ID: batch}
-        count = batch.count
-    else:
-        return {"type": "SampleBatch", **batch_columns(batch, compress_columns, codec)}
-    return {
-        "type": "MultiAgentBatch",
-        "count": count,
-        "policy_batches": {
-            pid: batch_columns(b, compress_columns, codec) for pid, b in policies.items()
-        },
-    }
-
-
 def encode_record(
     batch: SampleBatch | MultiAgentBatch,
     *,
@@ -182,7 +120,17 @@ def encode_record(
     A ``MultiAgentBatch`` is always written as one; ``multi_agent=True`` wraps a
     ``SampleBatch`` under ``default_policy`` as RLlib 2.x does.
     """
-    record = record_dict(
-        batch, compress_columns=compress_columns, codec=codec, multi_agent=multi_agent
-    )
-    return orjson.dumps(record, default=_to_builtin, option=_LINE_OPTS)
+    if multi_agent and not isinstance(batch, MultiAgentBatch):
+        batch = MultiAgentBatch.wrap_single(batch)
+    if not isinstance(batch, MultiAgentBatch):
+        record = {"type": "SampleBatch", **batch_columns(batch, compress_columns, codec)}
+    else:
+        policies = batch.policy_batches.items()
+        record = {
+            "type": "MultiAgentBatch",
+            "count": batch.count,
+            "policy_batches": {
+                pid: batch_columns(b, compress_columns, codec) for pid, b in policies
+            },
+        }
+    return orjson.dumps(record, default=to_builtin, option=_LINE_OPTS)

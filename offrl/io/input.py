@@ -18,6 +18,8 @@ from offrl.config import CommonConfig
 from offrl.errors import ConfigError
 from offrl.imports import construct, load_class
 from offrl.io.json_reader import JsonReader
+from offrl.io.parquet import ParquetReader, is_parquet, resolve_parquet
+from offrl.io.sources import resolve_sources
 from offrl.io.specs import (
     DEFAULT_MAX_COLUMN_BYTES,
     SAMPLER,
@@ -25,18 +27,7 @@ from offrl.io.specs import (
     check_file_input_config,
     file_sources,
     is_class_spec,
-    reads_files,
 )
-
-__all__ = [
-    "InputReader",
-    "check_file_input_config",
-    "check_input_exists",
-    "is_class_spec",
-    "load_class_reader",
-    "make_input_reader",
-    "reads_files",
-]
 
 
 def load_class_reader(spec: str, input_config: dict[str, Any]) -> InputReader:
@@ -58,9 +49,6 @@ def check_input_exists(config: CommonConfig) -> None:
 
     Run before anything is created, so a missing input leaves no empty run directory.
     """
-    from offrl.io.parquet import is_parquet, resolve_parquet
-    from offrl.io.sources import resolve_sources
-
     storage_options = config.input_config.get("storage_options") or {}
     for source in file_sources(config.input):
         if is_parquet(source):
@@ -85,8 +73,6 @@ def make_input_reader(
         )
     if isinstance(spec, str) and is_class_spec(spec):
         return load_class_reader(spec, dict(config.input_config))
-    from offrl.io.parquet import ParquetReader, is_parquet
-
     if is_parquet(spec):
         return ParquetReader(spec, seed=seed, worker_index=worker_index, num_workers=num_workers)
     check_file_input_config(config.input_config)

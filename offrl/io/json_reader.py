@@ -59,45 +59,32 @@ def plan_shard(files: list[str], worker_index: int, num_workers: int) -> list[Sh
     return [(files[file_idx], stride, worker_index // n_files)]
 
 
-class JsonReader:
-    """Reads SampleBatches (one record per ``next()``) from files, a dir, a glob or URIs."""
+class EpochReader:
+    """This worker's shard of ``files``, read epoch after epoch in a seeded order (module
+    docstring). JsonReader and ParquetReader differ only in ``_read_file``."""
 
     def __init__(
         self,
-        spec: str | list[str],
+        files: list[str],
         *,
-        seed: int | None = None,
-        worker_index: int = 0,
-        num_workers: int = 1,
-        storage_options: Mapping[str, Any] | None = None,
-        shuffle_files: bool = True,
-        columns: Collection[str] | None = None,
-        max_column_bytes: int = DEFAULT_MAX_COLUMN_BYTES,
+        seed: int | None,
+        worker_index: int,
+        num_workers: int,
+        shuffle_files: bool,
     ) -> None:
-        if isinstance(columns, str):
-            raise TypeError(f"columns must be a collection of names, not the string {columns!r}")
-        self.files = resolve_sources(spec, storage_options)
-        self.shard = plan_shard(self.files, worker_index, num_workers)
-        if num_workers > len(self.files):
+        self.files = files
+        self.shard = plan_shard(files, worker_index, num_workers)
+        if num_workers > len(files):
             log.info(
                 "%d workers but %d input files: workers share files record by record",
                 num_workers,
-                len(self.files),
+                len(files),
             )
-        self._storage_options = dict(storage_options or {})
         self._shuffle = shuffle_files
         self._rng = np.random.default_rng(None if seed is None else [seed, worker_index])
         self._epoch = 0
         self._rows = 0
-        self._bytes = 0
-        self._corrupt = 0
-        self._corrupt_seen: set[tuple[str, int | None]] = set()
-        self._rebuilt_rows = 0
-        self._invalid_new_obs_rows = 0
-        self._warned_rebuilt: set[str] = set()
         self._iter: Iterator[SampleBatch] | None = None
-        self._columns = None if columns is None else frozenset(columns) | ALWAYS_READ
-        self._limit = max_column_bytes
         # (file, line) of the record next() returned last, for errors found downstream.
         self.position: tuple[str, int] | None = None
 
@@ -122,28 +109,14 @@ class JsonReader:
         return self._pass(list(self.shard))
 
     def metrics(self) -> dict[str, Any]:
-        """Reading progress: epoch (completed passes), rows, bytes, corrupt lines, files."""
-        return {
-            "epoch": self._epoch,
-            "rows_read": self._rows,
-            "bytes_read": self._bytes,
-            "num_corrupt_lines_skipped": self._corrupt,
-            "files": len(self.shard),
-            "num_rows_new_obs_rebuilt": self._rebuilt_rows,
-            "num_rows_new_obs_invalid": self._invalid_new_obs_rows,
-        }
+        """Reading progress: epoch (completed passes), rows read, files in this worker's share."""
+        return {"epoch": self._epoch, "rows_read": self._rows, "files": len(self.shard)}
 
     def close(self) -> None:
         """Close the file being read, if any."""
         if self._iter is not None:
             self._iter.close()  # type: ignore[attr-defined]
             self._iter = None
-
-    def __enter__(self) -> JsonReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- internals ----------------------------------------------------------------
     def _epoch_order(self) -> list[ShardEntry]:
@@ -154,7 +127,10 @@ class JsonReader:
     def _pass(self, order: list[ShardEntry]) -> Iterator[SampleBatch]:
         rows_before = self._rows
         for path, stride, offset in order:
-            yield from self._read_file(path, stride, offset)
+            for lineno, batch in self._read_file(path, stride, offset):
+                self._rows += batch.count
+                self.position = (path, lineno)
+                yield batch
         if self._rows == rows_before:
             raise DataFormatError(
                 ", ".join(p for p, _, _ in order),
@@ -164,7 +140,62 @@ class JsonReader:
                 "fewer workers",
             )
 
-    def _read_file(self, path: str, stride: int, offset: int) -> Iterator[SampleBatch]:
+    def _read_file(self, path: str, stride: int, offset: int) -> Iterator[tuple[int, SampleBatch]]:
+        """(line or record number, batch) of the records of ``path`` this worker reads."""
+        raise NotImplementedError
+
+
+class JsonReader(EpochReader):
+    """Reads SampleBatches (one record per ``next()``) from files, a dir, a glob or URIs."""
+
+    def __init__(
+        self,
+        spec: str | list[str],
+        *,
+        seed: int | None = None,
+        worker_index: int = 0,
+        num_workers: int = 1,
+        storage_options: Mapping[str, Any] | None = None,
+        shuffle_files: bool = True,
+        columns: Collection[str] | None = None,
+        max_column_bytes: int = DEFAULT_MAX_COLUMN_BYTES,
+    ) -> None:
+        if isinstance(columns, str):
+            raise TypeError(f"columns must be a collection of names, not the string {columns!r}")
+        super().__init__(
+            resolve_sources(spec, storage_options),
+            seed=seed,
+            worker_index=worker_index,
+            num_workers=num_workers,
+            shuffle_files=shuffle_files,
+        )
+        self._storage_options = dict(storage_options or {})
+        self._bytes = 0
+        self._corrupt = 0
+        self._corrupt_seen: set[tuple[str, int | None]] = set()
+        self._rebuilt_rows = 0
+        self._invalid_new_obs_rows = 0
+        self._warned_rebuilt: set[str] = set()
+        self._columns = None if columns is None else frozenset(columns) | ALWAYS_READ
+        self._limit = max_column_bytes
+
+    def metrics(self) -> dict[str, Any]:
+        """Reading progress (:meth:`EpochReader.metrics`), bytes, corrupt lines, rebuilt rows."""
+        return {
+            **super().metrics(),
+            "bytes_read": self._bytes,
+            "num_corrupt_lines_skipped": self._corrupt,
+            "num_rows_new_obs_rebuilt": self._rebuilt_rows,
+            "num_rows_new_obs_invalid": self._invalid_new_obs_rows,
+        }
+
+    def __enter__(self) -> JsonReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read_file(self, path: str, stride: int, offset: int) -> Iterator[tuple[int, SampleBatch]]:
         records = assigned = valid = corrupt = 0
         cut_off = False  # the last corrupt line had no newline: a write cut off by a crash
         columns, limit = self._columns, self._limit
@@ -187,14 +218,11 @@ class JsonReader:
                 self._on_corrupt(e, corrupt)
                 continue
             valid += 1
-            rows = batch.count
-            if rows == 0:
+            if batch.count == 0:
                 continue
             if NEW_OBS_VALID in batch:
                 self._note_rebuilt(path, batch)
-            self._rows += rows
-            self.position = (path, lineno)
-            yield batch
+            yield lineno, batch
         if records == 0:
             raise DataFormatError(path, None, "file is empty: it holds no JSON line")
         # A crash during a new file's first record leaves one partial line and nothing

@@ -158,15 +158,11 @@ def _make_target(path: str | Path, storage_options: Mapping[str, Any] | None) ->
 # -- validation -----------------------------------------------------------------------
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_options(
     max_file_size: Any, compress_columns: Any, codec: Any, worker_index: Any
 ) -> None:
     """ConfigError naming the option when a constructor argument is invalid."""
-    if not _is_int(max_file_size) or max_file_size <= 0:
+    if type(max_file_size) is not int or max_file_size <= 0:
         raise ConfigError(
             f"output_max_file_size: invalid value {max_file_size!r}; "
             "allowed: a positive integer number of bytes (e.g. 67108864 for 64 MiB)"
@@ -184,7 +180,7 @@ def _check_options(
             )
     if codec not in ("offrl", "rllib"):
         raise ConfigError(f"output_codec: invalid value {codec!r}; allowed: 'offrl' or 'rllib'")
-    if not _is_int(worker_index) or worker_index < 0:
+    if type(worker_index) is not int or worker_index < 0:
         raise ConfigError(f"worker_index: invalid value {worker_index!r}; allowed: an int >= 0")
 
 

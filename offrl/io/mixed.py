@@ -19,8 +19,6 @@ from offrl.batch import SampleBatch
 from offrl.errors import ConfigError
 from offrl.io.specs import InputReader, normalize_mix
 
-__all__ = ["InputReader", "MixedInput", "normalize_mix"]
-
 
 class MixedInput:
     """An InputReader that draws a source per batch so that rows follow the probabilities.

@@ -8,7 +8,6 @@ the user's own writer, constructed as ``Class(**output_config)``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError
@@ -16,8 +15,6 @@ from offrl.imports import construct, load_class
 from offrl.io.json_writer import JsonWriter, prepare_local_dir
 from offrl.io.sources import local_path, needs_fsspec
 from offrl.io.specs import OutputWriter, is_class_spec
-
-__all__ = ["OutputWriter", "close_output", "is_class_spec", "make_output_writer"]
 
 # Keys of output_config the built-in JsonWriter understands.
 _JSON_WRITER_KEYS = frozenset({"storage_options"})
@@ -32,11 +29,6 @@ def load_writer_class(ref: str) -> type:
             "OutputWriter must define write(self, batch)"
         )
     return cls  # type: ignore[no-any-return]
-
-
-def _custom_writer(ref: str, output_config: dict[str, Any]) -> OutputWriter:
-    writer = construct(load_writer_class(ref), output_config, f"output {ref!r}", "output_config")
-    return writer  # type: ignore[no-any-return]
 
 
 def _json_writer(path: str | Path, worker_index: int, config: CommonConfig) -> JsonWriter:
@@ -80,7 +72,11 @@ def make_output_writer(
     if output == "logdir":
         return _json_writer(logdir, worker_index, config)
     if is_class_spec(output):
-        return _custom_writer(output, dict(config.output_config))
+        what = f"output {output!r}"
+        writer: OutputWriter = construct(
+            load_writer_class(output), dict(config.output_config), what, "output_config"
+        )
+        return writer
     return _json_writer(output, worker_index, config)
 
 

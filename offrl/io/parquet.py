@@ -14,11 +14,8 @@ pyarrow is optional (``pip install 'offrl[parquet]'``); it is imported only here
 from __future__ import annotations
 
 import contextlib
-import glob
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 import numpy as np
@@ -26,8 +23,10 @@ import orjson
 
 from offrl.batch import MultiAgentBatch, SampleBatch
 from offrl.errors import DataFormatError, OffrlRuntimeError
-from offrl.io.json_reader import ShardEntry, plan_shard
-from offrl.io.sources import local_path
+from offrl.io.decode import decode_columns, object_array
+from offrl.io.encode import to_builtin
+from offrl.io.json_reader import EpochReader
+from offrl.io.sources import resolve_local
 
 RECORD_COLUMN = "_offrl_record"
 ENCODING_KEY = b"offrl.encoding"
@@ -38,10 +37,10 @@ DEFAULT_BATCH_ROWS = 1_000
 
 
 def require_pyarrow() -> Any:
-    """The ``pyarrow`` module, or an error saying how to install it."""
+    """The ``pyarrow`` module (``pyarrow.parquet`` loaded), or an error saying how to install it."""
     try:
         import pyarrow
-        import pyarrow.parquet  # noqa: F401  (submodule must be importable too)
+        import pyarrow.parquet  # noqa: F401  (callers use it as pyarrow.parquet)
     except ImportError:
         raise OffrlRuntimeError(
             "Parquet support needs pyarrow, which is not installed: "
@@ -53,17 +52,9 @@ def require_pyarrow() -> Any:
 # -- numpy <-> arrow ------------------------------------------------------------------
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot store a value of type {type(value).__name__} in Parquet")
-
-
 def _json_text(value: Any) -> str:
     try:
-        return orjson.dumps(value, default=_json_default).decode()
+        return orjson.dumps(value, default=to_builtin).decode()
     except TypeError as e:
         raise OffrlRuntimeError(f"cannot store value {value!r:.60} in Parquet: {e}") from None
 
@@ -99,9 +90,7 @@ def column_to_numpy(field: Any, array: Any) -> np.ndarray:
     """Inverse of :func:`column_to_arrow` for one (chunk of a) column."""
     pa = require_pyarrow()
     if (field.metadata or {}).get(ENCODING_KEY) == JSON_ENCODING:
-        out = np.empty(len(array), dtype=object)
-        out[:] = [orjson.loads(s) if s is not None else None for s in array.to_pylist()]
-        return out
+        return object_array([orjson.loads(s) if s is not None else None for s in array.to_pylist()])
     n, shape, values = len(array), [], array
     while pa.types.is_fixed_size_list(values.type):
         shape.append(values.type.list_size)
@@ -147,9 +136,8 @@ class ParquetWriter:
             return
         table = batch_to_table(batch, self.records)
         if self._writer is None:
-            import pyarrow.parquet as pq
-
             # CRC32 of every data page: a flipped byte is caught on reading, not trained on.
+            pq = self._pa.parquet
             self._writer = pq.ParquetWriter(self._handle, table.schema, write_page_checksum=True)
         elif not table.schema.equals(self._writer.schema, check_metadata=True):
             raise DataFormatError(
@@ -180,11 +168,9 @@ class ParquetWriter:
             self._flush()
             if self._writer is not None:
                 self._writer.close()
-            else:
-                import pyarrow.parquet as pq
-
-                # no rows, still Parquet
-                pq.write_table(self._pa.table({}), self._handle, write_page_checksum=True)
+            else:  # no rows, still Parquet
+                empty = self._pa.table({})
+                self._pa.parquet.write_table(empty, self._handle, write_page_checksum=True)
         finally:
             self._handle.close()
             self._handle = None
@@ -205,12 +191,7 @@ class ParquetWriter:
     def __enter__(self) -> ParquetWriter:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -226,20 +207,12 @@ def _types(schema: Any) -> str:
 
 def resolve_parquet(spec: str | list[str]) -> list[str]:
     """Parquet files of a file, directory (its ``*.parquet``), glob, or a list of these."""
-    items = [spec] if isinstance(spec, str) else list(spec)
     out: list[str] = []
-    for item in items:
-        path = local_path(item)
-        if any(c in path for c in "*?["):
-            found = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
-        elif os.path.isdir(path):
-            found = sorted(str(p) for p in Path(path).glob(f"*{PARQUET_SUFFIX}") if p.is_file())
-        else:
-            found = [path] if os.path.isfile(path) else []
+    for item in [spec] if isinstance(spec, str) else spec:
+        found, what = resolve_local(item, PARQUET_SUFFIX)
         if not found:
             raise OffrlRuntimeError(
-                f"no Parquet files found for {item!r} (searched for *{PARQUET_SUFFIX} files); "
-                "check the path"
+                f"no Parquet files found for {item!r}: searched {what}; check the path"
             )
         out += [f for f in found if f not in out]
     return out
@@ -253,9 +226,7 @@ def iter_parquet_records(
     Rows of one ``_offrl_record`` value form one record; without that column,
     blocks of ``batch_rows`` rows. At most ``read_rows`` rows plus one record are held.
     """
-    require_pyarrow()
-    import pyarrow.parquet as pq
-
+    pq = require_pyarrow().parquet
     try:
         pf = pq.ParquetFile(path, page_checksum_verification=True)
     except (OSError, ValueError) as e:  # pyarrow raises ArrowInvalid (a ValueError) on garbage
@@ -326,13 +297,9 @@ def _record_bounds(ids: np.ndarray | None, n: int, batch_rows: int) -> list[tupl
     return list(zip(starts, [*starts[1:], n], strict=True))
 
 
-class ParquetReader:
-    """An InputReader over Parquet files: ``next()`` returns one record, epoch after epoch.
-
-    Same contract as JsonReader: worker ``i`` of ``N`` reads ``files[i::N]``, the
-    file order is reshuffled every epoch from ``(seed, worker_index)``, and
-    records are normalised like JSON records (dones, new_obs, dtypes).
-    """
+class ParquetReader(EpochReader):
+    """An InputReader over Parquet files, with JsonReader's order, shards and epochs
+    (:class:`~offrl.io.json_reader.EpochReader`); records are normalised like JSON records."""
 
     def __init__(
         self,
@@ -345,52 +312,19 @@ class ParquetReader:
         shuffle_files: bool = True,
     ) -> None:
         require_pyarrow()
-        self.files = resolve_parquet(spec)
-        # JsonReader's plan: whole files per worker, or records round-robin when
-        # there are more workers than files.
-        self.shard = plan_shard(self.files, worker_index, num_workers)
-        self.batch_rows = batch_rows
-        self._shuffle = shuffle_files
-        self._rng = np.random.default_rng(None if seed is None else [seed, worker_index])
-        self._iter: Iterator[SampleBatch] | None = None
-        self._epoch = 0
-        self._rows = 0
-
-    def next(self) -> SampleBatch:
-        """The next record; a new (reshuffled) epoch starts after the last one."""
-        for _ in range(2):
-            if self._iter is None:
-                order = self.shard
-                if self._shuffle:
-                    order = [self.shard[i] for i in self._rng.permutation(len(self.shard))]
-                self._iter = self._pass(order)
-            batch = next(self._iter, None)
-            if batch is not None:
-                self._rows += batch.count
-                return batch
-            self._iter = None
-            self._epoch += 1
-        raise DataFormatError(
-            ", ".join(p for p, _, _ in self.shard), None, "the Parquet input holds no rows"
+        super().__init__(
+            resolve_parquet(spec),
+            seed=seed,
+            worker_index=worker_index,
+            num_workers=num_workers,
+            shuffle_files=shuffle_files,
         )
+        self.batch_rows = batch_rows
 
-    def _pass(self, order: list[ShardEntry]) -> Iterator[SampleBatch]:
-        from offrl.io.decode import decode_columns
-
-        for path, stride, offset in order:
-            for i, cols in enumerate(iter_parquet_records(path, batch_rows=self.batch_rows)):
-                if i % stride == offset:
-                    yield decode_columns(cols, path=path, lineno=i + 1)  # "line" = record number
-
-    def metrics(self) -> dict[str, Any]:
-        """Reading progress: completed epochs, rows read, files in this worker's share."""
-        return {"epoch": self._epoch, "rows_read": self._rows, "files": len(self.shard)}
-
-    def close(self) -> None:
-        """Stop reading the current file."""
-        if self._iter is not None:
-            self._iter.close()  # type: ignore[attr-defined]
-            self._iter = None
+    def _read_file(self, path: str, stride: int, offset: int) -> Iterator[tuple[int, SampleBatch]]:
+        for i, cols in enumerate(iter_parquet_records(path, batch_rows=self.batch_rows)):
+            if i % stride == offset:  # "line" = record number
+                yield i + 1, decode_columns(cols, path=path, lineno=i + 1)
 
 
 def is_parquet(spec: str | list[str] | Mapping[str, Any]) -> bool:

@@ -99,22 +99,18 @@ def fsspec_url(spec: str) -> str:
     return f"{scheme}://{rest}"
 
 
-def backend_hint(protocol: str) -> str:
-    """What to install (or set up) for ``protocol``, from fsspec's own registry."""
-    from fsspec.registry import known_implementations
-
-    err = known_implementations.get(protocol, {}).get("err")
-    return err or f"install the fsspec implementation of {protocol!r}"
-
-
 def backend_error(action: str, spec: str, error: Exception) -> str:
     """``cannot <action> 'spec': ...`` for a failure of the filesystem behind ``spec``.
 
     A missing implementation names what to install; any other failure keeps the
-    first line of the error (pyarrow's HDFS error lists every path it tried).
+    first line of the error (pyarrow's HDFS error lists every path it tried). What to
+    install (or set up) comes from fsspec's own registry.
     """
+    from fsspec.registry import known_implementations
+
     protocol = uri_protocol(spec) or ""
-    hint = backend_hint(protocol)
+    hint = known_implementations.get(protocol, {}).get("err")
+    hint = hint or f"install the fsspec implementation of {protocol!r}"
     first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
     if isinstance(error, ImportError):
         more = "" if hint in first else f"; {hint}"
@@ -138,13 +134,17 @@ def _has_glob(text: str) -> bool:
     return any(c in _GLOB_CHARS for c in text)
 
 
-def _resolve_local(spec: str) -> tuple[list[str], str]:
-    """Matching local files and a description of what was searched."""
+def resolve_local(spec: str, suffix: str | None = None) -> tuple[list[str], str]:
+    """Matching local files and a description of what was searched. A directory holds its
+    experience files, or with ``suffix`` (``".parquet"``) its files of that suffix."""
     path = local_path(spec)
     if _has_glob(path):
         found = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
         return sorted(found), f"glob {path!r}"
     p = Path(path)
+    if p.is_dir() and suffix is not None:
+        found = [str(f) for f in p.iterdir() if f.suffix == suffix and f.is_file()]
+        return sorted(found), f"*{suffix} files in directory {path!r}"
     if p.is_dir():
         found = [str(f) for f in p.iterdir() if f.suffix in DATA_SUFFIXES and f.is_file()]
         found = [f for f in found if is_experience_file(f)]
@@ -171,11 +171,9 @@ def _resolve_uri(spec: str, storage_options: Mapping[str, Any]) -> tuple[list[st
             found, what = [path], f"URI {spec!r}"
         else:
             found, what = [], f"URI {spec!r} (not found)"
-    except ImportError as e:
-        raise OffrlRuntimeError(backend_error("read input", spec, e)) from None
     except ValueError as e:
         raise OffrlRuntimeError(f"cannot read input {spec!r}: {e}") from None
-    except OSError as e:
+    except (ImportError, OSError) as e:
         raise OffrlRuntimeError(backend_error("read input", spec, e)) from None
     return sorted(fs.unstrip_protocol(p) for p in found), what
 
@@ -198,7 +196,7 @@ def resolve_sources(
         if needs_fsspec(item):
             found, what = _resolve_uri(item, storage_options or {})
         else:
-            found, what = _resolve_local(item)
+            found, what = resolve_local(item)
         if not found:
             raise OffrlRuntimeError(
                 f"no input files found for {item!r}: searched {what}. Check the path, or "
@@ -215,12 +213,6 @@ def resolve_sources(
 # A line as a span of a larger buffer: (buffer, start, stop), the line being
 # buffer[start:stop] with its "\n" (no copy is made until someone needs one).
 Span = tuple[bytes, int, int]
-
-
-def span_bytes(buf: bytes, start: int, stop: int) -> bytes:
-    """The line ``buf[start:stop]`` of a :data:`Span`; ``buf`` itself (no copy) when it is
-    the whole buffer."""
-    return buf if start == 0 and stop == len(buf) else buf[start:stop]
 
 
 def _open(uri: str, storage_options: Mapping[str, Any] | None) -> Any:
@@ -243,7 +235,7 @@ def open_source(uri: str, storage_options: Mapping[str, Any] | None = None) -> I
     """
     with _open(uri, storage_options) as handle:
         for buf, start, stop in _spans(handle):
-            yield span_bytes(buf, start, stop)
+            yield buf if start == 0 and stop == len(buf) else buf[start:stop]  # whole: no copy
 
 
 def open_source_spans(uri: str, storage_options: Mapping[str, Any] | None = None) -> Iterator[Span]:

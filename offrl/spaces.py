@@ -30,6 +30,12 @@ def _shape_text(shapes: list[tuple[int, ...]]) -> str:
     return " or ".join(str((None, *s)) for s in shapes)
 
 
+def _shapes(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """A value's row shapes: its own, and flattened (the learners flatten a Box)."""
+    flat = (math.prod(shape),)
+    return [shape] if flat == shape else [shape, flat]
+
+
 def _shape_problem(col: str, arr: np.ndarray, space: gym.Space, expected: list) -> str | None:
     found = tuple(arr.shape[1:])
     if found in expected:
@@ -74,8 +80,8 @@ def _finite_problem(col: str, arr: np.ndarray) -> str | None:
     return f"column {col!r} row {row} is {arr[row].tolist()} ({bad.size} rows not finite)"
 
 
-def _integer_obs(space: gym.Space) -> tuple[tuple[int, ...], np.ndarray, np.ndarray] | None:
-    """(shape, low, high) of a Discrete/MultiDiscrete observation stored as integers."""
+def _integer_space(space: gym.Space) -> tuple[tuple[int, ...], np.ndarray, np.ndarray] | None:
+    """(shape, low, high) of a Discrete/MultiDiscrete value stored as integers, else None."""
     if isinstance(space, gym.spaces.Discrete):
         low = np.asarray(space.start)
         return (), low, low + space.n
@@ -99,13 +105,11 @@ def _one_hot_problem(col: str, arr: np.ndarray, space: gym.Space) -> str | None:
 def _obs_problem(col: str, arr: np.ndarray, pre: Preprocessor) -> str | None:
     """None when ``arr`` (rows of ``col``) fits the observation space, else why not."""
     space = pre.space
-    ints = _integer_obs(space)
+    ints = _integer_space(space)
     if ints is not None and tuple(arr.shape[1:]) == ints[0]:
         return _integer_problem(col, arr, ints[1], ints[2], space)
-    flat = (math.prod(pre.shape),)
-    # A Box may be stored in its own shape or flattened (the learners flatten it).
     shape = tuple(space.shape) if isinstance(space, gym.spaces.Box) else pre.shape
-    expected: list[tuple[int, ...]] = [shape] if flat == shape else [shape, flat]
+    expected = _shapes(shape)
     if ints is not None:
         expected.append(ints[0])
     problem = _shape_problem(col, arr, space, expected)
@@ -115,21 +119,15 @@ def _obs_problem(col: str, arr: np.ndarray, pre: Preprocessor) -> str | None:
 
 
 def _action_problem(arr: np.ndarray, space: gym.Space) -> str | None:
-    if isinstance(space, gym.spaces.Discrete):
-        low = np.asarray(space.start)
-        return _shape_problem(ACTIONS, arr, space, [()]) or _integer_problem(
-            ACTIONS, arr, low, low + space.n, space
-        )
-    if isinstance(space, gym.spaces.MultiDiscrete):
-        shape = tuple(space.nvec.shape)
+    ints = _integer_space(space)
+    if ints is not None:
+        shape, low, high = ints
         return _shape_problem(ACTIONS, arr, space, [shape]) or _integer_problem(
-            ACTIONS, arr, space.start, space.start + space.nvec, space
+            ACTIONS, arr, low, high, space
         )
     if isinstance(space, gym.spaces.Box):
-        shape = tuple(space.shape)
-        flat = (math.prod(shape),)
-        expected = [shape] if flat == shape else [shape, flat]
-        return _shape_problem(ACTIONS, arr, space, expected) or _finite_problem(ACTIONS, arr)
+        problem = _shape_problem(ACTIONS, arr, space, _shapes(tuple(space.shape)))
+        return problem or _finite_problem(ACTIONS, arr)
     return None
 
 
@@ -166,7 +164,7 @@ def space_problems(
 
 def _as_preprocessed(arr: np.ndarray, pre: Preprocessor) -> np.ndarray:
     """Integer Discrete/MultiDiscrete observations -> one-hot rows; anything else as is."""
-    ints = _integer_obs(pre.space)
+    ints = _integer_space(pre.space)
     if ints is None or tuple(arr.shape[1:]) != ints[0]:
         return arr
     return pre(arr.astype(np.int64), len(arr))
@@ -180,7 +178,7 @@ def check_batch_spaces(
     problems = space_problems(batch, observation_space, action_space)
     if problems:
         raise DataFormatError(where, None, problems[0])
-    if _integer_obs(observation_space) is None:
+    if _integer_space(observation_space) is None:
         return batch
     pre = preprocessor(observation_space)
     cols = dict(batch.columns)
