@@ -212,10 +212,16 @@ def test_discrete_start_actions_reach_the_env_and_file_in_the_space_and_train_of
     assert set(np.unique(dqn_cols["actions"])) == {-1, 0, 1}
     code, _, err = invoke("data", "validate", str(dqn_dir), "--env", env)
     assert code == 0, err
-    code, out, err = invoke(
-        "rollout", str(Path(json.loads(out)["logdir"]) / "checkpoint_000002"), "--env", env
-    )
+    dqn_ckpt = str(Path(json.loads(out)["logdir"]) / "checkpoint_000002")
+    code, out, err = invoke("rollout", dqn_ckpt, "--env", env)
     assert code == 0, err
+    code, out, err = invoke(
+        "evaluate-offline", dqn_ckpt, "--input", str(out_dir), "--env", env, "-q",
+        "--estimators", "is,dm", "--bootstrap", "0",
+    )  # fmt: skip
+    assert code == 0, err
+    estimates = json.loads(out)["off_policy_estimation"]
+    assert estimates["is"]["num_episodes"] == 16 and np.isfinite(estimates["dm"]["v_target"])
 
 
 def test_multidiscrete_start_actions_reach_the_env_and_file_in_the_space(tmp_path: Path) -> None:
