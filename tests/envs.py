@@ -213,3 +213,48 @@ class SixteenStatesTwoActions(_CueEnv):
 
     def _obs(self) -> int:
         return self.cue
+
+
+class ActionOutsideSpace(AssertionError):
+    """Raised by the start-offset envs when step() gets an action outside their space."""
+
+
+class DiscreteStartEnv(_CueEnv):
+    """Discrete(3, start=-1) actions (-1, 0, 1): reward 1 for ``2 * cue - 1`` (-1 or 1).
+    step() asserts that every action it gets is in its space, and keeps them."""
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        super().__init__(render_mode)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.action_space = gym.spaces.Discrete(3, start=-1)
+        self.received: list[int] = []
+
+    def _obs(self) -> np.ndarray:
+        return np.array([2 * self.cue - 1, 1.0], dtype=np.float32)
+
+    def _reward(self, action: Any) -> float:
+        if not self.action_space.contains(np.int64(action)):
+            raise ActionOutsideSpace(f"action {action!r} is not in {self.action_space}")
+        self.received.append(int(action))
+        return float(int(action) == 2 * self.cue - 1)
+
+
+class MultiDiscreteStartEnv(_CueEnv):
+    """MultiDiscrete([2, 3], start=[1, -1]) actions: reward 1 when the first component
+    is ``cue + 1``. step() asserts that every action it gets is in its space."""
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        super().__init__(render_mode)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.action_space = gym.spaces.MultiDiscrete([2, 3], start=[1, -1])
+        self.received: list[np.ndarray] = []
+
+    def _obs(self) -> np.ndarray:
+        return np.array([2 * self.cue - 1, 1.0], dtype=np.float32)
+
+    def _reward(self, action: Any) -> float:
+        a = np.asarray(action, dtype=np.int64)
+        if not self.action_space.contains(a):
+            raise ActionOutsideSpace(f"action {action!r} is not in {self.action_space}")
+        self.received.append(a.copy())
+        return float(int(a[0]) == self.cue + 1)

@@ -30,6 +30,8 @@ ENVS = {
     "tests.envs:SixteenStatesTwoActions": "Discrete obs (one-hot)",
     "tests.envs:BoxActionEnv": "Box actions",
     "tests.envs:MultiDiscreteEnv": "MultiDiscrete obs and actions",
+    "tests.envs:DiscreteStartEnv": "Discrete(3, start=-1) actions",
+    "tests.envs:MultiDiscreteStartEnv": "MultiDiscrete actions with a start",
 }
 TINY: dict[str, dict[str, Any]] = {
     "PG": {"train_batch_size": 32, "model": {"fcnet_hiddens": [8]}},
@@ -191,4 +193,5 @@ def test_compute_actions_shapes_dtypes_and_space(algo: str, env: str, explore: b
         assert probs.shape == (n, act_space.n)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
         if not explore and algo == "PG":  # PG's greedy action is its distribution's mode
-            np.testing.assert_array_equal(actions, probs.argmax(axis=1))
+            # column k of action_probs is the action start + k
+            np.testing.assert_array_equal(actions, probs.argmax(axis=1) + act_space.start)

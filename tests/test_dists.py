@@ -13,7 +13,7 @@ from torch.distributions import Categorical as TorchCategorical
 from torch.distributions import Normal, kl_divergence
 
 from offrl.algos.dists import Categorical, DiagGaussian, MultiCategorical, action_dist
-from offrl.errors import ConfigError
+from offrl.errors import ConfigError, OffrlRuntimeError
 
 RNG = np.random.default_rng(0)
 
@@ -168,3 +168,64 @@ def test_gaussian_grad_hand_computed() -> None:
     inputs = np.array([[0.0, math.log(2.0)]], np.float32)
     got = dist.grad_np(inputs, np.array([[1.0]]), np.array([1.0], np.float32), 0.5)
     np.testing.assert_allclose(got, [[0.25, -0.75 + 0.5]], atol=1e-6)  # dH/dlog s = 1
+
+
+# -- action spaces with a start: actions are values of the space, logits are indices ------
+
+
+def test_categorical_with_start_samples_values_and_indexes_logits_by_action_minus_start() -> None:
+    dist = Categorical(3, start=-1)  # actions -1, 0, 1
+    logits = np.array([[0.0, math.log(3.0), 0.0]], np.float32)  # p = [1/5, 3/5, 1/5]
+    logp = dist.logp_np(np.repeat(logits, 3, 0), np.array([-1, 0, 1]))
+    np.testing.assert_allclose(logp, np.log([0.2, 0.6, 0.2]), rtol=1e-6)
+    greedy, greedy_logp = dist.sample(logits, RNG, explore=False)
+    assert greedy.tolist() == [0] and greedy_logp[0] == pytest.approx(math.log(0.6), rel=1e-6)
+    many = np.repeat(logits, 20000, 0)
+    actions, lp = dist.sample(many, np.random.default_rng(2), explore=True)
+    assert set(np.unique(actions)) == {-1, 0, 1}
+    assert abs(np.mean(actions == 0) - 0.6) < 0.015
+    np.testing.assert_allclose(lp, dist.logp_np(many, actions), rtol=1e-6)
+    # w = 1, action 0 (index 1): onehot(1) - p
+    got = dist.grad_np(logits, np.array([0]), np.array([1.0], np.float32), 0.0)
+    np.testing.assert_allclose(got, [[-0.2, 0.4, -0.2]], atol=1e-6)
+
+
+@pytest.mark.parametrize("action", [2, -2])
+def test_categorical_action_outside_the_space_is_named_not_wrapped(action: int) -> None:
+    # -2 - (-1) = index -1 would silently read the last logit
+    dist = Categorical(3, start=-1)
+    logits = np.zeros((1, 3), np.float32)
+    with pytest.raises(OffrlRuntimeError, match=rf"action {action} is not one of .* -1\.\.1"):
+        dist.logp_np(logits, np.array([action]))
+    with pytest.raises(OffrlRuntimeError, match=rf"action {action} is not one"):
+        dist.grad_np(logits, np.array([action]), np.ones(1, np.float32), 0.0)
+
+
+def test_multicategorical_with_start_per_component() -> None:
+    dist = MultiCategorical(np.array([2, 3]), np.array([1, -1]))  # a0 in {1, 2}, a1 in {-1, 0, 1}
+    inputs = np.array([[0.0, math.log(3.0), 0.0, 0.0, math.log(2.0)]], np.float32)
+    # P(a0=2) = 3/4 (index 1), P(a1=1) = 2/4 (index 2)
+    logp = dist.logp_np(inputs, np.array([[2, 1]]))
+    assert logp[0] == pytest.approx(math.log(0.75) + math.log(0.5), rel=1e-6)
+    greedy, _ = dist.sample(inputs, RNG, explore=False)
+    assert greedy.tolist() == [[2, 1]]
+    many = np.repeat(inputs, 2000, 0)
+    actions, lp = dist.sample(many, np.random.default_rng(3), explore=True)
+    assert set(np.unique(actions[:, 0])) == {1, 2} and set(np.unique(actions[:, 1])) == {-1, 0, 1}
+    np.testing.assert_allclose(lp, dist.logp_np(many, actions), rtol=1e-6)
+    # the gradient is the start-free one at the shifted actions
+    plain = MultiCategorical(np.array([2, 3]))
+    w = np.random.default_rng(4).normal(size=2000).astype(np.float32)
+    np.testing.assert_allclose(
+        dist.grad_np(many, actions, w, 0.1), plain.grad_np(many, actions - [1, -1], w, 0.1)
+    )
+    with pytest.raises(OffrlRuntimeError, match="action 0 is not one of the policy's actions 1..2"):
+        dist.logp_np(inputs, np.array([[0, 0]]))
+
+
+def test_action_dist_takes_the_start_of_the_space() -> None:
+    cat = action_dist(gym.spaces.Discrete(3, start=-1), "PG")
+    assert isinstance(cat, Categorical) and (cat.n, cat.start) == (3, -1)
+    multi = action_dist(gym.spaces.MultiDiscrete([2, 3], start=[1, -1]), "PG")
+    assert isinstance(multi, MultiCategorical)
+    assert [(p.n, p.start) for p in multi.parts] == [(2, 1), (3, -1)]

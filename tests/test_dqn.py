@@ -27,7 +27,7 @@ from offrl.algos.dqn import (
 from offrl.algos.qnet import NumpyQ, TorchQ
 from offrl.batch import SampleBatch
 from offrl.config import from_dict
-from offrl.errors import ConfigError
+from offrl.errors import ConfigError, OffrlRuntimeError
 from tests.shared_data import RLLIB_FIXTURE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -398,3 +398,35 @@ def test_image_observations_stay_uint8_in_replay() -> None:
     assert algo.buffer.columns["n_step_new_obs"].dtype == np.uint8
     assert algo.buffer.columns["obs"].shape[1:] == (10 * 12 * 3,)
     assert stats["num_updates"] > 0 and np.isfinite(stats["loss"])
+
+
+# -- a Discrete action space with a start ------------------------------------------------
+
+
+def test_discrete_with_start_acts_in_the_spaces_values_and_replays_q_columns() -> None:
+    space = gym.spaces.Discrete(3, start=-1)  # actions -1, 0, 1
+    shifted = DQN(small_config(), OBS_SPACE, space)
+    plain = DQN(small_config(), OBS_SPACE, gym.spaces.Discrete(3))
+    obs = np.random.default_rng(2).normal(size=(300, 4)).astype(np.float32)
+    greedy, extra = shifted.compute_actions(obs, explore=False)
+    np.testing.assert_array_equal(greedy, extra["q_values"].argmax(axis=1) - 1)
+    shifted.counters["num_steps_sampled"] = 5000  # epsilon 0.51
+    actions, extra = shifted.compute_actions(obs, explore=True)
+    assert set(np.unique(actions)) == {-1, 0, 1}
+    is_greedy = actions == extra["q_values"].argmax(axis=1) - 1
+    expected = np.where(is_greedy, 1 - 0.51 + 0.51 / 3, 0.51 / 3)
+    np.testing.assert_allclose(extra["action_prob"], expected, rtol=1e-6)
+    probs = shifted.action_probs(obs)  # column k is the action k - 1
+    np.testing.assert_allclose(probs[np.arange(300), actions + 1], expected, rtol=1e-6)
+    # Learning: replay holds Q columns, and the update equals the start-free one.
+    shifted.counters["num_steps_sampled"] = 0
+    acts = np.array([-1, 0, 1, 1, 0, -1, 0, 1])
+    feed(shifted, [make_batch(8, actions=acts, eps_id=np.full(8, i)) for i in range(3)])
+    feed(plain, [make_batch(8, actions=acts + 1, eps_id=np.full(8, i)) for i in range(3)])
+    assert shifted.counters["num_updates"] > 0
+    assert set(np.unique(shifted.buffer.columns["actions"])) == {0, 1, 2}
+    np.testing.assert_array_equal(shifted.nets.flat, plain.nets.flat)
+    with pytest.raises(
+        OffrlRuntimeError, match=r"action 2 is not one of the policy's actions -1..1"
+    ):
+        feed(shifted, [make_batch(4, actions=np.array([0, 1, 2, 0]))])

@@ -459,3 +459,26 @@ def test_multidiscrete_actions_and_their_logp() -> None:
     assert algo.learn(batch, 0)["num_grad_updates"] == 1.0
     with pytest.raises(ConfigError, match="action probabilities need Discrete actions"):
         algo.action_probs(obs)
+
+
+def test_discrete_with_start_acts_and_learns_in_the_spaces_values() -> None:
+    cfg = {"seed": 0, "model": {"fcnet_hiddens": [8]}, "use_baseline": False}
+    shifted = PG(from_dict(PGConfig, cfg), OBS_SPACE, gym.spaces.Discrete(3, start=-1))
+    plain = PG(from_dict(PGConfig, cfg), OBS_SPACE, gym.spaces.Discrete(3))
+    obs = np.random.default_rng(5).normal(size=(64, 4)).astype(np.float32)
+    actions, extras = shifted.compute_actions(obs, explore=True)
+    assert set(np.unique(actions)) == {-1, 0, 1}
+    probs = shifted.action_probs(obs)  # column k is the action k - 1
+    np.testing.assert_allclose(extras[sb.ACTION_PROB], probs[np.arange(64), actions + 1], rtol=1e-5)
+    np.testing.assert_allclose(shifted.action_logp(obs, actions), extras[sb.ACTION_LOGP])
+    fix_logits(shifted, [0.0, 0.0, 1.0])
+    greedy, _ = shifted.compute_actions(obs[:3], explore=False)
+    assert greedy.tolist() == [1, 1, 1]
+    # The same update as the start-free policy on the same choices.
+    adv = np.random.default_rng(6).normal(size=64).astype(np.float32)
+    fix_logits(plain, [0.0, 0.0, 1.0])
+    shifted.learn(SampleBatch(obs=obs, actions=actions, advantages=adv), 0)
+    plain.learn(SampleBatch(obs=obs, actions=actions + 1, advantages=adv), 0)
+    np.testing.assert_array_equal(shifted.nets.flat, plain.nets.flat)
+    with pytest.raises(OffrlRuntimeError, match="action 2 is not one of the policy's actions"):
+        shifted.learn(SampleBatch(obs=obs[:1], actions=np.array([2]), advantages=adv[:1]), 0)

@@ -164,6 +164,93 @@ def test_rllib_frozenlake_one_hot_obs_read_validated_and_trained(tmp_path: Path)
     assert code == 0, err
 
 
+# -- action spaces with a start: the env and the file get values of the space ---------------
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def test_discrete_start_actions_reach_the_env_and_file_in_the_space_and_train_offline(
+    tmp_path: Path,
+) -> None:
+    # DiscreteStartEnv (Discrete(3, start=-1)) raises on an action outside its space, which
+    # would end the run with exit 1.
+    env = "tests.envs:DiscreteStartEnv"
+    out_dir = tmp_path / "out"
+    code, out, err = train(tmp_path, "PG", env, {**TINY, "output": str(out_dir)})
+    assert code == 0, err
+    cols = read_all(out_dir)
+    assert set(np.unique(cols["actions"])) == {-1, 0, 1}
+    # action_logp is that of the recorded action: logit (action - start) of the dist inputs
+    logp = log_softmax(cols["action_dist_inputs"].astype(np.float64))
+    expected = logp[np.arange(len(logp)), cols["actions"] + 1]
+    np.testing.assert_allclose(cols["action_logp"], expected, rtol=1e-5)
+    np.testing.assert_allclose(np.exp(cols["action_logp"]), cols["action_prob"], rtol=1e-5)
+    code, _, err = invoke("data", "validate", str(out_dir), "--env", env)
+    assert code == 0, err
+    offline = {**TINY, "input": str(out_dir), "postprocess_inputs": True}
+    offline["input_evaluation"] = ["is", "wis", "dm"]
+    code, out, err = train(tmp_path, "PG", env, offline)
+    assert code == 0, err
+    res = json.loads(out)
+    for name in ("is", "wis", "dm"):
+        assert np.isfinite(res[f"off_policy_estimation/{name}/v_target"]), name
+    code, out, err = invoke(
+        "rollout", str(Path(res["logdir"]) / "checkpoint_000002"), "--episodes", "2", "--env", env
+    )
+    assert code == 0, err
+    code, out, err = train(tmp_path, "DQN", env, {**TINY_DQN, "input": str(out_dir)})
+    assert code == 0, err
+    assert json.loads(out)["info/learner/num_updates"] > 0
+    # DQN online: epsilon-greedy actions in the space, recorded as such
+    dqn_dir = tmp_path / "dqn_out"
+    code, out, err = train(tmp_path, "DQN", env, {**TINY_DQN, "output": str(dqn_dir)})
+    assert code == 0, err
+    dqn_cols = read_all(dqn_dir)
+    assert set(np.unique(dqn_cols["actions"])) == {-1, 0, 1}
+    code, _, err = invoke("data", "validate", str(dqn_dir), "--env", env)
+    assert code == 0, err
+    dqn_ckpt = str(Path(json.loads(out)["logdir"]) / "checkpoint_000002")
+    code, out, err = invoke("rollout", dqn_ckpt, "--env", env)
+    assert code == 0, err
+    code, out, err = invoke(
+        "evaluate-offline", dqn_ckpt, "--input", str(out_dir), "--env", env, "-q",
+        "--estimators", "is,dm", "--bootstrap", "0",
+    )  # fmt: skip
+    assert code == 0, err
+    estimates = json.loads(out)["off_policy_estimation"]
+    assert estimates["is"]["num_episodes"] == 16 and np.isfinite(estimates["dm"]["v_target"])
+
+
+def test_multidiscrete_start_actions_reach_the_env_and_file_in_the_space(tmp_path: Path) -> None:
+    env = "tests.envs:MultiDiscreteStartEnv"  # MultiDiscrete([2, 3], start=[1, -1])
+    out_dir = tmp_path / "out"
+    code, out, err = train(tmp_path, "PG", env, {**TINY, "output": str(out_dir)})
+    assert code == 0, err
+    cols = read_all(out_dir)
+    assert set(np.unique(cols["actions"][:, 0])) == {1, 2}
+    assert set(np.unique(cols["actions"][:, 1])) == {-1, 0, 1}
+    inputs = cols["action_dist_inputs"].astype(np.float64)
+    rows = np.arange(len(inputs))
+    expected = log_softmax(inputs[:, :2])[rows, cols["actions"][:, 0] - 1]
+    expected += log_softmax(inputs[:, 2:])[rows, cols["actions"][:, 1] + 1]
+    np.testing.assert_allclose(cols["action_logp"], expected, rtol=1e-5)
+    code, _, err = invoke("data", "validate", str(out_dir), "--env", env)
+    assert code == 0, err
+    offline = {**TINY, "input": str(out_dir), "postprocess_inputs": True}
+    offline["input_evaluation"] = ["is", "wis"]
+    code, out, err = train(tmp_path, "PG", env, offline)
+    assert code == 0, err
+    res = json.loads(out)
+    assert np.isfinite(res["off_policy_estimation/is/v_target"])
+    code, out, err = invoke(
+        "rollout", str(Path(res["logdir"]) / "checkpoint_000002"), "--episodes", "2", "--env", env
+    )
+    assert code == 0, err
+
+
 # -- bad input ------------------------------------------------------------------------------
 
 

@@ -36,7 +36,8 @@ class Algorithm(Protocol):
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Actions for ``obs`` (N, *obs_shape) and extra columns of the behaviour policy.
 
-        Returns ``actions`` as recorded ((N,) for Discrete, (N, *shape) otherwise) and
+        Returns ``actions`` as recorded ((N,) for Discrete, (N, *shape) otherwise; for
+        Discrete and MultiDiscrete values of the space, ``start`` included) and
         a dict with at least ``action_prob`` (N,), ``action_logp`` (N,) and
         ``action_dist_inputs`` (N, width): the probability (a density for Box actions)
         of the returned action under the policy that chose it. An algorithm whose
@@ -50,7 +51,8 @@ class Algorithm(Protocol):
         """Probabilities (N, n_actions) of every action under the current (target) policy.
 
         Off-policy estimation uses it: the target policy's probability of a
-        logged action is ``action_probs(obs)[i, actions[i]]``.
+        logged action is ``action_probs(obs)[i, actions[i] - start]`` (``start`` that of
+        the ``Discrete`` space; recorded actions are values of the space).
         """
         ...
 

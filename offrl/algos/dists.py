@@ -2,9 +2,12 @@
 
 Each works on ``inputs``, the rows the policy writes into ``action_dist_inputs``:
 
-- :class:`Categorical` (``Discrete(n)``): n logits.
-- :class:`MultiCategorical` (``MultiDiscrete(nvec)``): the logits of every component,
-  concatenated (``sum(nvec)`` per row); an action is one integer per component.
+- :class:`Categorical` (``Discrete(n, start)``): n logits.
+- :class:`MultiCategorical` (``MultiDiscrete(nvec, start)``): the logits of every
+  component, concatenated (``sum(nvec)`` per row); an action is one integer per component.
+
+Actions are values of the space, as the env takes them and files record them: logit
+``k`` is the action ``start + k``. Only the distributions know ``start``.
 - :class:`DiagGaussian` (``Box``): means then log-stds (``2 * dim`` per row), as RLlib
   writes them; the log-std is a learned parameter that does not depend on the state.
 
@@ -23,7 +26,7 @@ from collections.abc import Iterable
 import gymnasium as gym
 import numpy as np
 
-from offrl.errors import ConfigError
+from offrl.errors import ConfigError, OffrlRuntimeError
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -36,18 +39,34 @@ def softmax_np(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return e / s, z - np.log(s)
 
 
-class Categorical:
-    """One of ``n`` actions; inputs are n logits."""
+def action_index(actions: np.ndarray, n: int, start: int) -> np.ndarray:
+    """Indices (N,) int64, ``action - start``, of actions of ``Discrete(n, start)``; an
+    OffrlRuntimeError for one outside the space (a negative index would silently pick
+    a column from the other end)."""
+    idx = np.asarray(actions).astype(np.int64).reshape(-1) - start
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        bad = int(idx[(idx < 0) | (idx >= n)][0]) + start
+        raise OffrlRuntimeError(
+            f"action {bad} is not one of the policy's actions {start}..{start + n - 1}; "
+            "the data does not match this environment's action space"
+        )
+    return idx
 
-    def __init__(self, n: int) -> None:
+
+class Categorical:
+    """One of the ``n`` actions ``start .. start + n - 1``; inputs are n logits."""
+
+    def __init__(self, n: int, start: int = 0) -> None:
         self.n = n
+        self.start = start
         self.n_params = n  # policy network outputs
         self.n_inputs = n  # action_dist_inputs width
 
     def sample(
         self, inputs: np.ndarray, rng: np.random.Generator, explore: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(actions (N,) int64, logp (N,)): a draw, or the most likely action."""
+        """(actions (N,) int64, logp (N,)): a draw, or the most likely action (values of
+        the space: ``start`` + the logit's index)."""
         probs, logp_all = softmax_np(inputs)
         if explore:
             # Inverse-CDF sampling in numpy: cheaper than torch.distributions per step.
@@ -56,12 +75,16 @@ class Categorical:
             np.minimum(actions, self.n - 1, out=actions)  # cumsum may end at 1 - eps
         else:
             actions = inputs.argmax(axis=1)
-        return actions.astype(np.int64), logp_all[np.arange(len(actions)), actions]
+        logp = logp_all[np.arange(len(actions)), actions]
+        return actions.astype(np.int64) + self.start, logp
+
+    def index(self, actions: np.ndarray) -> np.ndarray:
+        """Logit indices (N,) of actions (values of the space)."""
+        return action_index(actions, self.n, self.start)
 
     def logp_np(self, inputs: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """log p(a) (N,) = z_a - logsumexp(z)."""
-        rows = np.arange(len(inputs))
-        return softmax_np(inputs)[1][rows, np.asarray(actions, dtype=np.int64).reshape(-1)]
+        return softmax_np(inputs)[1][np.arange(len(inputs)), self.index(actions)]
 
     def entropy_np(self, inputs: np.ndarray) -> np.ndarray:
         """H (N,) = -sum_k p_k log p_k."""
@@ -81,7 +104,7 @@ class Categorical:
         probs, logp_all = softmax_np(inputs)
         rows = np.arange(len(inputs))
         grad = probs * -weights[:, None]
-        grad[rows, np.asarray(actions, dtype=np.int64).reshape(-1)] += weights
+        grad[rows, self.index(actions)] += weights
         if c:
             entropy = -(probs * logp_all).sum(axis=1, keepdims=True)
             grad -= np.float32(c) * probs * (logp_all + entropy)
@@ -100,9 +123,11 @@ def _total(terms: Iterable[np.ndarray]) -> np.ndarray:
 class MultiCategorical:
     """One Categorical per component of a MultiDiscrete space; the log-probs add up."""
 
-    def __init__(self, nvec: np.ndarray) -> None:
+    def __init__(self, nvec: np.ndarray, start: np.ndarray | None = None) -> None:
         self.shape = tuple(nvec.shape)
-        self.parts = [Categorical(int(k)) for k in nvec.reshape(-1)]
+        starts = np.zeros(nvec.size, dtype=np.int64) if start is None else start.reshape(-1)
+        pairs = zip(nvec.reshape(-1), starts, strict=True)
+        self.parts = [Categorical(int(k), int(s)) for k, s in pairs]
         self.bounds = np.cumsum([0] + [p.n for p in self.parts])
         self.n_params = int(self.bounds[-1])
         self.n_inputs = self.n_params
@@ -208,9 +233,9 @@ ActionDist = Categorical | MultiCategorical | DiagGaussian
 def action_dist(space: gym.Space, algo: str) -> ActionDist:
     """The distribution for ``space``; a ConfigError naming the space for any other."""
     if isinstance(space, gym.spaces.Discrete):
-        return Categorical(int(space.n))
+        return Categorical(int(space.n), int(space.start))
     if isinstance(space, gym.spaces.MultiDiscrete):
-        return MultiCategorical(space.nvec)
+        return MultiCategorical(space.nvec, np.asarray(space.start))
     if isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating):
         return DiagGaussian(tuple(space.shape))
     raise ConfigError(

@@ -12,7 +12,7 @@ stored in a replay buffer, and replayed for updates.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 from offrl import batch as sb
 from offrl.algos.base import discrete_n, set_cpu_threads
 from offrl.algos.configs import DQNConfig, scheduled_lr
+from offrl.algos.dists import action_index
 from offrl.algos.qnet import QNetwork, TorchQ, huber, huber_grad, q_backend, td_targets
 from offrl.algos.replay import PrioritizedReplayBuffer, ReplayBuffer
 from offrl.batch import SampleBatch
@@ -124,6 +125,9 @@ class DQN:
         config.validate()  # a DQNConfig built directly has not been through from_dict
         self.config = config
         self.n_actions = discrete_n(action_space, "DQN")
+        # The env's actions are start .. start + n - 1; Q columns and replay hold start-free
+        # indices: compute_actions adds start, learn() takes it off (the only two places).
+        self.action_start = int(cast(gym.spaces.Discrete, action_space).start)
         seed = config.seed if config.seed is not None else 0
         set_cpu_threads(config.num_threads)
         with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
@@ -166,7 +170,8 @@ class DQN:
     def compute_actions(
         self, obs: np.ndarray, *, explore: bool
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Epsilon-greedy actions (greedy with probability 1 when ``explore`` is False)."""
+        """Epsilon-greedy actions, values of the env's space (``start`` + the Q column);
+        greedy with probability 1 when ``explore`` is False."""
         q = self.q_values(obs)
         greedy = q.argmax(axis=1)
         eps = self.epsilon() if explore else 0.0
@@ -176,7 +181,7 @@ class DQN:
             random_actions = self.explore_rng.integers(0, self.n_actions, size=len(q))
             actions = np.where(draw, random_actions, greedy)
         prob = epsilon_greedy_probs(greedy, actions, eps, self.n_actions)
-        return actions, {
+        return actions + self.action_start, {
             sb.ACTION_PROB: prob,
             sb.ACTION_LOGP: np.log(prob),
             sb.ACTION_DIST_INPUTS: q,
@@ -184,7 +189,8 @@ class DQN:
         }
 
     def action_probs(self, obs: np.ndarray) -> np.ndarray:
-        """Epsilon-greedy probabilities (N, n_actions) at the current epsilon."""
+        """Epsilon-greedy probabilities (N, n_actions) at the current epsilon; column k
+        is the action ``start + k``."""
         greedy = self.q_values(obs).argmax(axis=1)
         eps = self.epsilon()
         probs = np.full((len(obs), self.n_actions), eps / self.n_actions, dtype=np.float32)
@@ -225,7 +231,7 @@ class DQN:
         rows = {name: np.asarray(batch[name])[keep] for name in _REPLAY_COLUMNS}
         for col in (sb.OBS, N_STEP_NEW_OBS):
             rows[col] = rows[col].reshape(len(rows[col]), -1).astype(self.obs_dtype, copy=False)
-        rows[sb.ACTIONS] = rows[sb.ACTIONS].astype(np.int64)
+        rows[sb.ACTIONS] = action_index(rows[sb.ACTIONS], self.n_actions, self.action_start)
         if keep.any():
             self.buffer.add(rows)
         self.counters["num_steps_sampled"] += batch.count

@@ -91,7 +91,8 @@ class PG:
         return env_actions(self.action_space, actions, self.config.normalize_actions)
 
     def action_probs(self, obs: np.ndarray) -> np.ndarray:
-        """Probabilities (N, n_actions) of every action under the current policy (Discrete)."""
+        """Probabilities (N, n) of every action under the current policy (Discrete):
+        column k is the action ``start + k``."""
         if not isinstance(self.dist, Categorical):
             raise ConfigError(
                 f"action probabilities need Discrete actions, not {self.action_space}"

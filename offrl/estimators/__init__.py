@@ -55,8 +55,12 @@ def make_estimators(
     obs_dim: int,
     seed: int,
     fqe_config: dict | None = None,
+    action_start: int = 0,
 ) -> list[OffPolicyEstimator]:
-    """One estimator per name, in order; an unknown name is a ConfigError with a suggestion."""
+    """One estimator per name, in order; an unknown name is a ConfigError with a suggestion.
+
+    ``action_start``: the ``start`` of a ``Discrete(action_space_n, start)`` action space;
+    logged actions are its values, column ``action - start`` of ``target_probs``."""
     fqe = FQEConfig.from_dict(fqe_config)
     out: list[OffPolicyEstimator] = []
     shared: SharedFQE | None = None
@@ -65,9 +69,11 @@ def make_estimators(
             continue  # run by the trainer with the rollout, not an estimator over data
         est_seed = int_seed(seed, Stream.ESTIMATOR, i)
         if name == "is":
-            out.append(ImportanceSampling(gamma=gamma, seed=est_seed))
+            out.append(ImportanceSampling(gamma=gamma, seed=est_seed, action_start=action_start))
         elif name == "wis":
-            out.append(WeightedImportanceSampling(gamma=gamma, seed=est_seed))
+            out.append(
+                WeightedImportanceSampling(gamma=gamma, seed=est_seed, action_start=action_start)
+            )
         elif name in ("dm", "dr"):
             if shared is None:  # dm and dr share one set of episodes and one model
                 shared = SharedFQE(
@@ -76,6 +82,7 @@ def make_estimators(
                     obs_dim=obs_dim,
                     seed=est_seed,
                     fqe=fqe,
+                    action_start=action_start,
                 )
             cls = DirectMethod if name == "dm" else DoublyRobust
             out.append(cls(gamma=gamma, shared=shared))
@@ -110,6 +117,7 @@ def estimators_for(
         obs_dim=obs_dim(observation_space),
         seed=seed,
         fqe_config=fqe_config,
+        action_start=int(action_space.start) if discrete else 0,
     )
     return {est.name: est for est in estimators}
 

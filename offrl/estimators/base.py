@@ -72,7 +72,7 @@ class Episode:
     """One whole episode, rows in time order. Shapes: L rows, A actions, D obs dims."""
 
     rewards: np.ndarray  # (L,) float64
-    actions: np.ndarray  # (L,) int64
+    actions: np.ndarray  # (L,) int64: column indices (action - start) of target_probs
     target_probs: np.ndarray  # (L, A) current-policy probabilities at obs[t]
     behaviour_prob: np.ndarray | None  # (L,) behaviour probability of the logged action
     terminated: bool  # the last row ended the MDP (no bootstrapping past it)
@@ -151,18 +151,20 @@ def behaviour_probs(batch: SampleBatch) -> np.ndarray | None:
 
 
 def _row_columns(
-    batch: SampleBatch, target_probs: TargetProbs, keep_states: bool
+    batch: SampleBatch, target_probs: TargetProbs, keep_states: bool, action_start: int = 0
 ) -> dict[str, np.ndarray]:
-    """Per-row arrays an Episode is built from, computed once per batch."""
-    actions = np.asarray(batch[ACTIONS]).astype(np.int64).reshape(-1)
+    """Per-row arrays an Episode is built from, computed once per batch; logged actions
+    (values of ``Discrete(n, action_start)``) become column indices ``action - start``."""
+    actions = np.asarray(batch[ACTIONS]).astype(np.int64).reshape(-1) - action_start
     obs = np.asarray(batch[OBS], dtype=np.float32).reshape(batch.count, -1)
     probs = np.asarray(target_probs(obs), dtype=np.float64)
     if probs.ndim != 2 or probs.shape[0] != batch.count:
         raise ValueError(f"target_probs returned shape {probs.shape}; expected ({batch.count}, A)")
     if actions.size and (actions.min() < 0 or actions.max() >= probs.shape[1]):
+        low, high = action_start, action_start + probs.shape[1] - 1
         raise OffrlRuntimeError(
-            f"logged actions range {actions.min()}..{actions.max()} but the policy has "
-            f"{probs.shape[1]} actions; the data does not match this environment"
+            f"logged actions range {actions.min() + low}..{actions.max() + low} but the "
+            f"policy's actions are {low}..{high}; the data does not match this environment"
         )
     done = batch.dones_column()
     cols = {
@@ -224,7 +226,8 @@ class EpisodeCollector:
     At most ``max_pending`` unfinished episodes are held (the least recently extended
     is dropped first and counted in ``dropped``); at most ``max_episodes`` completed
     ones, beyond which a uniform reservoir sample (seeded) is kept, so estimates are
-    then over a random subset of all episodes seen.
+    then over a random subset of all episodes seen. ``action_start``: the ``start`` of
+    a ``Discrete`` action space; episodes hold actions as indices from 0.
     """
 
     def __init__(
@@ -234,8 +237,10 @@ class EpisodeCollector:
         seed: int,
         max_episodes: int = 20_000,
         max_pending: int = 10_000,
+        action_start: int = 0,
     ) -> None:
         self.keep_states = keep_states
+        self.action_start = action_start
         self.max_episodes = max_episodes
         self.max_pending = max_pending
         self.episodes: list[Episode] = []
@@ -248,7 +253,7 @@ class EpisodeCollector:
         """Split ``batch`` by episode, extend pending episodes, store completed ones."""
         if batch.count == 0:
             return
-        cols = _row_columns(batch, target_probs, self.keep_states)
+        cols = _row_columns(batch, target_probs, self.keep_states, self.action_start)
         for key, rows in episode_rows(batch, cols["done"]):
             part = {name: arr[rows] for name, arr in cols.items()}
             pend = self._pending.pop(key, None) or _Pending()

@@ -78,9 +78,16 @@ class SharedFQE:
     """
 
     def __init__(
-        self, *, gamma: float, action_space_n: int, obs_dim: int, seed: int, fqe: FQEConfig
+        self,
+        *,
+        gamma: float,
+        action_space_n: int,
+        obs_dim: int,
+        seed: int,
+        fqe: FQEConfig,
+        action_start: int = 0,
     ) -> None:
-        self.collector = EpisodeCollector(keep_states=True, seed=seed)
+        self.collector = EpisodeCollector(keep_states=True, seed=seed, action_start=action_start)
         self.model = FittedQEvaluation(obs_dim, action_space_n, gamma, fqe, seed)
         self.counts = {"add": 0, "fit": 0, "reset": 0}
         self._data_key = (-1, -1)  # (episodes seen, stored) when the data was last set

@@ -155,9 +155,9 @@ class _ImportanceBase:
 
     name = ""
 
-    def __init__(self, *, gamma: float, seed: int) -> None:
+    def __init__(self, *, gamma: float, seed: int, action_start: int = 0) -> None:
         self.gamma = gamma
-        self.collector = EpisodeCollector(keep_states=False, seed=seed)
+        self.collector = EpisodeCollector(keep_states=False, seed=seed, action_start=action_start)
 
     def process(self, batch: SampleBatch, target_probs: TargetProbs) -> None:
         """Join the batch's rows into episodes; raise MissingBehaviourProbs without them."""
