@@ -56,6 +56,18 @@ def read_all(path: Path) -> dict[str, np.ndarray]:
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
+def validate_and_train_offline(tmp_path: Path, env: str, data: Path, estimators: list) -> dict:
+    """``data validate`` of ``data`` against ``env``, then offline PG on it with
+    ``estimators``: the run's result (both must succeed)."""
+    code, _, err = invoke("data", "validate", str(data), "--env", env)
+    assert code == 0, err
+    offline = {**TINY, "input": str(data), "postprocess_inputs": True}
+    offline["input_evaluation"] = estimators
+    code, out, err = train(tmp_path, "PG", env, offline)
+    assert code == 0, err
+    return json.loads(out)
+
+
 # (env, obs column (dtype, row shape), actions (dtype, row shape), DQN applies)
 SPACES = [
     ("tests.envs:ImageEnv", ("uint8", (10, 12, 3)), ("int64", ()), True),
@@ -81,13 +93,7 @@ def test_every_space_trains_records_reads_back_and_rolls_out(
     assert (str(cols["actions"].dtype), cols["actions"].shape[1:]) == actions
     assert cols["prev_actions"].shape[1:] == actions[1]
     # The file checks against the env and trains offline.
-    code, _, err = invoke("data", "validate", str(out_dir), "--env", env)
-    assert code == 0, err
-    offline = {**TINY, "input": str(out_dir), "postprocess_inputs": True}
-    offline["input_evaluation"] = ["is", "wis"]
-    code, out, err = train(tmp_path, "PG", env, offline)
-    assert code == 0, err
-    res = json.loads(out)
+    res = validate_and_train_offline(tmp_path, env, out_dir, ["is", "wis"])
     assert res["rows_read"] == 128
     assert np.isfinite(res["off_policy_estimation/wis/v_target"])
     ckpt = Path(res["logdir"]) / "checkpoint_000002"
@@ -188,13 +194,7 @@ def test_discrete_start_actions_reach_the_env_and_file_in_the_space_and_train_of
     expected = logp[np.arange(len(logp)), cols["actions"] + 1]
     np.testing.assert_allclose(cols["action_logp"], expected, rtol=1e-5)
     np.testing.assert_allclose(np.exp(cols["action_logp"]), cols["action_prob"], rtol=1e-5)
-    code, _, err = invoke("data", "validate", str(out_dir), "--env", env)
-    assert code == 0, err
-    offline = {**TINY, "input": str(out_dir), "postprocess_inputs": True}
-    offline["input_evaluation"] = ["is", "wis", "dm"]
-    code, out, err = train(tmp_path, "PG", env, offline)
-    assert code == 0, err
-    res = json.loads(out)
+    res = validate_and_train_offline(tmp_path, env, out_dir, ["is", "wis", "dm"])
     for name in ("is", "wis", "dm"):
         assert np.isfinite(res[f"off_policy_estimation/{name}/v_target"]), name
     code, out, err = invoke(
@@ -237,13 +237,7 @@ def test_multidiscrete_start_actions_reach_the_env_and_file_in_the_space(tmp_pat
     expected = log_softmax(inputs[:, :2])[rows, cols["actions"][:, 0] - 1]
     expected += log_softmax(inputs[:, 2:])[rows, cols["actions"][:, 1] + 1]
     np.testing.assert_allclose(cols["action_logp"], expected, rtol=1e-5)
-    code, _, err = invoke("data", "validate", str(out_dir), "--env", env)
-    assert code == 0, err
-    offline = {**TINY, "input": str(out_dir), "postprocess_inputs": True}
-    offline["input_evaluation"] = ["is", "wis"]
-    code, out, err = train(tmp_path, "PG", env, offline)
-    assert code == 0, err
-    res = json.loads(out)
+    res = validate_and_train_offline(tmp_path, env, out_dir, ["is", "wis"])
     assert np.isfinite(res["off_policy_estimation/is/v_target"])
     code, out, err = invoke(
         "rollout", str(Path(res["logdir"]) / "checkpoint_000002"), "--episodes", "2", "--env", env
