@@ -128,7 +128,12 @@ def run_offrl(name: str, seed: int, results: Path, to_goal: bool, every: int) ->
     spec = _spec(name)
     args = ["train", "-f", str(ROOT / "configs" / f"{name}.json"), "--seed", str(seed)]
     if to_goal:
-        per_iter = int(spec["config"].get("timesteps_per_iteration", 1000))
+        # rows per training iteration: DQN's timesteps_per_iteration, PG's train_batch_size
+        # (offrl's defaults 1000 and 200)
+        key, default = (
+            ("timesteps_per_iteration", 1000) if spec["run"] == "DQN" else ("train_batch_size", 200)
+        )
+        per_iter = int(spec["config"].get(key, default))
         extra = {
             "evaluation_interval": max(every // per_iter, 1),
             "evaluation_num_episodes": EVAL_EPISODES,
