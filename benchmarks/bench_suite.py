@@ -1,22 +1,35 @@
-"""The standard control suite: offrl's configs, and optionally Stable-Baselines3, same budget.
+"""The standard control suite: offrl's configs beside Stable-Baselines3, in one run.
 
-For each config in ``configs/`` named on the command line and each seed: train with
-``offrl train -f CONFIG --seed S --checkpoint-at-end`` for the config's
-``timesteps_total`` (a subprocess, so wall time includes start-up as a user sees it),
-then greedy-evaluate the final checkpoint with ``offrl rollout CKPT --episodes 20``.
+For each config in ``configs/`` named on the command line and each seed, offrl trains with
+``offrl train -f CONFIG --seed S --checkpoint-at-end`` (a subprocess, so wall time includes
+start-up as a user sees it), then the final checkpoint is greedy-evaluated with
+``offrl rollout CKPT --episodes 20 --seed 12345``.
 
-With ``--sb3`` (``pip install stable-baselines3``; installed only for this script) the
-same env is trained with SB3 for the same number of steps: DQN with rl-zoo3's
-hyperparameters for DQN configs, A2C with SB3's defaults and 8 envs for PG configs, torch 1 thread,
-and evaluated the same way (20 greedy episodes, ``deterministic=True``).
+With ``--sb3`` (``pip install stable-baselines3``; installed only for this script) the same
+env is trained with SB3 (in this process, torch 1 thread, so its figures leave out
+start-up): DQN with rl-zoo3's hyperparameters for DQN configs, A2C with rl-zoo3's
+hyperparameters (``VecNormalize`` included) for PG configs; its final model is evaluated the
+same way (20 greedy episodes, ``deterministic=True``, reset seeds 12345, 12346, ...).
+``--only sb3`` runs SB3 alone (the offrl side of the same configs in another invocation).
+
+Two modes:
+
+- default: the config's whole budget (its ``stop``), both sides.
+- ``--to-goal``: both sides stop as soon as a greedy evaluation of 20 episodes, every
+  ``--eval-every`` env steps, reaches the goal (or at the budget). offrl does it with its own
+  ``evaluation_interval`` and a ``stop`` on ``evaluation/episode_reward_mean``; SB3 with
+  ``EvalCallback`` + ``StopTrainingOnRewardThreshold`` on 8 eval envs. Both sides' wall and
+  CPU times include their evaluations. This is the speed goal's "wall time to the goal".
+
+Figures per run: env steps, wall and CPU (user+sys) seconds, env steps per wall second,
+greedy mean (min, max) of the final model, goal met or missed. One JSON line per run, then
+a table.
 
 Goals (greedy mean): dqn-acrobot / pg-acrobot >= -100, dqn-lunarlander >= 150,
-dqn-mountaincar >= -110, pg-pendulum >= -300.
-
-Prints one JSON line per run, then a summary table. Usage::
+dqn-mountaincar >= -110, pg-pendulum >= -300, dqn-cartpole >= 475. Usage::
 
     python benchmarks/bench_suite.py dqn-acrobot --seeds 1 2 3
-    python benchmarks/bench_suite.py dqn-acrobot pg-acrobot --seeds 1 --sb3
+    python benchmarks/bench_suite.py dqn-acrobot pg-acrobot --seeds 1 --sb3 --to-goal
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -38,10 +52,12 @@ GOALS = {
     "dqn-lunarlander": 150.0,
     "dqn-mountaincar": -110.0,
     "pg-pendulum": -300.0,
+    "dqn-cartpole": 475.0,
 }
 EVAL_EPISODES = 20
+EVAL_SEED = 12345
 
-# rl-zoo3's hyperparameters (hyperparams/dqn.yml and a2c.yml), for the SB3 side.
+# rl-zoo3's hyperparameters (hyperparams/dqn.yml), for the SB3 side.
 SB3_DQN = {
     "Acrobot-v1": dict(
         learning_rate=6.3e-4, batch_size=128, buffer_size=50000, learning_starts=0,
@@ -61,7 +77,32 @@ SB3_DQN = {
         exploration_fraction=0.2, exploration_final_eps=0.07,
         policy_kwargs=dict(net_arch=[256, 256]),
     ),
+    "CartPole-v1": dict(
+        learning_rate=2.3e-3, batch_size=64, buffer_size=100000, learning_starts=1000,
+        gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
+        exploration_fraction=0.16, exploration_final_eps=0.04,
+        policy_kwargs=dict(net_arch=[256, 256]),
+    ),
 }  # fmt: skip
+
+# rl-zoo3's hyperparameters (hyperparams/a2c.yml): envs, VecNormalize, A2C keywords.
+SB3_A2C = {
+    "Acrobot-v1": dict(n_envs=16, gamma=0.99, kwargs=dict(ent_coef=0.0)),
+    "Pendulum-v1": dict(
+        n_envs=8, gamma=0.9,
+        kwargs=dict(
+            ent_coef=0.0, max_grad_norm=0.5, n_steps=8, gae_lambda=0.9, vf_coef=0.4,
+            gamma=0.9, use_rms_prop=True, normalize_advantage=False,
+            learning_rate=lambda progress: progress * 7e-4, use_sde=True,
+            policy_kwargs=dict(log_std_init=-2, ortho_init=False),
+        ),
+    ),
+}  # fmt: skip
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _offrl(args: list[str], results: Path) -> subprocess.CompletedProcess:
@@ -70,64 +111,129 @@ def _offrl(args: list[str], results: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
 
 
-def run_offrl(name: str, seed: int, results: Path) -> dict[str, Any]:
+def _spec(name: str) -> dict[str, Any]:
+    return json.loads((ROOT / "configs" / f"{name}.json").read_text())
+
+
+def _summary(returns: list[float]) -> dict[str, float]:
+    return {
+        "greedy_mean": round(sum(returns) / len(returns), 2),
+        "greedy_min": round(min(returns), 2),
+        "greedy_max": round(max(returns), 2),
+    }
+
+
+def run_offrl(name: str, seed: int, results: Path, to_goal: bool, every: int) -> dict[str, Any]:
     """Train ``configs/NAME.json`` with ``seed``, then roll its final checkpoint out."""
-    config = ROOT / "configs" / f"{name}.json"
-    start = time.perf_counter()
-    proc = _offrl(
-        ["train", "-f", str(config), "--seed", str(seed), "--checkpoint-at-end", "-q"], results
-    )
-    wall = time.perf_counter() - start
+    spec = _spec(name)
+    args = ["train", "-f", str(ROOT / "configs" / f"{name}.json"), "--seed", str(seed)]
+    if to_goal:
+        # rows per training iteration: DQN's timesteps_per_iteration, PG's train_batch_size
+        # (offrl's defaults 1000 and 200)
+        key, default = (
+            ("timesteps_per_iteration", 1000) if spec["run"] == "DQN" else ("train_batch_size", 200)
+        )
+        per_iter = int(spec["config"].get(key, default))
+        extra = {
+            "evaluation_interval": max(every // per_iter, 1),
+            "evaluation_num_episodes": EVAL_EPISODES,
+        }
+        stop = {**spec["stop"], "evaluation/episode_reward_mean": GOALS[name]}
+        args += ["--config", json.dumps(extra), "--stop", json.dumps(stop)]
+    cpu0, start = _children_cpu(), time.perf_counter()
+    proc = _offrl([*args, "--checkpoint-at-end", "-q"], results)
+    wall, cpu = time.perf_counter() - start, _children_cpu() - cpu0
     if proc.returncode != 0:
         raise RuntimeError(f"offrl train {name} seed {seed} failed:\n{proc.stderr[-2000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     ckpts = sorted(Path(result["logdir"]).glob("checkpoint_*"))
     roll = _offrl(
-        ["rollout", str(ckpts[-1]), "--episodes", str(EVAL_EPISODES), "--seed", "12345"], results
+        ["rollout", str(ckpts[-1]), "--episodes", str(EVAL_EPISODES), "--seed", str(EVAL_SEED)],
+        results,
     )
     if roll.returncode != 0:
         raise RuntimeError(f"offrl rollout failed:\n{roll.stderr[-2000:]}")
     greedy = json.loads(roll.stdout.strip().splitlines()[-1])
     steps = int(result["timesteps_total"])
     return {
-        "who": "offrl", "config": name, "seed": seed, "steps": steps, "wall_s": round(wall, 1),
-        "steps_per_s": round(steps / wall, 1), "greedy_mean": greedy["episode_reward_mean"],
+        "who": "offrl", "config": name, "seed": seed, "steps": steps,
+        "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "steps_per_s": round(steps / wall, 1),
+        "greedy_mean": greedy["episode_reward_mean"], "greedy_min": greedy["episode_reward_min"],
+        "greedy_max": greedy["episode_reward_max"],
+        "last_eval": result.get("evaluation/episode_reward_mean"),
         "train_reward_mean": result.get("episode_reward_mean"),
     }  # fmt: skip
 
 
-def run_sb3(name: str, seed: int) -> dict[str, Any]:
-    """The same env and budget with SB3 (DQN with rl-zoo3's settings, or 8-env A2C)."""
-    import gymnasium as gym
-    import numpy as np
-    import torch
+def _sb3_model(spec: dict[str, Any], seed: int) -> tuple[Any, Any]:
+    """The SB3 model for ``spec`` and the function that prepares an eval env like its own."""
     from stable_baselines3 import A2C, DQN
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
 
-    torch.set_num_threads(1)
-    spec = json.loads((ROOT / "configs" / f"{name}.json").read_text())
-    env_id, steps = spec["env"], int(spec["stop"]["timesteps_total"])
-    start = time.perf_counter()
+    env_id = spec["env"]
     if spec["run"] == "DQN":
         model = DQN("MlpPolicy", env_id, seed=seed, **SB3_DQN[env_id])
-    else:
-        model = A2C("MlpPolicy", make_vec_env(env_id, n_envs=8, seed=seed), seed=seed)
-    model.learn(total_timesteps=steps)
-    wall = time.perf_counter() - start
+        return model, lambda venv: venv
+    zoo = SB3_A2C[env_id]
+    venv = VecNormalize(make_vec_env(env_id, n_envs=zoo["n_envs"], seed=seed), gamma=zoo["gamma"])
+    model = A2C("MlpPolicy", venv, seed=seed, **zoo["kwargs"])
+
+    def like_train(eval_venv: Any) -> Any:
+        return VecNormalize(eval_venv, training=False, norm_reward=False, gamma=zoo["gamma"])
+
+    return model, like_train
+
+
+def _sb3_greedy(model: Any, env_id: str) -> list[float]:
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    norm = model.get_env() if isinstance(model.get_env(), VecNormalize) else None
     env = gym.make(env_id)
     returns = []
     for k in range(EVAL_EPISODES):
-        obs, _ = env.reset(seed=12345 + k)
+        obs, _ = env.reset(seed=EVAL_SEED + k)
         total, done = 0.0, False
         while not done:
-            action, _ = model.predict(obs, deterministic=True)
+            action, _ = model.predict(
+                obs if norm is None else norm.normalize_obs(obs), deterministic=True
+            )
             obs, rew, term, trunc, _ = env.step(action)
             total += float(rew)
             done = bool(term or trunc)
         returns.append(total)
+    env.close()
+    return returns
+
+
+def run_sb3(name: str, seed: int, to_goal: bool, every: int) -> dict[str, Any]:
+    """The same env and budget with SB3 (DQN or A2C with rl-zoo3's settings)."""
+    import torch
+    from stable_baselines3.common.callbacks import EvalCallback, StopTrainingOnRewardThreshold
+    from stable_baselines3.common.env_util import make_vec_env
+
+    torch.set_num_threads(1)
+    spec = _spec(name)
+    env_id, budget = spec["env"], int(spec["stop"]["timesteps_total"])
+    cpu0, start = time.process_time(), time.perf_counter()
+    model, like_train = _sb3_model(spec, seed)
+    callback = None
+    if to_goal:
+        stop = StopTrainingOnRewardThreshold(reward_threshold=GOALS[name], verbose=0)
+        eval_env = like_train(make_vec_env(env_id, n_envs=8, seed=seed + 1000))
+        callback = EvalCallback(
+            eval_env, callback_on_new_best=stop, n_eval_episodes=EVAL_EPISODES,
+            eval_freq=max(every // model.n_envs, 1), deterministic=True, verbose=0,
+        )  # fmt: skip
+    model.learn(total_timesteps=budget, callback=callback)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    steps = int(model.num_timesteps)
     return {
-        "who": "sb3", "config": name, "seed": seed, "steps": steps, "wall_s": round(wall, 1),
-        "steps_per_s": round(steps / wall, 1), "greedy_mean": float(np.mean(returns)),
+        "who": "sb3", "config": name, "seed": seed, "steps": steps,
+        "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "steps_per_s": round(steps / wall, 1),
+        **_summary(_sb3_greedy(model, env_id)),
+        "last_eval": None if callback is None else round(float(callback.last_mean_reward), 2),
     }  # fmt: skip
 
 
@@ -136,25 +242,33 @@ def main() -> None:
     parser.add_argument("configs", nargs="+", choices=sorted(GOALS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--sb3", action="store_true", help="also train SB3 on the same budget")
+    parser.add_argument("--only", choices=("offrl", "sb3"), help="run one side only")
+    parser.add_argument("--to-goal", action="store_true", help="stop each run at its goal")
+    parser.add_argument("--eval-every", type=int, default=5000, help="env steps (--to-goal)")
     args = parser.parse_args()
+    sides = [args.only] if args.only else ["offrl", "sb3"] if args.sb3 else ["offrl"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs:
             for seed in args.seeds:
-                runs = [run_offrl(name, seed, Path(tmp))]
-                if args.sb3:
-                    runs.append(run_sb3(name, seed))
-                for row in runs:
+                for side in sides:
+                    if side == "offrl":
+                        row = run_offrl(name, seed, Path(tmp), args.to_goal, args.eval_every)
+                    else:
+                        row = run_sb3(name, seed, args.to_goal, args.eval_every)
+                    row["mode"] = "to-goal" if args.to_goal else "budget"
                     row["goal"] = GOALS[name]
                     row["met"] = row["greedy_mean"] >= GOALS[name]
                     print(json.dumps(row), flush=True)
                     rows.append(row)
-    head = ("config", "who", "seed", "steps", "wall s", "steps/s", "greedy")
-    print("\n{:18} {:6} {:>4} {:>8} {:>8} {:>8} {:>9} goal".format(*head))
+    head = ("config", "who", "seed", "steps", "wall s", "CPU s", "steps/s", "last eval")
+    print("\n{:16} {:5} {:>4} {:>8} {:>7} {:>7} {:>8} {:>9}  {:26} goal".format(*head, "greedy"))
     for r in rows:
+        greedy = f"{r['greedy_mean']:.1f} ({r['greedy_min']:.0f}, {r['greedy_max']:.0f})"
         print(
-            f"{r['config']:18} {r['who']:6} {r['seed']:>4} {r['steps']:>8} {r['wall_s']:>8} "
-            f"{r['steps_per_s']:>8} {r['greedy_mean']:>9.1f} {'met' if r['met'] else 'missed'}"
+            f"{r['config']:16} {r['who']:5} {r['seed']:>4} {r['steps']:>8} {r['wall_s']:>7} "
+            f"{r['cpu_s']:>7} {r['steps_per_s']:>8} {r['last_eval'] or '-':>9}  {greedy:26} "
+            f"{'met' if r['met'] else 'missed'}"
         )
 
 
