@@ -482,3 +482,22 @@ def test_discrete_with_start_acts_and_learns_in_the_spaces_values() -> None:
     np.testing.assert_array_equal(shifted.nets.flat, plain.nets.flat)
     with pytest.raises(OffrlRuntimeError, match="action 2 is not one of the policy's actions"):
         shifted.learn(SampleBatch(obs=obs[:1], actions=np.array([2]), advantages=adv[:1]), 0)
+
+
+@pytest.mark.parametrize("numpy_backend", [True, False])
+def test_gaussian_means_stay_in_the_normalised_bounds(numpy_backend: bool) -> None:
+    # With normalize_actions (default) the policy acts in [-1, 1]: a tanh bounds the means,
+    # however far the network's output goes (both backends, acting and learning alike).
+    algo = make_gaussian_pg(numpy_backend)
+    head = algo.model.pi[-2]
+    with torch.no_grad():
+        head.bias.copy_(torch.tensor([30.0, -0.5]))
+    obs = np.array([[0.5, -0.5], [1.0, 1.0]], np.float32)
+    means = algo.compute_actions(obs, explore=False)[1][sb.ACTION_DIST_INPUTS][:, :2]
+    assert means[:, 0] == pytest.approx([1.0, 1.0]) and (means[:, 0] <= 1.0).all()
+    with torch.no_grad():
+        raw = algo.model.pi[:-1](torch.from_numpy(obs)).numpy()
+    assert np.allclose(means, np.tanh(raw), atol=1e-6)
+    # without normalize_actions the means are the network's outputs, unbounded
+    free = make_gaussian_pg(numpy_backend, normalize_actions=False)
+    assert isinstance(free.model.pi[-1], torch.nn.Linear)

@@ -27,7 +27,7 @@ from offrl.algos.fastmlp import grad_norm
 from offrl.algos.pgnet import PGModel, TorchPG, pg_backend
 from offrl.batch import SampleBatch
 from offrl.errors import ConfigError, OffrlRuntimeError
-from offrl.preprocess import env_actions, flat_size
+from offrl.preprocess import box_bounded, env_actions, flat_size
 from offrl.returns import segment_discounted_sums
 from offrl.seeding import Stream, generator, int_seed
 
@@ -54,7 +54,10 @@ class PG:
         set_cpu_threads(config.num_threads)
         with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
             torch.manual_seed(int_seed(seed, Stream.MODEL_INIT))
-            self.model = PGModel(observation_space, self.dist, config.model, config.use_baseline)
+            bounded_mean = config.normalize_actions and box_bounded(action_space)
+            self.model = PGModel(
+                observation_space, self.dist, config.model, config.use_baseline, bounded_mean
+            )
         activation = config.model.get("fcnet_activation", "tanh")
         self.nets: TorchPG = pg_backend(self.model, activation, numpy_backend)
         self.lr = scheduled_lr(config.lr, config.lr_schedule, 0)

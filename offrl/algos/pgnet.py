@@ -31,10 +31,19 @@ class PGModel(nn.Module):
     Both are :func:`~offrl.algos.models.network`: an image encoder for image
     observations, then ``fcnet_hiddens``. For a Gaussian the policy network outputs the
     means and ``log_std`` is one learned parameter per action component (state-independent).
+    With ``bounded_mean`` (a Gaussian over normalised actions in [-1, 1]) a tanh keeps the
+    means inside those bounds: a mean far outside them makes every clipped sample the same
+    action, whose advantage then says nothing about the mean (PG on Pendulum stalled so on
+    5 of 8 seeds; benchmarks/README.md).
     """
 
     def __init__(
-        self, obs_space: gym.Space, dist: ActionDist, model: dict, use_baseline: bool
+        self,
+        obs_space: gym.Space,
+        dist: ActionDist,
+        model: dict,
+        use_baseline: bool,
+        bounded_mean: bool = False,
     ) -> None:
         super().__init__()
         self.dist = dist
@@ -43,6 +52,8 @@ class PGModel(nn.Module):
         head = cast(nn.Linear, self.pi[-1])
         nn.init.normal_(head.weight, std=0.01)
         nn.init.zeros_(head.bias)
+        if bounded_mean and isinstance(dist, DiagGaussian):
+            self.pi.append(nn.Tanh())
         self.vf = network(obs_space, model, 1) if use_baseline else None
         self.log_std = (
             nn.Parameter(torch.zeros(dist.dim)) if isinstance(dist, DiagGaussian) else None
@@ -89,12 +100,14 @@ class FastForward:
         # Transposed views of the live parameters: they follow in-place optimizer updates.
         self.layers = [(m.weight.t(), m.bias) for m in net if isinstance(m, nn.Linear)]
         self.act = _INPLACE_ACTIVATIONS[activation]
+        self.out_tanh = isinstance(net[-1], nn.Tanh)  # a bounded Gaussian mean
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         for weight_t, bias in self.layers[:-1]:
             x = self.act(torch.addmm(bias, x, weight_t))
         weight_t, bias = self.layers[-1]
-        return torch.addmm(bias, x, weight_t)
+        out = torch.addmm(bias, x, weight_t)
+        return _tanh_(out) if self.out_tanh else out
 
 
 # -- backends: how the learner's networks run ----------------------------------------------
