@@ -263,6 +263,20 @@ def test_killed_worker_is_restarted_when_asked(tmp_path: Path) -> None:
     assert len(worker2) == 2  # the restarted worker opened its own new file
 
 
+def test_restarted_asynchronous_worker_keeps_a_request_out(tmp_path: Path) -> None:
+    # DQN samples asynchronously: each worker always has one request out. After a restart
+    # the refill request must go to the new worker, or it idles until sample_timeout and
+    # is taken for dead again.
+    cfg = config("DQN", recreate_failed_workers=True)
+    with WorkerSet("DQN", cfg, ENV, 0, tmp_path, 1, sample_timeout=KILL_DETECT_S) as ws:
+        ws.next()
+        os.kill(ws.pids()[0], signal.SIGKILL)
+        for _ in range(4):
+            ws.next()
+        assert ws.metrics()["num_worker_restarts"] == 1
+        assert ws.warnings == [ws.warnings[0]] and "worker 1" in ws.warnings[0]
+
+
 def test_env_error_in_worker_is_reported_with_its_traceback(tmp_path: Path) -> None:
     cfg = config("PG", train_batch_size=10)
     with (

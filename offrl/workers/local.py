@@ -133,52 +133,32 @@ class WorkerSet(QueuedWorkers):
         self._weights = weights
         self._version += 1
 
-    # -- scheduling ---------------------------------------------------------------------
-    def _fill(self) -> None:
-        if self.live and self.synchronous:
-            for h in self._handles:
-                self._request(h)
-            frags = [self._collect(h) for h in self._handles]
-            batches = (b for f in frags for b in f.batches)
-            self._queue.append((SampleBatch.concat_samples(batches), True))
-            self.last_worker_index = 0  # a round: every worker
-            return
-        depth = 1 if self.live else 2  # offline: read ahead, no weights to go stale
-        if not self._started:
-            for h in self._handles:
-                for _ in range(depth):
-                    self._request(h)
-            self._started = True
-        h = self._handles[self._turn] if not self.live else self._first_ready()
-        if not self.live:
-            self._turn = (self._turn + 1) % len(self._handles)
-        frag = self._collect(h)
-        self._request(h)
-        self.last_worker_index = frag.worker_index
-        self._queue.extend((b, frag.live) for b in frag.batches)
-
-    def _first_ready(self) -> _Handle:
-        """The lowest-index worker with a reply (or a death) waiting."""
-        owners: dict[Any, _Handle] = {}
-        for h in self._handles:
-            owners[h.conn] = owners[h.process.sentinel] = h
+    # -- scheduling (``QueuedWorkers._fill``) -------------------------------------------
+    def _first_ready(self) -> int:
+        """The lowest position with a reply (or a death) waiting."""
+        owners: dict[Any, int] = {}
+        for i, h in enumerate(self._handles):
+            owners[h.conn] = owners[h.process.sentinel] = i
         deadline = time.monotonic() + self.sample_timeout
         while time.monotonic() < deadline:
             ready = wait(list(owners), timeout=_POLL_S)
             if ready:
-                return min((owners[r] for r in ready), key=lambda h: h.spec.worker_index)
-        return self._handles[0]  # all silent: _collect times this one out and reports it
+                return min(owners[r] for r in ready)
+        return 0  # all silent: _collect times this one out and reports it
 
-    def _request(self, h: _Handle) -> None:
+    def _request(self, i: int) -> None:
+        h = self._handles[i]
         weights = self._weights if h.version < self._version else None
         h.version = self._version
         with contextlib.suppress(OSError):  # a dead worker: _collect sees its sentinel
             _send(h.conn, ("sample", weights))
         h.pending += 1
 
-    def _collect(self, h: _Handle) -> Fragment:
-        """The next reply of worker ``h``; restarts it or raises when it failed."""
+    def _collect(self, i: int) -> Fragment:
+        """The next reply of the worker at position ``i``; restarts it (in place) or
+        raises when it failed."""
         while True:
+            h = self._handles[i]
             msg = self._receive(h, self.sample_timeout)
             h.pending -= 1
             if msg[0] == "ok":
@@ -187,7 +167,7 @@ class WorkerSet(QueuedWorkers):
                 if frag.metrics:
                     self._metrics[h.spec.worker_index] = frag.metrics
                 return frag
-            h = self._on_failure(h, msg[1])
+            self._on_failure(h, msg[1])
 
     def _receive(self, h: _Handle, timeout: float) -> tuple[str, Any]:
         """One message from ``h``, or ("error", WorkerFailure) when it died or went silent."""
@@ -212,8 +192,8 @@ class WorkerSet(QueuedWorkers):
                     f"{describe_exit(h.process.exitcode)}",
                 )
 
-    def _on_failure(self, h: _Handle, failure: WorkerFailure) -> _Handle:
-        """Restart worker ``h`` (returning its successor) or close everything and raise."""
+    def _on_failure(self, h: _Handle, failure: WorkerFailure) -> None:
+        """Restart worker ``h`` in its position, or close everything and raise."""
         index = h.spec.worker_index
         can = self.recreate and failure.restartable and h.spec.restart < self.max_restarts
         if not can:
@@ -237,8 +217,7 @@ class WorkerSet(QueuedWorkers):
             self.close()
             raise
         for _ in range(owed):
-            self._request(new)
-        return new
+            self._request(index - 1)
 
     # -- process management --------------------------------------------------------------
     def _spawn(self, spec: WorkerSpec) -> _Handle:

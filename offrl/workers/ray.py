@@ -153,31 +153,7 @@ class RayWorkerSet(QueuedWorkers):
         self._weights_ref = self.ray.put(weights)
         self._version += 1
 
-    # -- scheduling -----------------------------------------------------------------------
-    def _fill(self) -> None:
-        n = len(self._actors)
-        if self.live and self.synchronous:
-            for i in range(n):
-                self._request(i)
-            frags = [self._collect(i) for i in range(n)]
-            batches = (b for f in frags for b in f.batches)
-            self._queue.append((SampleBatch.concat_samples(batches), True))
-            self.last_worker_index = 0
-            return
-        if not self._started:
-            for i in range(n):
-                for _ in range(1 if self.live else 2):
-                    self._request(i)
-            self._started = True
-        if self.live:
-            i = self._first_ready()
-        else:
-            i, self._turn = self._turn, (self._turn + 1) % n
-        frag = self._collect(i)
-        self._request(i)
-        self.last_worker_index = frag.worker_index
-        self._queue.extend((b, frag.live) for b in frag.batches)
-
+    # -- scheduling (``QueuedWorkers._fill``) ---------------------------------------------
     def _first_ready(self) -> int:
         owner = {ref: i for i, refs in enumerate(self._pending) for ref in refs}
         ready, _ = self.ray.wait(list(owner), num_returns=1, timeout=self.sample_timeout)
