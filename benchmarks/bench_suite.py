@@ -6,11 +6,17 @@ start-up as a user sees it), then the final checkpoint is greedy-evaluated with
 ``offrl rollout CKPT --episodes 20 --seed 12345``.
 
 With ``--sb3`` (``pip install stable-baselines3``; installed only for this script) the same
-env is trained with SB3 (in this process, torch 1 thread, so its figures leave out
-start-up): DQN with rl-zoo3's hyperparameters for DQN configs, A2C with rl-zoo3's
-hyperparameters (``VecNormalize`` included) for PG configs; its final model is evaluated the
-same way (20 greedy episodes, ``deterministic=True``, reset seeds 12345, 12346, ...).
-``--only sb3`` runs SB3 alone (the offrl side of the same configs in another invocation).
+env is trained with SB3 in a child process (torch 1 thread), timed like offrl's: the whole
+process, imports included. DQN with rl-zoo3's hyperparameters for DQN configs, A2C with
+rl-zoo3's hyperparameters (``VecNormalize`` included) for PG configs; its final model is
+evaluated the same way (20 greedy episodes, ``deterministic=True``, reset seeds 12345,
+12346, ...). ``--only sb3`` runs SB3 alone (the offrl side of the same configs in another
+invocation).
+
+Both sides also report the time inside the run, start-up left out (``run_wall_s``: offrl's
+``time_total_s``; SB3's time from building the model to the end of ``learn``), so the two
+can be compared either way. ``--extra-config JSON`` merges keys into every offrl config (to
+try settings without editing ``configs/``).
 
 Two modes:
 
@@ -21,7 +27,8 @@ Two modes:
   ``EvalCallback`` + ``StopTrainingOnRewardThreshold`` on 8 eval envs. Both sides' wall and
   CPU times include their evaluations. This is the speed goal's "wall time to the goal".
 
-Figures per run: env steps, wall and CPU (user+sys) seconds, env steps per wall second,
+Figures per run: env steps, wall and CPU (user+sys) seconds of the process, wall seconds
+inside the run, env steps per wall second,
 greedy mean (min, max) of the final model, goal met or missed. One JSON line per run, then
 a table.
 
@@ -123,10 +130,16 @@ def _summary(returns: list[float]) -> dict[str, float]:
     }
 
 
-def run_offrl(name: str, seed: int, results: Path, to_goal: bool, every: int) -> dict[str, Any]:
-    """Train ``configs/NAME.json`` with ``seed``, then roll its final checkpoint out."""
+def run_offrl(
+    name: str, seed: int, results: Path, to_goal: bool, every: int, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Train ``configs/NAME.json`` (plus ``extra`` config keys) with ``seed``, then roll its
+    final checkpoint out."""
     spec = _spec(name)
-    args = ["train", "-f", str(ROOT / "configs" / f"{name}.json"), "--seed", str(seed)]
+    spec["config"].update(extra)
+    config_file = results / f"{name}-{seed}.json"
+    config_file.write_text(json.dumps(spec))
+    args = ["train", "-f", str(config_file), "--seed", str(seed)]
     if to_goal:
         # rows per training iteration: DQN's timesteps_per_iteration, PG's train_batch_size
         # (offrl's defaults 1000 and 200)
@@ -134,12 +147,12 @@ def run_offrl(name: str, seed: int, results: Path, to_goal: bool, every: int) ->
             ("timesteps_per_iteration", 1000) if spec["run"] == "DQN" else ("train_batch_size", 200)
         )
         per_iter = int(spec["config"].get(key, default))
-        extra = {
+        evaluation = {
             "evaluation_interval": max(every // per_iter, 1),
             "evaluation_num_episodes": EVAL_EPISODES,
         }
         stop = {**spec["stop"], "evaluation/episode_reward_mean": GOALS[name]}
-        args += ["--config", json.dumps(extra), "--stop", json.dumps(stop)]
+        args += ["--config", json.dumps(evaluation), "--stop", json.dumps(stop)]
     cpu0, start = _children_cpu(), time.perf_counter()
     proc = _offrl([*args, "--checkpoint-at-end", "-q"], results)
     wall, cpu = time.perf_counter() - start, _children_cpu() - cpu0
@@ -158,6 +171,7 @@ def run_offrl(name: str, seed: int, results: Path, to_goal: bool, every: int) ->
     return {
         "who": "offrl", "config": name, "seed": seed, "steps": steps,
         "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "steps_per_s": round(steps / wall, 1),
+        "run_wall_s": round(float(result["time_total_s"]), 1),
         "greedy_mean": greedy["episode_reward_mean"], "greedy_min": greedy["episode_reward_min"],
         "greedy_max": greedy["episode_reward_max"],
         "last_eval": result.get("evaluation/episode_reward_mean"),
@@ -208,6 +222,22 @@ def _sb3_greedy(model: Any, env_id: str) -> list[float]:
 
 
 def run_sb3(name: str, seed: int, to_goal: bool, every: int) -> dict[str, Any]:
+    """:func:`sb3_child` in a child process, timed whole (imports included) like offrl's."""
+    cmd = [sys.executable, __file__, "--sb3-child", name, "--seeds", str(seed)]
+    cmd += ["--eval-every", str(every)] + (["--to-goal"] if to_goal else [])
+    cpu0, start = _children_cpu(), time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall, cpu = time.perf_counter() - start, _children_cpu() - cpu0
+    if proc.returncode != 0:
+        raise RuntimeError(f"SB3 {name} seed {seed} failed:\n{proc.stderr[-2000:]}")
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    steps = row["steps"]
+    return row | {
+        "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "steps_per_s": round(steps / wall, 1),
+    }  # fmt: skip
+
+
+def sb3_child(name: str, seed: int, to_goal: bool, every: int) -> dict[str, Any]:
     """The same env and budget with SB3 (DQN or A2C with rl-zoo3's settings)."""
     import torch
     from stable_baselines3.common.callbacks import EvalCallback, StopTrainingOnRewardThreshold
@@ -216,7 +246,7 @@ def run_sb3(name: str, seed: int, to_goal: bool, every: int) -> dict[str, Any]:
     torch.set_num_threads(1)
     spec = _spec(name)
     env_id, budget = spec["env"], int(spec["stop"]["timesteps_total"])
-    cpu0, start = time.process_time(), time.perf_counter()
+    start = time.perf_counter()
     model, like_train = _sb3_model(spec, seed)
     callback = None
     if to_goal:
@@ -227,12 +257,10 @@ def run_sb3(name: str, seed: int, to_goal: bool, every: int) -> dict[str, Any]:
             eval_freq=max(every // model.n_envs, 1), deterministic=True, verbose=0,
         )  # fmt: skip
     model.learn(total_timesteps=budget, callback=callback)
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
-    steps = int(model.num_timesteps)
+    run_wall = time.perf_counter() - start
     return {
-        "who": "sb3", "config": name, "seed": seed, "steps": steps,
-        "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "steps_per_s": round(steps / wall, 1),
-        **_summary(_sb3_greedy(model, env_id)),
+        "who": "sb3", "config": name, "seed": seed, "steps": int(model.num_timesteps),
+        "run_wall_s": round(run_wall, 1), **_summary(_sb3_greedy(model, env_id)),
         "last_eval": None if callback is None else round(float(callback.last_mean_reward), 2),
     }  # fmt: skip
 
@@ -245,7 +273,14 @@ def main() -> None:
     parser.add_argument("--only", choices=("offrl", "sb3"), help="run one side only")
     parser.add_argument("--to-goal", action="store_true", help="stop each run at its goal")
     parser.add_argument("--eval-every", type=int, default=5000, help="env steps (--to-goal)")
+    parser.add_argument("--extra-config", default="{}", help="JSON keys added to offrl's configs")
+    parser.add_argument("--sb3-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.sb3_child:  # one SB3 run, in the child process run_sb3 started
+        row = sb3_child(args.configs[0], args.seeds[0], args.to_goal, args.eval_every)
+        print(json.dumps(row), flush=True)
+        return
+    extra = json.loads(args.extra_config)
     sides = [args.only] if args.only else ["offrl", "sb3"] if args.sb3 else ["offrl"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -253,7 +288,7 @@ def main() -> None:
             for seed in args.seeds:
                 for side in sides:
                     if side == "offrl":
-                        row = run_offrl(name, seed, Path(tmp), args.to_goal, args.eval_every)
+                        row = run_offrl(name, seed, Path(tmp), args.to_goal, args.eval_every, extra)
                     else:
                         row = run_sb3(name, seed, args.to_goal, args.eval_every)
                     row["mode"] = "to-goal" if args.to_goal else "budget"
@@ -261,13 +296,16 @@ def main() -> None:
                     row["met"] = row["greedy_mean"] >= GOALS[name]
                     print(json.dumps(row), flush=True)
                     rows.append(row)
-    head = ("config", "who", "seed", "steps", "wall s", "CPU s", "steps/s", "last eval")
-    print("\n{:16} {:5} {:>4} {:>8} {:>7} {:>7} {:>8} {:>9}  {:26} goal".format(*head, "greedy"))
+    head = ("config", "who", "seed", "steps", "wall s", "CPU s", "run s", "steps/s", "last eval")
+    print(
+        "\n{:16} {:5} {:>4} {:>8} {:>7} {:>7} {:>6} {:>8} {:>9}  {:26} goal".format(*head, "greedy")
+    )
     for r in rows:
         greedy = f"{r['greedy_mean']:.1f} ({r['greedy_min']:.0f}, {r['greedy_max']:.0f})"
         print(
             f"{r['config']:16} {r['who']:5} {r['seed']:>4} {r['steps']:>8} {r['wall_s']:>7} "
-            f"{r['cpu_s']:>7} {r['steps_per_s']:>8} {r['last_eval'] or '-':>9}  {greedy:26} "
+            f"{r['cpu_s']:>7} {r['run_wall_s']:>6} {r['steps_per_s']:>8} "
+            f"{r['last_eval'] or '-':>9}  {greedy:26} "
             f"{'met' if r['met'] else 'missed'}"
         )
 
