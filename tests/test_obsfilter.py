@@ -98,6 +98,9 @@ def test_state_is_plain_python_loadable_with_weights_only() -> None:
     assert g.count == 0
     with pytest.raises(ValueError, match="width"):
         MeanStdFilter(3).load_state(f.state())
+    for bad in ({"m2": [-1.0, 0.0]}, {"mean": [float("nan"), 0.0]}, {"count": -2}):
+        with pytest.raises(ValueError, match="statistics invalid"):
+            g.load_state(f.state() | bad)
 
 
 # -- the config key ------------------------------------------------------------------------

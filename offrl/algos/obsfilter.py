@@ -89,7 +89,12 @@ class MeanStdFilter:
                 f"observation filter statistics of width {mean.shape}, this policy's "
                 f"observations have {self.dim}"
             )
-        self.count, self.mean, self.m2 = int(state["count"]), mean, m2
+        count = int(state["count"])
+        if count < 0 or not (np.isfinite(mean).all() and np.isfinite(m2).all() and (m2 >= 0).all()):
+            raise ValueError(
+                "observation filter statistics invalid: need count >= 0, finite mean and M2 >= 0"
+            )
+        self.count, self.mean, self.m2 = count, mean, m2
         self._cache()
 
 
