@@ -274,6 +274,16 @@ class CommonConfig:
         "conv_activation (default relu)",
         types=(dict,),
     )
+    observation_filter: str = opt(
+        "NoFilter",
+        "'MeanStdFilter': the policy's networks see observations normalised by running "
+        "statistics, clip((x - mean) / (std + 1e-8), -10, 10), updated after each learner "
+        "step from the batch learned and stored in checkpoints; flat observations only "
+        "(images are scaled by 1/255 already); experience files keep the unfiltered "
+        "observations. 'NoFilter': none ('ConcurrentMeanStdFilter' is an alias of MeanStdFilter)",
+        types=(str,),
+        choices=("NoFilter", "MeanStdFilter", "ConcurrentMeanStdFilter"),
+    )
     evaluation_interval: int | None = opt(
         None,
         "every N iterations, run evaluation_num_episodes greedy episodes in the env",

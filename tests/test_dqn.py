@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from offrl import batch as sb
 from offrl.algos.dqn import (
     DQN,
     N_STEP_DISCOUNTS,
@@ -24,6 +25,7 @@ from offrl.algos.dqn import (
     td_targets,
     transitions,
 )
+from offrl.algos.obsfilter import MeanStdFilter
 from offrl.algos.qnet import NumpyQ, TorchQ
 from offrl.batch import SampleBatch
 from offrl.config import from_dict
@@ -33,6 +35,7 @@ from tests.shared_data import RLLIB_FIXTURE
 ROOT = Path(__file__).resolve().parent.parent
 OBS_SPACE = gym.spaces.Box(-10.0, 10.0, (4,), dtype=np.float32)
 ACT_SPACE = gym.spaces.Discrete(2)
+SPACES = (OBS_SPACE, ACT_SPACE)
 
 
 def make_batch(n: int, **cols: object) -> SampleBatch:
@@ -430,3 +433,51 @@ def test_discrete_with_start_acts_in_the_spaces_values_and_replays_q_columns() -
         OffrlRuntimeError, match=r"action 2 is not one of the policy's actions -1..1"
     ):
         feed(shifted, [make_batch(4, actions=np.array([0, 1, 2, 0]))])
+
+
+# -- observation filter -----------------------------------------------------------------
+
+
+def _filter_batch(seed: int, n: int = 8) -> SampleBatch:
+    rng = np.random.default_rng(seed)
+    obs = rng.normal([5.0, -2.0, 0.0, 3.0], [3.0, 0.1, 1.0, 2.0], (n + 1, 4)).astype(np.float32)
+    return make_batch(n, obs=obs[:-1], new_obs=obs[1:], eps_id=np.full(n, seed))
+
+
+def test_observation_filter_folds_in_new_rows_after_the_updates() -> None:
+    # learning_starts 9: batch 1 (8 rows) only fills replay; batch 2's updates replay rows of
+    # both batches, filtered with batch 1's statistics -- the same updates as an unfiltered
+    # DQN given both batches normalised by hand with those statistics.
+    filtered = DQN(small_config(learning_starts=9, observation_filter="MeanStdFilter"), *SPACES)
+    plain = DQN(small_config(learning_starts=9), *SPACES)
+    assert plain.obs_filter is None and "obs_filter" not in plain.get_state()
+    b1, b2 = _filter_batch(1), _filter_batch(2)
+    by_hand = MeanStdFilter(4)
+    by_hand.update(b1[sb.OBS])
+    cols = (sb.OBS, sb.NEW_OBS)
+    normalised = [SampleBatch({**x.columns, **{c: by_hand(x[c]) for c in cols}}) for x in (b1, b2)]
+    assert feed(filtered, [b1, b2]) == feed(plain, normalised)
+    assert filtered.counters["num_updates"] > 0
+    np.testing.assert_array_equal(filtered.nets.flat, plain.nets.flat)
+    # Statistics of the new rows' obs only: not replayed rows, not new_obs.
+    assert filtered.obs_filter is not None
+    rows = np.concatenate([b1[sb.OBS], b2[sb.OBS]]).astype(np.float64)
+    assert filtered.obs_filter.count == 16
+    np.testing.assert_allclose(filtered.obs_filter.mean, rows.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(filtered.obs_filter.std, rows.std(axis=0, ddof=1), rtol=1e-12)
+
+
+def test_observation_filter_statistics_survive_a_checkpoint() -> None:
+    cfg = small_config(observation_filter="MeanStdFilter", store_buffer_in_checkpoints=True)
+    first = DQN(cfg, *SPACES)
+    feed(first, [_filter_batch(1), _filter_batch(2)])
+    raw = io.BytesIO()
+    torch.save(first.get_state(), raw)
+    raw.seek(0)
+    second = DQN(cfg, *SPACES)
+    second.set_state(torch.load(raw, weights_only=True))
+    assert first.obs_filter is not None and second.obs_filter is not None
+    assert second.obs_filter.state() == first.obs_filter.state()
+    obs = _filter_batch(9)[sb.OBS]
+    np.testing.assert_array_equal(second.q_values(obs), first.q_values(obs))
+    assert feed(first, [_filter_batch(3)]) == feed(second, [_filter_batch(3)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from offrl import batch as sb
+from offrl.algos.obsfilter import MeanStdFilter
 from offrl.algos.pg import PG, PGConfig
 from offrl.batch import SampleBatch
 from offrl.config import from_dict
@@ -501,3 +503,56 @@ def test_gaussian_means_stay_in_the_normalised_bounds(numpy_backend: bool) -> No
     # without normalize_actions the means are the network's outputs, unbounded
     free = make_gaussian_pg(numpy_backend, normalize_actions=False)
     assert isinstance(free.model.pi[-1], torch.nn.Linear)
+
+
+# -- observation filter -----------------------------------------------------------------
+
+
+def _filter_batch(seed: int, n: int = 12) -> SampleBatch:
+    rng = np.random.default_rng(seed)
+    return SampleBatch(
+        obs=rng.normal([5.0, -2.0, 0.0, 30.0], [3.0, 0.1, 1.0, 10.0], (n, 4)).astype(np.float32),
+        actions=rng.integers(0, 2, n),
+        rewards=rng.normal(size=n).astype(np.float32),
+        terminateds=np.arange(n) % 5 == 4,
+        truncateds=np.zeros(n, dtype=bool),
+        dones=np.arange(n) % 5 == 4,
+        eps_id=np.arange(n) // 5,
+    )
+
+
+def test_observation_filter_learns_a_batch_with_the_statistics_before_it() -> None:
+    # PG with the filter == PG without it fed observations normalised by hand with the
+    # statistics of the batches learned before (none for the first: the identity).
+    filtered = make_pg(observation_filter="MeanStdFilter", use_baseline=True)
+    plain = make_pg(use_baseline=True)
+    assert plain.obs_filter is None and "obs_filter" not in plain.get_state()
+    by_hand = MeanStdFilter(4)
+    batches = [_filter_batch(seed) for seed in (1, 2, 3)]
+    for b in batches:
+        normalised = SampleBatch({**b.columns, sb.OBS: by_hand(b[sb.OBS])})
+        filtered.learn(filtered.postprocess(b), 0)
+        plain.learn(plain.postprocess(normalised), 0)
+        by_hand.update(b[sb.OBS])
+        np.testing.assert_array_equal(filtered.nets.flat, plain.nets.flat)
+    assert filtered.obs_filter is not None
+    assert filtered.obs_filter.state() == by_hand.state()
+    rows = np.concatenate([b[sb.OBS] for b in batches]).astype(np.float64)
+    assert filtered.obs_filter.count == len(rows)
+    np.testing.assert_allclose(filtered.obs_filter.mean, rows.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(filtered.obs_filter.std, rows.std(axis=0, ddof=1), rtol=1e-12)
+
+
+def test_observation_filter_statistics_survive_a_checkpoint() -> None:
+    first = make_pg(observation_filter="MeanStdFilter")
+    for seed in (1, 2):
+        first.learn(first.postprocess(_filter_batch(seed)), 0)
+    raw = io.BytesIO()
+    torch.save(first.get_state(), raw)
+    raw.seek(0)
+    second = make_pg(observation_filter="MeanStdFilter")
+    second.set_state(torch.load(raw, weights_only=True))
+    assert second.obs_filter is not None and first.obs_filter is not None
+    assert second.obs_filter.state() == first.obs_filter.state()
+    obs = _filter_batch(9)[sb.OBS]
+    np.testing.assert_array_equal(second.action_probs(obs), first.action_probs(obs))

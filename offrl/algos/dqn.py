@@ -22,6 +22,7 @@ from offrl import batch as sb
 from offrl.algos.base import discrete_n, set_cpu_threads
 from offrl.algos.configs import DQNConfig, scheduled_lr
 from offrl.algos.dists import action_index
+from offrl.algos.obsfilter import MeanStdFilter, load_filter_state, make_filter
 from offrl.algos.qnet import QNetwork, TorchQ, huber, huber_grad, q_backend, td_targets
 from offrl.algos.replay import PrioritizedReplayBuffer, ReplayBuffer
 from offrl.batch import SampleBatch
@@ -136,6 +137,10 @@ class DQN:
         self.target = QNetwork(observation_space, self.n_actions, config)
         # Replay keeps uint8 frames as uint8 (4x less memory); everything else is float32.
         self.obs_dtype = preprocessor(observation_space).dtype
+        # Replay keeps unfiltered observations; the filter applies at the network input.
+        self.obs_filter: MeanStdFilter | None = make_filter(
+            config.observation_filter, observation_space
+        )
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False)
         self.lr = lr_at(config, 0)
@@ -163,9 +168,16 @@ class DQN:
         """Current exploration epsilon (from the rows sampled so far)."""
         return epsilon_at(self.config, self.counters["num_steps_sampled"])
 
+    def _input(self, obs: np.ndarray) -> np.ndarray:
+        """Observations as the networks take them: filtered flat float32 with a filter,
+        else as given (the backends flatten them)."""
+        if self.obs_filter is None:
+            return obs
+        return self.obs_filter(np.asarray(obs, dtype=np.float32).reshape(len(obs), -1))
+
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """Q values (N, n_actions) of the online network."""
-        return self.nets.q(obs)
+        return self.nets.q(self._input(obs))
 
     def compute_actions(
         self, obs: np.ndarray, *, explore: bool
@@ -239,6 +251,9 @@ class DQN:
         if len(self.buffer) < max(self.config.learning_starts, 1):
             due = 0
         stats = [self._update() for _ in range(due)]
+        # After the updates, from the new rows only (never replayed ones): see pg.learn.
+        if self.obs_filter is not None:
+            self.obs_filter.update(batch[sb.OBS])
         if stats:
             self.last_stats = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
             self.last_stats["min_q"] = min(s["min_q"] for s in stats)
@@ -290,7 +305,8 @@ class DQN:
         backend to backpropagate.
         """
         c = self.config
-        obs, next_obs, actions = cols[sb.OBS], cols[N_STEP_NEW_OBS], cols[sb.ACTIONS]
+        obs, next_obs = self._input(cols[sb.OBS]), self._input(cols[N_STEP_NEW_OBS])
+        actions = cols[sb.ACTIONS]
         b = len(obs)
         rows = np.arange(b)
         # One forward pass over obs and next_obs: at these sizes call overhead dominates.
@@ -320,7 +336,8 @@ class DQN:
     # -- checkpoints -----------------------------------------------------------------
 
     def get_state(self) -> dict[str, Any]:
-        """Networks, optimizer, counters, RNG states (+ replay buffer if configured)."""
+        """Networks, optimizer, counters, RNG states, observation filter statistics
+        (+ replay buffer if configured)."""
         state: dict[str, Any] = {
             "online": self.online.state_dict(),
             "target": self.target.state_dict(),
@@ -332,6 +349,8 @@ class DQN:
         }
         if self.config.store_buffer_in_checkpoints:
             state["buffer"] = self.buffer.get_state()
+        if self.obs_filter is not None:
+            state["obs_filter"] = self.obs_filter.state()
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -345,6 +364,7 @@ class DQN:
         self.update_credit = float(state["update_credit"])
         self.explore_rng.bit_generator.state = state["explore_rng"]
         self.replay_rng.bit_generator.state = state["replay_rng"]
+        load_filter_state(self.obs_filter, state.get("obs_filter"))
         self.buffer = self._new_buffer()
         if "buffer" in state:
             self.buffer.set_state(state["buffer"])

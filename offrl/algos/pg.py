@@ -24,6 +24,7 @@ from offrl.algos.base import set_cpu_threads
 from offrl.algos.configs import PGConfig, scheduled_lr
 from offrl.algos.dists import Categorical, DiagGaussian, action_dist, softmax_np
 from offrl.algos.fastmlp import grad_norm
+from offrl.algos.obsfilter import MeanStdFilter, load_filter_state, make_filter
 from offrl.algos.pgnet import PGModel, TorchPG, pg_backend
 from offrl.batch import SampleBatch
 from offrl.errors import ConfigError, OffrlRuntimeError
@@ -50,6 +51,9 @@ class PG:
         self.action_space = action_space
         self.dist = action_dist(action_space, "PG")
         self.obs_dim = flat_size(observation_space)
+        self.obs_filter: MeanStdFilter | None = make_filter(
+            config.observation_filter, observation_space
+        )
         seed = 0 if config.seed is None else config.seed
         set_cpu_threads(config.num_threads)
         with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
@@ -65,9 +69,14 @@ class PG:
         self.num_grad_updates = 0
 
     # -- acting ---------------------------------------------------------------------------
-    def _obs_np(self, obs: np.ndarray) -> np.ndarray:
-        """Observations (N, ...) as float32 (N, obs_dim), what the networks take."""
+    def _flat(self, obs: np.ndarray) -> np.ndarray:
+        """Observations (N, ...) as float32 (N, obs_dim), unfiltered."""
         return np.asarray(obs, dtype=np.float32).reshape(len(obs), self.obs_dim)
+
+    def _obs_np(self, obs: np.ndarray) -> np.ndarray:
+        """Observations (N, ...) as the networks take them: flat float32, filtered."""
+        flat = self._flat(obs)
+        return flat if self.obs_filter is None else self.obs_filter(flat)
 
     def _logits(self, obs: np.ndarray) -> np.ndarray:
         """``action_dist_inputs`` (N, dist.n_inputs) for observations (N, ...): logits,
@@ -161,7 +170,8 @@ class PG:
             )
         cfg = self.config
         self.lr = scheduled_lr(cfg.lr, cfg.lr_schedule, timesteps_total)
-        obs = self._obs_np(batch[sb.OBS])
+        raw = self._flat(batch[sb.OBS])
+        obs = raw if self.obs_filter is None else self.obs_filter(raw)
         actions = np.asarray(batch[sb.ACTIONS])
         adv = np.asarray(batch[sb.ADVANTAGES], dtype=np.float32)
         n = len(obs)
@@ -187,7 +197,12 @@ class PG:
                 None if old_inputs is None else old_inputs[pick],
             )
 
-        return self._summary(self._passes(n, step))
+        stats = self._summary(self._passes(n, step))
+        # Trap: only after the steps, so the batch is learned with the statistics it was
+        # sampled with (on-policy), and the policy's input changes between batches only.
+        if self.obs_filter is not None:
+            self.obs_filter.update(raw)
+        return stats
 
     def _passes(
         self, n: int, step: Callable[[np.ndarray | None], dict[str, float]]
@@ -291,13 +306,14 @@ class PG:
 
     # -- checkpoints ----------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
-        """Networks, optimizer, update counter and exploration RNG state (weights_only-safe)."""
+        """Networks, optimizer, update counter, exploration RNG state and observation filter
+        statistics (weights_only-safe)."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.nets.state_dict(),
             "rng": self.rng.bit_generator.state,
             "num_grad_updates": self.num_grad_updates,
-        }
+        } | ({} if self.obs_filter is None else {"obs_filter": self.obs_filter.state()})
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore ``get_state()`` in place (the backend keeps its views of the parameters).
@@ -309,6 +325,7 @@ class PG:
         self.nets.load_state_dict(state["optimizer"])
         self.rng.bit_generator.state = state["rng"]
         self.num_grad_updates = int(state["num_grad_updates"])
+        load_filter_state(self.obs_filter, state.get("obs_filter"))
 
 
 # -- batch helpers ------------------------------------------------------------------------

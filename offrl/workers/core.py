@@ -147,7 +147,8 @@ def describe_exit(exitcode: int | None) -> str:
 
 
 def acting_weights(algo: Any) -> dict[str, Any]:
-    """The acting network's parameters as numpy arrays (+ DQN's step count for epsilon)."""
+    """The acting network's parameters as numpy arrays (+ DQN's step count for epsilon, and
+    the observation filter's statistics)."""
     get = getattr(algo, "get_weights", None)
     if callable(get):
         return dict(get())
@@ -161,6 +162,9 @@ def acting_weights(algo: Any) -> dict[str, Any]:
     counters = getattr(algo, "counters", None)
     if isinstance(counters, dict) and "num_steps_sampled" in counters:
         out["num_steps_sampled"] = int(counters["num_steps_sampled"])
+    obs_filter = getattr(algo, "obs_filter", None)
+    if obs_filter is not None:  # the policy's input statistics act with the networks
+        out["obs_filter"] = obs_filter.state()
     if not out:
         raise TypeError(f"{type(algo).__name__} has no get_weights() and no acting network")
     return out
@@ -180,6 +184,8 @@ def load_acting_weights(algo: Any, weights: dict[str, Any]) -> None:
             getattr(algo, name).load_state_dict(params)
     if "num_steps_sampled" in weights:
         algo.counters["num_steps_sampled"] = int(weights["num_steps_sampled"])
+    if "obs_filter" in weights:
+        algo.obs_filter.load_state(weights["obs_filter"])
 
 
 def merge_metrics(per_worker: list[dict[str, Any]]) -> dict[str, Any]:
