@@ -556,3 +556,67 @@ def test_observation_filter_statistics_survive_a_checkpoint() -> None:
     assert second.obs_filter.state() == first.obs_filter.state()
     obs = _filter_batch(9)[sb.OBS]
     np.testing.assert_array_equal(second.action_probs(obs), first.action_probs(obs))
+
+
+# -- normalize_value_targets: the value net learns V / s, s the RMS of the targets --------
+
+
+@pytest.mark.parametrize("numpy_backend", [True, False])
+def test_folding_value_targets_keeps_v_and_scales_by_their_rms(numpy_backend: bool) -> None:
+    cfg = {"seed": 0, "model": {"fcnet_hiddens": [8, 8]}, "use_baseline": True}
+    algo = PG(
+        from_dict(PGConfig, {**cfg, "normalize_value_targets": True}),
+        OBS_SPACE,
+        ACT_SPACE,
+        numpy_backend=numpy_backend,
+    )
+    obs = _filter_batch(4)[sb.OBS]
+    before = algo._values(obs)
+    scaled = algo._fold_value_targets(np.array([3.0, -4.0], dtype=np.float32))
+    # s = sqrt((9 + 16) / 2) = 3.5355...; V(obs) is kept by rescaling the last layer
+    assert algo._vf_scale() == pytest.approx(math.sqrt(12.5), rel=1e-12)
+    np.testing.assert_allclose(scaled, [3 / math.sqrt(12.5), -4 / math.sqrt(12.5)], rtol=1e-6)
+    np.testing.assert_allclose(algo._values(obs), before, rtol=1e-5, atol=1e-7)
+    algo._fold_value_targets(np.array([5.0, 5.0], dtype=np.float32))  # (9+16+25+25)/4
+    assert algo._vf_scale() == pytest.approx(math.sqrt(75 / 4), rel=1e-12)
+    np.testing.assert_allclose(algo._values(obs), before, rtol=1e-5, atol=1e-7)
+
+
+def test_normalised_value_targets_learn_as_plain_pg_on_targets_over_s() -> None:
+    # One learn() with normalize_value_targets == plain PG whose value head was divided by
+    # s by hand and which learns value_targets / s, s the RMS of this batch's targets.
+    normed = make_pg(use_baseline=True, normalize_value_targets=True)
+    plain = make_pg(use_baseline=True)
+    assert "value_scale" not in plain.get_state()
+    batch = normed.postprocess(_filter_batch(5))
+    vt = np.asarray(batch[sb.VALUE_TARGETS], dtype=np.float64)
+    s = math.sqrt(float(np.mean(vt**2)))
+    assert plain.model.vf is not None
+    with torch.no_grad():
+        plain.model.vf[-1].weight.div_(s)
+        plain.model.vf[-1].bias.div_(s)
+    by_hand = SampleBatch({**batch.columns, sb.VALUE_TARGETS: (vt / s).astype(np.float32)})
+    normed.learn(batch, 0)
+    plain.learn(by_hand, 0)
+    np.testing.assert_allclose(normed.nets.flat, plain.nets.flat, rtol=1e-5, atol=1e-7)
+    assert normed._vf_scale() == pytest.approx(s, rel=1e-6)
+
+
+def test_value_target_scale_survives_a_checkpoint_and_a_mismatch_is_named() -> None:
+    first = make_pg(use_baseline=True, normalize_value_targets=True)
+    first.learn(first.postprocess(_filter_batch(6)), 0)
+    raw = io.BytesIO()
+    torch.save(first.get_state(), raw)
+    raw.seek(0)
+    state = torch.load(raw, weights_only=True)
+    second = make_pg(use_baseline=True, normalize_value_targets=True)
+    second.set_state(state)
+    assert second._vf_scale() == first._vf_scale() != 1.0
+    obs = _filter_batch(7)[sb.OBS]
+    np.testing.assert_array_equal(second._values(obs), first._values(obs))
+    with pytest.raises(ValueError, match="normalize_value_targets"):
+        make_pg(use_baseline=True).set_state(state)
+    older = {k: v for k, v in state.items() if k != "value_scale"}
+    third = make_pg(use_baseline=True, normalize_value_targets=True)
+    third.set_state(older)  # a checkpoint from before the key: s = 1
+    assert third._vf_scale() == 1.0

@@ -45,6 +45,13 @@ class PGConfig(CommonConfig):
     normalize_advantages: bool = opt(
         False, "scale advantages to mean 0, std 1 per batch before the policy loss", types=(bool,)
     )
+    normalize_value_targets: bool = opt(
+        False,
+        "with use_baseline: the value network learns value_target / s, s the running RMS of "
+        "every value target learned; when s changes its last layer is rescaled so that V(s) "
+        "stays the same (PopArt's output preservation). For returns far from unit scale",
+        types=(bool,),
+    )
     entropy_coeff: float = opt(
         0.0, "weight of the entropy bonus subtracted from the loss", types=(float,), ge=0.0
     )

@@ -31,8 +31,8 @@ class MeanStdFilter:
     filter is the identity (mean 0, std 1, no clipping).
     """
 
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
+    def __init__(self, dim: int, what: str = "observation filter") -> None:
+        self.dim, self.what = dim, what
         self.count = 0
         self.mean = np.zeros(dim)
         self.m2 = np.zeros(dim)
@@ -74,6 +74,13 @@ class MeanStdFilter:
         out = (np.asarray(x, dtype=np.float32) - self._mean32) / self._den32
         return np.clip(out, -CLIP, CLIP, out=out)
 
+    @property
+    def rms(self) -> np.ndarray:
+        """Root mean square of every row seen, sqrt(mean^2 + M2 / count) (dim,); ones if none."""
+        if self.count == 0:
+            return np.ones(self.dim)
+        return np.sqrt(np.square(self.mean) + self.m2 / self.count)
+
     def state(self) -> dict[str, Any]:
         """Plain python numbers and lists: checkpoints load with ``weights_only=True``."""
         return {"count": self.count, "mean": self.mean.tolist(), "m2": self.m2.tolist()}
@@ -81,18 +88,17 @@ class MeanStdFilter:
     def load_state(self, state: dict[str, Any] | None) -> None:
         """Restore :meth:`state`; ``None`` (a checkpoint from before the filter) resets it."""
         if state is None:
-            state = MeanStdFilter(self.dim).state()
+            state = MeanStdFilter(self.dim, self.what).state()
         mean = np.asarray(state["mean"], dtype=np.float64)
         m2 = np.asarray(state["m2"], dtype=np.float64)
         if mean.shape != (self.dim,) or m2.shape != (self.dim,):
             raise ValueError(
-                f"observation filter statistics of width {mean.shape}, this policy's "
-                f"observations have {self.dim}"
+                f"{self.what} statistics of width {mean.shape}; this policy expects {self.dim}"
             )
         count = int(state["count"])
         if count < 0 or not (np.isfinite(mean).all() and np.isfinite(m2).all() and (m2 >= 0).all()):
             raise ValueError(
-                "observation filter statistics invalid: need count >= 0, finite mean and M2 >= 0"
+                f"{self.what} statistics invalid: need count >= 0, finite mean and M2 >= 0"
             )
         self.count, self.mean, self.m2 = count, mean, m2
         self._cache()
@@ -116,17 +122,19 @@ def make_filter(name: str, observation_space: gym.Space) -> MeanStdFilter | None
     return MeanStdFilter(flat_size(observation_space))
 
 
-def load_filter_state(obs_filter: MeanStdFilter | None, state: dict[str, Any] | None) -> None:
-    """Restore a learner's filter from a checkpoint or from acting weights.
+def load_filter_state(
+    obs_filter: MeanStdFilter | None,
+    state: dict[str, Any] | None,
+    setting: str = '"observation_filter": "MeanStdFilter", this run has "NoFilter"',
+) -> None:
+    """Restore a learner's statistics from a checkpoint or from acting weights.
 
-    A state without statistics (older offrl) resets the filter to the identity; statistics
-    for a policy without a filter are a mismatch (the networks were trained on filtered
-    observations), reported as a ValueError that checkpoint loading turns into words.
+    A state without statistics (older offrl) resets them to the identity; statistics for a
+    policy without them are a mismatch (its networks were trained on normalised inputs or
+    targets, ``setting`` says which), reported as a ValueError that checkpoint loading
+    turns into words.
     """
     if obs_filter is not None:
         obs_filter.load_state(state)
     elif state is not None:
-        raise ValueError(
-            'this checkpoint was trained with "observation_filter": "MeanStdFilter", '
-            'this run has "NoFilter"'
-        )
+        raise ValueError(f"this checkpoint was trained with {setting}")

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
 import torch
+from torch import nn
 
 from offrl import batch as sb
 from offrl.algos.base import set_cpu_threads
@@ -54,6 +55,10 @@ class PG:
         self.obs_filter: MeanStdFilter | None = make_filter(
             config.observation_filter, observation_space
         )
+        # With normalize_value_targets the value net learns V / s (s: RMS of the targets).
+        self.value_scale: MeanStdFilter | None = None
+        if config.normalize_value_targets and config.use_baseline:
+            self.value_scale = MeanStdFilter(1, "value target scale")
         seed = 0 if config.seed is None else config.seed
         set_cpu_threads(config.num_threads)
         with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
@@ -127,7 +132,26 @@ class PG:
     def _values(self, obs: np.ndarray) -> np.ndarray:
         if self.model.vf is None:
             return np.zeros(len(obs))
-        return self.nets.values(self._obs_np(obs)).astype(np.float64)
+        return self.nets.values(self._obs_np(obs)).astype(np.float64) * self._vf_scale()
+
+    def _vf_scale(self) -> float:
+        """s: V(obs) = s * value_net(obs); 1 without normalize_value_targets."""
+        if self.value_scale is None:
+            return 1.0
+        return max(float(self.value_scale.rms[0]), 1e-8)
+
+    def _fold_value_targets(self, vt: np.ndarray) -> np.ndarray:
+        """Fold ``vt`` into s, rescale the value net's last layer by s_old / s_new so that V
+        stays the same (PopArt's output preservation), and return the targets / s_new."""
+        if self.value_scale is None or self.model.vf is None:
+            return vt
+        old = self._vf_scale()
+        self.value_scale.update(vt)
+        head = cast(nn.Linear, self.model.vf[-1])
+        with torch.no_grad():  # in place: the backend's flat array views these parameters
+            head.weight.mul_(old / self._vf_scale())
+            head.bias.mul_(old / self._vf_scale())
+        return vt / np.float32(self._vf_scale())
 
     def postprocess(self, batch: SampleBatch) -> SampleBatch:
         """Add ``advantages`` and ``value_targets`` (and ``vf_preds`` with a baseline)."""
@@ -183,7 +207,7 @@ class PG:
         # parameters and Adam moments stay as they are, see FlatBackend.step).
         vt = None
         if sb.VALUE_TARGETS in batch and self.model.vf is not None:
-            vt = np.asarray(batch[sb.VALUE_TARGETS], dtype=np.float32)
+            vt = self._fold_value_targets(np.asarray(batch[sb.VALUE_TARGETS], dtype=np.float32))
         # The policy before this batch's first step, for the KL guard.
         old_inputs = self.nets.dist_inputs(obs) if cfg.kl_target is not None else None
 
@@ -313,7 +337,11 @@ class PG:
             "optimizer": self.nets.state_dict(),
             "rng": self.rng.bit_generator.state,
             "num_grad_updates": self.num_grad_updates,
-        } | ({} if self.obs_filter is None else {"obs_filter": self.obs_filter.state()})
+        } | {
+            key: stats.state()
+            for key, stats in (("obs_filter", self.obs_filter), ("value_scale", self.value_scale))
+            if stats is not None
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore ``get_state()`` in place (the backend keeps its views of the parameters).
@@ -326,6 +354,11 @@ class PG:
         self.rng.bit_generator.state = state["rng"]
         self.num_grad_updates = int(state["num_grad_updates"])
         load_filter_state(self.obs_filter, state.get("obs_filter"))
+        load_filter_state(
+            self.value_scale,
+            state.get("value_scale"),
+            '"normalize_value_targets": true, this run has false (or no baseline)',
+        )
 
 
 # -- batch helpers ------------------------------------------------------------------------
