@@ -125,6 +125,10 @@ def restore_policy_state(
         raise ConfigError(checkpoint_mismatch(state, env_id, config, checkpoint, e)) from None
 
 
+# Keys newer than some checkpoints: a checkpoint without one was trained with this value.
+ABSENT_MEANS: dict[str, Any] = {"observation_filter": "NoFilter", "normalize_value_targets": False}
+
+
 def checkpoint_mismatch(
     state: dict[str, Any], env_id: str, config: dict[str, Any], checkpoint: str, err: Exception
 ) -> str:
@@ -134,8 +138,15 @@ def checkpoint_mismatch(
     diffs = []
     if state.get("env") != env_id:
         diffs.append(f"it was trained on {str(state.get('env'))[:80]!r}, not {env_id!r}")
-    for key in ("model", "hiddens", "dueling", "use_baseline"):
-        old, new = saved.get(key), config.get(key)
+    for key in (
+        "model",
+        "hiddens",
+        "dueling",
+        "use_baseline",
+        "observation_filter",
+        "normalize_value_targets",
+    ):
+        old, new = saved.get(key, ABSENT_MEANS.get(key)), config.get(key)
         if key in config and old != new:
             diffs.append(f"its {key} is {json_short(old)}, this run's is {json_short(new)}")
     reason = "; ".join(diffs) or f"its saved state does not fit ({type(err).__name__})"
