@@ -218,3 +218,26 @@ def test_second_signal_ends_a_run_stuck_in_native_code(tmp_path: Path, sig: int,
     name = signal.Signals(sig).name
     assert f"did not stop within 5 s of the second {name}" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_patient_close_stops_the_workers_at_once(tmp_path: Path) -> None:
+    from offrl.algos import get_algorithm
+    from offrl.config import from_dict
+    from offrl.workers import WorkerSet
+
+    cls, _ = get_algorithm("PG")
+    cfg = from_dict(cls, TINY_PG)
+    ws = WorkerSet("PG", cfg, "tests.bad_envs:HangsInStep", 0, tmp_path, 1)
+    proc = ws._handles[0].process
+    ws._request(0)  # the worker is now inside the hanging step()
+    time.sleep(1.0)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    start = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        ws.close()  # waits up to 10 s for the fragment, until the Ctrl-C
+    assert time.monotonic() - start < 2.5
+    # SIGTERM ended it, not SIGKILL: its finally blocks ran (inside step() SystemExit is
+    # reported as an env failure, hence 1)
+    assert proc.exitcode == 1

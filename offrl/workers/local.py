@@ -288,7 +288,11 @@ class WorkerSet(QueuedWorkers):
         self._closed = True
         if timeout is None:
             timeout = 0.0 if stopping_at_once() else 10.0
-        self._stop_all(self._handles, timeout)
+        try:
+            self._stop_all(self._handles, timeout)
+        except BaseException:  # a second Ctrl-C while waiting: stop them at once
+            self._stop_all(self._handles, 0.0)
+            raise
 
 
 class WorkerSource:

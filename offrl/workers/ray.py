@@ -218,11 +218,13 @@ class RayWorkerSet(QueuedWorkers):
         if timeout is None:
             timeout = STOP_GRACE_S if stopping_at_once() else 10.0
         ray = self.ray
-        refs = [actor.close.remote() for actor in self._actors]
-        if refs:
-            # A dead actor's close fails; the others still finish within the timeout.
-            ray.wait(refs, num_returns=len(refs), timeout=timeout)
-        for actor in self._actors:
-            ray.kill(actor, no_restart=True)
-        if self._owns_ray:
-            ray.shutdown()
+        try:
+            refs = [actor.close.remote() for actor in self._actors]
+            if refs:
+                # A dead actor's close fails; the others still finish within the timeout.
+                ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        finally:  # also when a second Ctrl-C cuts the wait short
+            for actor in self._actors:
+                ray.kill(actor, no_restart=True)
+            if self._owns_ray:
+                ray.shutdown()
