@@ -130,7 +130,8 @@ def _no_wakeup_fd_in_child() -> None:
 
 
 _watching = False
-os.register_at_fork(after_in_child=_no_wakeup_fd_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX only
+    os.register_at_fork(after_in_child=_no_wakeup_fd_in_child)
 
 
 @contextmanager

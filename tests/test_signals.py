@@ -74,6 +74,15 @@ def test_watchdog_gives_up_on_a_main_thread_that_does_not_unwind_in_time() -> No
     assert overdue == [signal.SIGTERM]
 
 
+def test_a_child_forked_during_the_run_does_not_report_its_signals_to_the_watchdog() -> None:
+    with graceful_signals(StopFlag(), lambda _: None):
+        pid = os.fork()
+        if pid == 0:  # the child: its wakeup fd must be unset
+            os._exit(0 if signal.set_wakeup_fd(-1) == -1 else 1)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_stopping_at_once_only_while_a_stop_now_or_ctrl_c_unwinds() -> None:
     assert not stopping_at_once()
     for exc in (StopNow(15, "SIGTERM"), KeyboardInterrupt()):
