@@ -5,6 +5,7 @@ Each is a 2-observation, 2-action env that fails in one way at a known step.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import Any
 
@@ -88,4 +89,16 @@ class HangsInStep(_Base):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self.t + 1 == FAIL_AT:
             time.sleep(3600)
+        return super().step(action)
+
+
+class BlocksInNativeCode(_Base):
+    """Steps normally, then blocks in C without returning to the interpreter, like a
+    simulator's blocking read: an endless SQLite query (SQLite never checks for signals,
+    unlike ``re``, which does)."""
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self.t + 1 == FAIL_AT:
+            endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c)"
+            sqlite3.connect(":memory:").execute(f"{endless} SELECT count(*) FROM c").fetchone()
         return super().step(action)

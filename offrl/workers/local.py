@@ -17,6 +17,7 @@ from typing import Any
 from offrl.batch import SampleBatch
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError
+from offrl.signals import STOP_GRACE_S, stopping_at_once
 from offrl.workers.core import (
     _POLL_S,
     SAMPLER,
@@ -253,10 +254,11 @@ class WorkerSet(QueuedWorkers):
             )
 
     def _stop_all(self, handles: list[_Handle], timeout: float) -> None:
-        """Ask workers to finish (draining replies), then terminate/kill the ones that linger."""
+        """Ask workers to finish within ``timeout`` (draining replies), then terminate/kill
+        the ones that linger; ``timeout`` 0 terminates them at once."""
         deadline = time.monotonic() + timeout
         for h in handles:
-            if not h.process.is_alive():
+            if timeout <= 0 or not h.process.is_alive():
                 continue
             with contextlib.suppress(OSError, EOFError):
                 while h.pending > 0 and h.conn.poll(max(0.0, deadline - time.monotonic())):
@@ -269,17 +271,28 @@ class WorkerSet(QueuedWorkers):
             lingering = [h for h in handles if h.process.exitcode is None]
             for h in lingering:
                 getattr(h.process, stop)()
+            grace_end = time.monotonic() + STOP_GRACE_S
             for h in lingering:
-                h.process.join(2.0)
+                h.process.join(max(0.0, grace_end - time.monotonic()))
         for h in handles:
             h.conn.close()
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop every worker (their writers close their files); idempotent."""
+    def close(self, timeout: float | None = None) -> None:
+        """Stop every worker (their writers close their files); idempotent.
+
+        By default workers get 10 s to finish what they are doing, or none while a second
+        signal or Ctrl-C unwinds the run (:func:`~offrl.signals.stopping_at_once`): SIGTERM
+        at once, SIGKILL ``STOP_GRACE_S`` later for one stuck in native code."""
         if self._closed:
             return
         self._closed = True
-        self._stop_all(self._handles, timeout)
+        if timeout is None:
+            timeout = 0.0 if stopping_at_once() else 10.0
+        try:
+            self._stop_all(self._handles, timeout)
+        except BaseException:  # a second Ctrl-C while waiting: stop them at once
+            self._stop_all(self._handles, 0.0)
+            raise
 
 
 class WorkerSource:

@@ -17,6 +17,7 @@ from typing import Any
 from offrl.batch import SampleBatch
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError
+from offrl.signals import STOP_GRACE_S, stopping_at_once
 from offrl.workers import (
     SAMPLER,
     Fragment,
@@ -206,17 +207,24 @@ class RayWorkerSet(QueuedWorkers):
         for _ in range(owed):
             self._request(i)
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Close every actor (its writer closes its files), then kill it; idempotent."""
+    def close(self, timeout: float | None = None) -> None:
+        """Close every actor (its writer closes its files), then kill it; idempotent.
+
+        By default actors get 10 s to close, or ``STOP_GRACE_S`` while a second signal or
+        Ctrl-C unwinds the run (an actor stuck in its env's step() only closes after it)."""
         if self._closed:
             return
         self._closed = True
+        if timeout is None:
+            timeout = STOP_GRACE_S if stopping_at_once() else 10.0
         ray = self.ray
-        refs = [actor.close.remote() for actor in self._actors]
-        if refs:
-            # A dead actor's close fails; the others still finish within the timeout.
-            ray.wait(refs, num_returns=len(refs), timeout=timeout)
-        for actor in self._actors:
-            ray.kill(actor, no_restart=True)
-        if self._owns_ray:
-            ray.shutdown()
+        try:
+            refs = [actor.close.remote() for actor in self._actors]
+            if refs:
+                # A dead actor's close fails; the others still finish within the timeout.
+                ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        finally:  # also when a second Ctrl-C cuts the wait short
+            for actor in self._actors:
+                ray.kill(actor, no_restart=True)
+            if self._owns_ray:
+                ray.shutdown()
