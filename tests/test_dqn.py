@@ -31,7 +31,7 @@ from offrl.batch import SampleBatch
 from offrl.config import from_dict
 from offrl.errors import ConfigError, OffrlRuntimeError
 from offrl.rollout import Sampler
-from tests.envs import HORIZON, ONES_TO_TERMINATE, CountEnv
+from tests.envs import HORIZON
 from tests.shared_data import RLLIB_FIXTURE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,47 +182,6 @@ def test_vectorised_fragments_give_each_env_the_transitions_it_would_have_alone(
                 np.testing.assert_array_equal(out[name][rows], col, err_msg=name)
     whole = SampleBatch.concat_samples(batches)
     assert whole[sb.TRUNCATEDS].any() and whole[sb.TERMINATEDS].any()
-
-
-class ParityActions:
-    """Action 1 in CountEnv envs with an odd uid (3-step terminated episodes), else 0
-    (episodes truncated at HORIZON)."""
-
-    def compute_actions(
-        self, obs: np.ndarray, *, explore: bool
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        return obs[:, 0].astype(np.int64) % 2, {}
-
-
-def test_n_step_windows_continue_across_fragments_of_an_episode() -> None:
-    # Fragments of 4 steps per env with n_step 3: without carrying windows over, the last
-    # two rows of every fragment got 1- and 2-step targets (MountainCar with 4 envs and
-    # fragments of 4 never learned). Only an episode's end may shorten a window.
-    gamma, n_step = 0.5, 3
-    spaces = CountEnv().observation_space, CountEnv().action_space
-    algo = DQN(small_config(n_step=n_step, gamma=gamma, learning_starts=10**6), *spaces)
-    sampler = Sampler(COUNT_ENV, 3, ParityActions(), 4, seed=2)
-    try:
-        batches = [sampler.next() for _ in range(12)]
-    finally:
-        sampler.close()
-    for batch in batches:
-        algo.learn(algo.postprocess(batch), 0)
-    cols = {name: col[: len(algo.buffer)] for name, col in algo.buffer.columns.items()}
-    uid, t = cols[sb.OBS][:, 0], cols[sb.OBS][:, 1]
-    assert (cols[N_STEP_NEW_OBS][:, 0] == uid).all()
-    terminates = uid % 2 == 1
-    length = np.where(terminates, ONES_TO_TERMINATE, HORIZON)
-    k = np.minimum(n_step, length - t)
-    np.testing.assert_array_equal(cols[N_STEP_NEW_OBS][:, 1], t + k)
-    np.testing.assert_allclose(cols[N_STEP_DISCOUNTS], np.where(terminates, 0.0, gamma**k))
-    expect = sum(np.where(i < k, gamma**i * (t + 1 + i), 0.0) for i in range(n_step))
-    np.testing.assert_allclose(cols[N_STEP_RETURNS], expect, rtol=1e-6)
-    assert terminates.any() and not terminates.all()
-    tails = getattr(algo, "tails", None)
-    held = 0 if tails is None else tails.count
-    assert 0 < held <= 3 * (n_step - 1)  # the open episodes' last rows wait for the next batch
-    assert len(algo.buffer) + held == sum(b.count for b in batches)  # the others stored, once
 
 
 def test_learn_without_postprocess_uses_one_step_targets_and_skips_invalid_rows() -> None:

@@ -106,50 +106,6 @@ def transitions(batch: SampleBatch, gamma: float, n_step: int) -> dict[str, np.n
     }
 
 
-def open_windows(batch: SampleBatch, n_step: int) -> np.ndarray:
-    """Rows (T,) whose n-step window the batch's end cuts short: the last ``n_step - 1`` rows
-    of an episode (rows grouped per ``eps_id``, in time order) whose last row is not done,
-    so that its next rows come in a later batch."""
-    eps = np.asarray(batch[sb.EPS_ID])
-    size = batch.count
-    idx = np.arange(size)
-    is_last = np.ones(size, dtype=bool)
-    is_last[:-1] = eps[1:] != eps[:-1]
-    last = np.minimum.accumulate(np.where(is_last, idx, size - 1)[::-1])[::-1]
-    dones = batch.dones_column()
-    assert dones is not None  # transitions() has checked
-    return ~dones[last] & (last - idx < n_step - 1)
-
-
-def _tail_columns(batch: SampleBatch) -> SampleBatch:
-    """The columns :func:`transitions` reads, the same for every batch (so they concatenate)."""
-    n = batch.count
-    dones = batch.dones_column()
-    assert dones is not None
-    return SampleBatch(
-        {
-            sb.OBS: np.asarray(batch[sb.OBS]),
-            sb.ACTIONS: np.asarray(batch[sb.ACTIONS]),
-            sb.REWARDS: np.asarray(batch[sb.REWARDS], dtype=np.float32),
-            sb.NEW_OBS: np.asarray(batch[sb.NEW_OBS]),
-            sb.DONES: dones,
-            sb.TERMINATEDS: np.asarray(batch.get(sb.TERMINATEDS, dones), dtype=bool),
-            sb.NEW_OBS_VALID: np.asarray(
-                batch.get(sb.NEW_OBS_VALID, np.ones(n, dtype=bool)), dtype=bool
-            ),
-            sb.EPS_ID: np.asarray(batch[sb.EPS_ID]),
-        }
-    )
-
-
-def _concat_rows(
-    first: dict[str, np.ndarray] | None, second: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    if first is None:
-        return second
-    return {name: np.concatenate([first[name], second[name]]) for name in second}
-
-
 def _obs_dtype(obs: np.ndarray) -> type:
     """uint8 frames stay uint8 until the network reads them; anything else is float32."""
     return np.uint8 if obs.dtype == np.uint8 else np.float32
@@ -197,11 +153,6 @@ class DQN:
         self.counters = dict.fromkeys(_COUNTERS, 0)
         self.update_credit = 0.0
         self.last_stats: dict[str, float] = {}
-        # n-step windows across batches: rows whose window the last batch's end cut short,
-        # held until their episode's next rows come (postprocess), and the transitions of
-        # held rows completed by the latest batch, stored by the next learn().
-        self.tails: SampleBatch | None = None
-        self.completed_tails: dict[str, np.ndarray] | None = None
 
     def _new_buffer(self) -> ReplayBuffer:
         c = self.config
@@ -267,41 +218,10 @@ class DQN:
     # -- learning ------------------------------------------------------------------
 
     def postprocess(self, batch: SampleBatch) -> SampleBatch:
-        """The batch plus n-step columns (see :func:`transitions`).
-
-        A fragment's end does not end an n-step window: the rows of an episode that goes
-        on (not done at the batch's end) whose window it cut are held (``td_valid``
-        False) and completed with the episode's rows in the next batch, whose learn()
-        stores them. A held row whose episode is not in the next batch keeps its cut window.
-        """
+        """The batch plus n-step columns (see :func:`transitions`)."""
         out = SampleBatch(batch.columns)
-        n_step = self.config.n_step
-        if n_step == 1 or sb.EPS_ID not in batch or sb.NEW_OBS not in batch or not batch.count:
-            for name, col in transitions(batch, self.config.gamma, n_step).items():
-                out[name] = col
-            return out
-        fresh = _tail_columns(batch)
-        held = self.tails
-        whole = fresh if held is None else SampleBatch.concat_samples([held, fresh])
-        order = np.argsort(whole[sb.EPS_ID], kind="stable")  # each episode's rows together
-        grouped = whole.take(order)
-        cols = transitions(grouped, self.config.gamma, n_step)
-        hold = open_windows(grouped, n_step)
-        back = np.empty_like(order)
-        back[order] = np.arange(len(order))  # grouped row of each row of `whole`
-        cols = {name: col[back] for name, col in cols.items()}
-        hold = hold[back] & np.isin(whole[sb.EPS_ID], fresh[sb.EPS_ID])
-        k = 0 if held is None else held.count
-        self.tails = whole.take(np.flatnonzero(hold)) if hold.any() else None
-        if held is not None:
-            done = np.flatnonzero(~hold[:k])
-            finished = {name: col[:k][done] for name, col in cols.items()}
-            finished[sb.OBS] = held[sb.OBS][done]
-            finished[sb.ACTIONS] = held[sb.ACTIONS][done]
-            self.completed_tails = _concat_rows(self.completed_tails, finished)
-        cols[TD_VALID] = cols[TD_VALID] & ~hold
-        for name, col in cols.items():
-            out[name] = col[k:]
+        for name, col in transitions(batch, self.config.gamma, self.config.n_step).items():
+            out[name] = col
         return out
 
     def _updates_due(self, rows: int) -> int:
@@ -321,15 +241,10 @@ class DQN:
             batch = SampleBatch({**batch.columns, **transitions(batch, self.config.gamma, 1)})
         keep = np.asarray(batch[TD_VALID], dtype=bool)
         rows = {name: np.asarray(batch[name])[keep] for name in _REPLAY_COLUMNS}
-        if self.completed_tails is not None:  # held rows of earlier batches, now complete
-            tails = self.completed_tails
-            self.completed_tails = None
-            tails_keep = np.asarray(tails[TD_VALID], dtype=bool)
-            rows = {name: np.concatenate([tails[name][tails_keep], rows[name]]) for name in rows}
         for col in (sb.OBS, N_STEP_NEW_OBS):
             rows[col] = rows[col].reshape(len(rows[col]), -1).astype(self.obs_dtype, copy=False)
         rows[sb.ACTIONS] = action_index(rows[sb.ACTIONS], self.n_actions, self.action_start)
-        if len(rows[sb.OBS]):
+        if keep.any():
             self.buffer.add(rows)
         self.counters["num_steps_sampled"] += batch.count
         due = self._updates_due(batch.count)
@@ -436,8 +351,6 @@ class DQN:
             state["buffer"] = self.buffer.get_state()
         if self.obs_filter is not None:
             state["obs_filter"] = self.obs_filter.state()
-        if self.tails is not None:
-            state["n_step_tails"] = {k: torch.from_numpy(v.copy()) for k, v in self.tails.items()}
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -452,11 +365,6 @@ class DQN:
         self.explore_rng.bit_generator.state = state["explore_rng"]
         self.replay_rng.bit_generator.state = state["replay_rng"]
         load_filter_state(self.obs_filter, state.get("obs_filter"))
-        tails = state.get("n_step_tails")
-        self.tails = (
-            None if tails is None else SampleBatch({k: v.numpy() for k, v in tails.items()})
-        )
-        self.completed_tails = None
         self.buffer = self._new_buffer()
         if "buffer" in state:
             self.buffer.set_state(state["buffer"])
