@@ -30,12 +30,15 @@ from offrl.algos.qnet import NumpyQ, TorchQ
 from offrl.batch import SampleBatch
 from offrl.config import from_dict
 from offrl.errors import ConfigError, OffrlRuntimeError
+from offrl.rollout import Sampler
+from tests.envs import HORIZON
 from tests.shared_data import RLLIB_FIXTURE
 
 ROOT = Path(__file__).resolve().parent.parent
 OBS_SPACE = gym.spaces.Box(-10.0, 10.0, (4,), dtype=np.float32)
 ACT_SPACE = gym.spaces.Discrete(2)
 SPACES = (OBS_SPACE, ACT_SPACE)
+COUNT_ENV = "tests.envs:CountEnv"
 
 
 def make_batch(n: int, **cols: object) -> SampleBatch:
@@ -52,6 +55,18 @@ def make_batch(n: int, **cols: object) -> SampleBatch:
     base.update(cols)
     base["dones"] = np.asarray(base["terminateds"]) | np.asarray(base["truncateds"])
     return SampleBatch(base)
+
+
+class RandomActions:
+    """Uniform 0/1 actions from a seeded generator (a sampler policy)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def compute_actions(
+        self, obs: np.ndarray, *, explore: bool
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self.rng.integers(0, 2, size=len(obs)), {}
 
 
 def small_config(**overrides: object) -> DQNConfig:
@@ -131,6 +146,42 @@ def test_old_files_with_only_dones_treat_them_as_terminated() -> None:
     del batch["terminateds"], batch["truncateds"]
     out = transitions(batch, 0.9, 1)
     np.testing.assert_allclose(out[N_STEP_DISCOUNTS], [0.9, 0.0])
+
+
+def test_vectorised_fragments_give_each_env_the_transitions_it_would_have_alone() -> None:
+    # CountEnv's obs is [env uid, t] and step t's reward is t + 1, so every n-step target
+    # can be checked by hand; 3 envs, fragments of 4 steps per env, episodes of 1-5 steps
+    # (terminated by three 1 actions, truncated at HORIZON) that run across fragments.
+    gamma, n_step = 0.5, 3
+    sampler = Sampler(COUNT_ENV, 3, RandomActions(5), 4, seed=2)
+    try:
+        batches = [sampler.next() for _ in range(12)]
+    finally:
+        sampler.close()
+    for batch in batches:
+        out = transitions(batch, gamma, n_step)
+        uid, t = batch[sb.OBS][:, 0], batch[sb.OBS][:, 1]
+        nxt_uid, nxt_t = out[N_STEP_NEW_OBS][:, 0], out[N_STEP_NEW_OBS][:, 1]
+        assert out[TD_VALID].all()
+        assert (nxt_uid == uid).all()  # never bootstraps from another env's obs
+        k = nxt_t - t  # steps in the window; a reset obs (t = 0) would make it <= 0
+        assert ((k >= 1) & (k <= n_step)).all()
+        expect = sum(np.where(i < k, gamma**i * (t + 1 + i), 0.0) for i in range(n_step))
+        np.testing.assert_allclose(out[N_STEP_RETURNS], expect, rtol=1e-6)
+        last = np.flatnonzero(batch[sb.TRUNCATEDS])
+        assert (batch[sb.NEW_OBS][last, 1] == HORIZON).all()  # the final obs, not the reset one
+        # Only a window ending on a terminated row has no bootstrap; truncated ones have one.
+        ends_terminated = batch[sb.TERMINATEDS][np.arange(batch.count) + k.astype(int) - 1]
+        expect_discount = np.where(ends_terminated, 0.0, gamma**k)
+        np.testing.assert_allclose(out[N_STEP_DISCOUNTS], expect_discount, rtol=1e-6)
+        # The same rows as one env's batch (the 1-env layout) give the same transitions.
+        for u in np.unique(uid):
+            rows = np.flatnonzero(uid == u)
+            alone = transitions(batch.take(rows), gamma, n_step)
+            for name, col in alone.items():
+                np.testing.assert_array_equal(out[name][rows], col, err_msg=name)
+    whole = SampleBatch.concat_samples(batches)
+    assert whole[sb.TRUNCATEDS].any() and whole[sb.TERMINATEDS].any()
 
 
 def test_learn_without_postprocess_uses_one_step_targets_and_skips_invalid_rows() -> None:
