@@ -27,8 +27,9 @@ def run_offrl(args: list[str], results: Path, timeout: float = 300) -> subproces
     )
 
 
-def start_offrl(args: list[str], results: Path) -> subprocess.Popen:
-    """Start ``offrl ARGS`` in the background with text pipes for stdout/stderr."""
+def start_offrl(args: list[str], results: Path, new_session: bool = False) -> subprocess.Popen:
+    """Start ``offrl ARGS`` in the background with text pipes for stdout/stderr; with
+    ``new_session`` in a process group of its own (to signal it as a terminal's Ctrl-C does)."""
     return subprocess.Popen(
         [*OFFRL, *args],
         stdout=subprocess.PIPE,
@@ -36,6 +37,7 @@ def start_offrl(args: list[str], results: Path) -> subprocess.Popen:
         text=True,
         env=offrl_env(results),
         stdin=subprocess.DEVNULL,
+        start_new_session=new_session,
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from offrl.errors import StopNow
 from offrl.signals import StopFlag, graceful_signals, stopping_at_once
-from tests.clitools import OFFRL, offrl_env
+from tests.clitools import start_offrl
 
 TINY_PG = {"train_batch_size": 50, "model": {"fcnet_hiddens": [8]}}
 
@@ -154,15 +154,7 @@ def _start_train(tmp_path: Path, env: str, config: dict) -> subprocess.Popen:
     group as a terminal's Ctrl-C does."""
     args = ["train", "--run", "PG", "--env", env, "--local-dir", str(tmp_path)]
     args += ["--config", json.dumps(config), "--stop", '{"training_iteration": 1}']
-    return subprocess.Popen(
-        [*OFFRL, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=offrl_env(tmp_path),
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    return start_offrl(args, tmp_path, new_session=True)
 
 
 def _wait_for(check: object, timeout: float = 90.0) -> None:
