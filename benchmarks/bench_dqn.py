@@ -35,7 +35,8 @@ import torch
 from offrl.algos.dqn import DQN, DQNConfig
 from offrl.batch import SampleBatch
 from offrl.config import from_dict
-from offrl.rollout import Sampler, env_spaces, evaluate
+from offrl.envs import env_spaces
+from offrl.rollout import Sampler, evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 SB3_WALL_S = 44.6  # SB3 DQN, 50k CartPole-v1 steps, measured on this 2-core VM

@@ -25,7 +25,8 @@ import torch
 
 from offrl.algos.pg import PG, PGConfig
 from offrl.config import from_dict
-from offrl.rollout import Sampler, make_vector_env
+from offrl.envs import make_vector_env
+from offrl.rollout import Sampler
 
 ROOT = Path(__file__).resolve().parent.parent
 

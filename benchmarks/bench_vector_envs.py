@@ -26,7 +26,8 @@ import torch
 
 from offrl.algos import get_algorithm
 from offrl.config import from_dict
-from offrl.rollout import Sampler, env_spaces
+from offrl.envs import env_spaces
+from offrl.rollout import Sampler
 
 NUM_ENVS = (1, 4, 8)
 FRAGMENT = 50  # env steps per env in one fragment

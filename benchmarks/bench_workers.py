@@ -29,9 +29,10 @@ import torch
 
 from offrl.algos import get_algorithm
 from offrl.config import from_dict
+from offrl.envs import env_spaces
 from offrl.io.json_reader import JsonReader
 from offrl.io.json_writer import JsonWriter
-from offrl.rollout import Sampler, env_spaces
+from offrl.rollout import Sampler
 from offrl.workers import WorkerSet
 
 ENV = "CartPole-v1"

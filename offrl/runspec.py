@@ -11,8 +11,8 @@ from typing import Any
 
 from offrl.algos import canonical_name, get_config_class
 from offrl.config import CommonConfig, from_dict, suggest
+from offrl.envs import check_env_id
 from offrl.errors import ConfigError
-from offrl.rollout import check_env_id
 from offrl.trainer import check_stop_reachable, validate_stop
 
 FILE_KEYS = (

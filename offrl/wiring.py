@@ -13,7 +13,8 @@ from typing import Any
 from offrl.algos.base import Algorithm
 from offrl.batch_sources import SAMPLER, OfflineSource, SamplerSource, TrainingSource
 from offrl.config import CommonConfig
-from offrl.rollout import Sampler, env_spaces
+from offrl.envs import env_spaces
+from offrl.rollout import Sampler
 from offrl.seeding import Stream, generator, int_seed
 from offrl.trainer import Run
 

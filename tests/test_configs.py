@@ -15,7 +15,8 @@ import pytest
 
 from offrl.algos import get_algorithm
 from offrl.config import from_dict
-from offrl.rollout import Sampler, env_spaces
+from offrl.envs import env_spaces
+from offrl.rollout import Sampler
 from offrl.runspec import load_run_file
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.json"))

@@ -19,9 +19,10 @@ import torch
 
 from offrl.algos import algorithm_names, get_algorithm
 from offrl.config import from_dict
+from offrl.envs import env_spaces
 from offrl.errors import ConfigError
 from offrl.results import load_checkpoint, save_checkpoint
-from offrl.rollout import Sampler, env_spaces
+from offrl.rollout import Sampler
 
 # env -> what it exercises; the tests.envs ones are small, fast and deterministic
 ENVS = {

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from offrl.batch import SampleBatch
 from offrl.commands.data import data
 from offrl.datatools.validate import Problem, validate_paths
+from offrl.envs import env_spaces
 from offrl.io.json_writer import JsonWriter
-from offrl.rollout import env_spaces
 from tests.shared_data import RLLIB_FIXTURE
 
 FIXTURE = RLLIB_FIXTURE

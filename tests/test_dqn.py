@@ -440,7 +440,8 @@ def test_checkpoint_with_a_torch_adam_state_still_restores() -> None:
 
 
 def test_image_observations_stay_uint8_in_replay() -> None:
-    from offrl.rollout import Sampler, env_spaces
+    from offrl.envs import env_spaces
+    from offrl.rollout import Sampler
 
     obs_space, act_space = env_spaces("tests.envs:ImageEnv")
     cfg = from_dict(DQNConfig, {"seed": 0, "learning_starts": 16, "model": {"fcnet_hiddens": [8]}})

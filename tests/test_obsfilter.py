@@ -22,8 +22,8 @@ from offrl.commands.rollout import load_policy
 from offrl.config import from_dict
 from offrl.errors import ConfigError
 from offrl.io.json_reader import JsonReader
+from offrl.restore import restore_policy_state
 from offrl.results import load_run_checkpoint
-from offrl.rollout import restore_policy_state
 from offrl.workers import acting_weights, load_acting_weights
 
 OBS_SPACE = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)

@@ -1,4 +1,4 @@
-"""Tests for offrl/rollout.py: the vectorised Sampler, evaluate() and env-id checks."""
+"""Tests for offrl/rollout.py: the vectorised Sampler and evaluate()."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import torch
 from offrl import batch as sb
 from offrl.batch import SampleBatch
 from offrl.errors import ConfigError
-from offrl.rollout import Actor, Sampler, check_env_id, env_suggestions, evaluate
+from offrl.rollout import Actor, Sampler, evaluate
 from tests.envs import HORIZON, ONES_TO_TERMINATE, CountEnv
+from tests.test_envs import _children_alive
 
 torch.set_num_threads(1)
 
@@ -365,44 +366,6 @@ def test_evaluate_cartpole_episode_count_and_values() -> None:
     assert all(r == int(r) and 1 <= r < 500 for r in returns)
 
 
-# -- env ids ---------------------------------------------------------------------------
-
-
-def test_check_env_id_accepts_registered_ids_and_env_classes() -> None:
-    check_env_id(CARTPOLE)
-    check_env_id(COUNT_ENV)
-
-
-def test_check_env_id_suggests_close_registered_ids() -> None:
-    assert "CartPole-v1" in env_suggestions("CartPol-v1")
-    with pytest.raises(ConfigError, match="did you mean") as exc:
-        check_env_id("CartPol-v1")
-    assert "CartPole-v1" in str(exc.value)
-    assert "'CartPol-v1'" in str(exc.value)
-
-
-def test_check_env_id_without_close_match_has_no_suggestion() -> None:
-    with pytest.raises(ConfigError) as exc:
-        check_env_id("Qzxqzxqzx-v9")
-    assert "did you mean" not in str(exc.value)
-    assert "unknown gymnasium environment id" in str(exc.value)
-
-
-@pytest.mark.parametrize(
-    ("env_id", "needle"),
-    [
-        ("tests.envs:Missing", "has no 'Missing'"),
-        ("no_such_module_offrl_xyz:Env", "no_such_module_offrl_xyz"),
-        ("tests.envs:NotAnEnv", "is not a gymnasium.Env class"),
-        ("tests.envs:HORIZON", "is not a gymnasium.Env class"),
-    ],
-)
-def test_check_env_id_module_class_errors(env_id: str, needle: str) -> None:
-    with pytest.raises(ConfigError, match="--env") as exc:
-        check_env_id(env_id)
-    assert needle in str(exc.value)
-
-
 def test_custom_env_spaces_are_exposed() -> None:
     sampler = Sampler(COUNT_ENV, 2, ConstPolicy(0), 3, seed=0)
     try:
@@ -468,15 +431,11 @@ def test_sampler_preprocesses_dict_observations_and_render_path_works() -> None:
 def _pg(env_id: str, **keys: object) -> tuple[object, object]:
     from offrl.algos import get_algorithm
     from offrl.config import from_dict
-    from offrl.rollout import env_spaces
+    from offrl.envs import env_spaces
 
     cfg_cls, algo_cls = get_algorithm("PG")
     cfg = from_dict(cfg_cls, {"seed": 3, "model": {"fcnet_hiddens": [8]}, **keys})
     return cfg, algo_cls(cfg, *env_spaces(env_id))
-
-
-def _children_alive(env: gym.vector.VectorEnv) -> list[bool]:
-    return [p.is_alive() for p in getattr(env, "processes", [])]
 
 
 def test_remote_worker_envs_is_a_bool_key_defaulting_to_false() -> None:
@@ -489,31 +448,6 @@ def test_remote_worker_envs_is_a_bool_key_defaulting_to_false() -> None:
     for bad in ("yes", 1, None):
         with pytest.raises(ConfigError, match="'remote_worker_envs'.*allowed: a boolean"):
             from_dict(cfg_cls, {"remote_worker_envs": bad})
-
-
-@pytest.mark.parametrize(
-    ("env_id", "num_envs", "remote", "process_based"),
-    [
-        ("Acrobot-v1", 2, True, True),
-        (COUNT_ENV, 2, True, True),
-        ("Acrobot-v1", 2, False, False),  # not asked
-        ("Acrobot-v1", 1, True, False),  # one env: nothing to run side by side
-        (CARTPOLE, 2, True, False),  # CartPole's own vector class steps all envs at once
-    ],
-)
-def test_make_vector_env_uses_processes_only_when_asked_and_without_a_vector_class(
-    env_id: str, num_envs: int, remote: bool, process_based: bool
-) -> None:
-    from offrl.rollout import make_vector_env
-
-    env = make_vector_env(env_id, num_envs, remote=remote)
-    try:
-        assert isinstance(env, gym.vector.AsyncVectorEnv) is process_based
-        assert env.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
-        assert env.num_envs == num_envs
-    finally:
-        env.close()
-    assert not any(_children_alive(env))
 
 
 def test_remote_envs_sample_the_same_rows_as_envs_in_this_process() -> None:
@@ -553,8 +487,8 @@ def test_remote_envs_sample_the_same_rows_as_envs_in_this_process() -> None:
 def test_a_remote_env_failure_is_offrls_env_error_and_leaves_no_process(
     env: str, message: str
 ) -> None:
+    from offrl.envs import make_vector_env
     from offrl.errors import OffrlRuntimeError
-    from offrl.rollout import make_vector_env
 
     env_id = f"tests.bad_envs:{env}"
     made: list[gym.vector.VectorEnv] = []
@@ -662,33 +596,3 @@ def test_second_ctrl_c_stops_a_run_whose_remote_env_hangs_and_leaves_no_process(
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert _processes_with(str(tmp_path)) == []
-
-
-# -- checkpoint_mismatch: what differs, in words ---------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("saved", "config", "expected"),
-    [
-        # a checkpoint from before the key was trained without a filter
-        ({}, {"observation_filter": "MeanStdFilter"}, 'its observation_filter is "NoFilter"'),
-        ({"normalize_value_targets": True}, {"normalize_value_targets": False}, "true, this"),
-        ({"model": {"fcnet_hiddens": [8]}}, {"model": {"fcnet_hiddens": [16]}}, "its model is"),
-    ],
-)
-def test_checkpoint_mismatch_names_the_key_that_differs(
-    saved: dict, config: dict, expected: str
-) -> None:
-    from offrl.rollout import checkpoint_mismatch
-
-    state = {"env": "CartPole-v1", "config": saved}
-    msg = checkpoint_mismatch(state, "CartPole-v1", config, "ck", ValueError("size mismatch"))
-    assert msg.startswith("checkpoint ck does not fit this run: ") and expected in msg
-
-
-def test_checkpoint_mismatch_without_a_known_difference_quotes_the_error() -> None:
-    from offrl.rollout import checkpoint_mismatch
-
-    config = {"observation_filter": "NoFilter", "normalize_value_targets": False}
-    msg = checkpoint_mismatch({"env": "E", "config": {}}, "E", config, "ck", ValueError("boom"))
-    assert msg.endswith("its saved state does not fit (ValueError) [boom]")

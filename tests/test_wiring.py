@@ -15,8 +15,9 @@ from shared_data import RLLIB_260_DQN_CARTPOLE, RLLIB_260_PPO_PENDULUM
 
 from offrl.algos import get_algorithm
 from offrl.config import from_dict
+from offrl.envs import env_spaces
 from offrl.io.json_reader import JsonReader
-from offrl.rollout import Sampler, env_spaces
+from offrl.rollout import Sampler
 from offrl.trainer import train
 from offrl.wiring import build_run
 

@@ -18,10 +18,10 @@ from offrl import batch as sb
 from offrl.algos import get_algorithm
 from offrl.batch import SampleBatch
 from offrl.config import CommonConfig, from_dict
+from offrl.envs import env_spaces
 from offrl.errors import ConfigError, DataFormatError, OffrlRuntimeError
 from offrl.io.json_reader import JsonReader
 from offrl.io.json_writer import JsonWriter
-from offrl.rollout import env_spaces
 from offrl.workers import _BUNDLE_RECORDS as BUNDLE_RECORDS
 from offrl.workers import (
     WorkerFailure,

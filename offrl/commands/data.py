@@ -142,7 +142,7 @@ def validate(paths: tuple[str, ...], env: str | None, as_json: bool, quiet: bool
 
     spaces = None
     if env:
-        from offrl.rollout import check_env_id, env_spaces
+        from offrl.envs import check_env_id, env_spaces
 
         check_env_id(env)
         spaces = env_spaces(env)

@@ -13,10 +13,10 @@ from rich.table import Table
 from offrl.batch import SampleBatch
 from offrl.commands.rollout import load_policy
 from offrl.config import CommonConfig
+from offrl.envs import env_spaces
 from offrl.errors import ConfigError
 from offrl.estimators import ESTIMATORS, estimators_for, feed_estimators, skipped_estimators
 from offrl.estimators.base import episode_rows
-from offrl.rollout import env_spaces
 from offrl.trainer import ESTIMATE_KEYS
 
 TABLE_KEYS = (*ESTIMATE_KEYS, "v_behavior_undiscounted")

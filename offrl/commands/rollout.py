@@ -9,14 +9,10 @@ import torch
 
 from offrl.algos import get_algorithm
 from offrl.config import from_dict
+from offrl.envs import env_spaces
+from offrl.restore import checkpoint_env_id, restore_policy_state
 from offrl.results import load_run_checkpoint, resolve_checkpoint
-from offrl.rollout import (
-    checkpoint_env_id,
-    env_spaces,
-    evaluate,
-    render_episodes,
-    restore_policy_state,
-)
+from offrl.rollout import evaluate, render_episodes
 
 
 def load_policy(checkpoint: str, env: str | None = None) -> tuple[Any, dict[str, Any]]:

@@ -13,10 +13,12 @@ import click
 
 from offrl.algos import get_algorithm, get_config_class
 from offrl.config import MAXIMA, field_meta, user_key
+from offrl.envs import env_spaces
 from offrl.errors import ConfigError, OffrlRuntimeError
 from offrl.io.input import check_input_exists
 from offrl.io.output import check_output_writable
 from offrl.progress import Progress, make_console, show_each_warning_once
+from offrl.restore import restore_policy_state
 from offrl.results import (
     ResultLogger,
     clean_result,
@@ -25,7 +27,6 @@ from offrl.results import (
     make_run_dir,
     save_checkpoint,
 )
-from offrl.rollout import env_spaces, restore_policy_state
 from offrl.runspec import Experiment, RunSpec, load_experiments, resolve_experiment
 from offrl.seeding import Stream, int_seed
 from offrl.signals import StopFlag, graceful_signals

@@ -96,7 +96,7 @@ class WorkerSet(QueuedWorkers):
         self._ctx = worker_context()
         spaces = None
         if self.live:
-            from offrl.rollout import env_spaces
+            from offrl.envs import env_spaces
 
             spaces = env_spaces(env_id)
         else:

@@ -125,7 +125,7 @@ class RayWorkerSet(QueuedWorkers):
         self._remote = ray.remote(num_cpus=1)(_ActorBody)
         spaces = None
         if self.live:
-            from offrl.rollout import env_spaces
+            from offrl.envs import env_spaces
 
             spaces = env_spaces(env_id)
         self._specs = worker_specs(
