@@ -229,6 +229,10 @@ def check_lr_schedule(schedule: list | None) -> None:
         )
 
 
+# RLlib's observation_filter values offrl takes (ConcurrentMeanStdFilter = MeanStdFilter).
+OBSERVATION_FILTERS = ("NoFilter", "MeanStdFilter", "ConcurrentMeanStdFilter")
+
+
 @dataclass
 class CommonConfig:
     """Keys every algorithm understands (PRODUCT.md, "Config keys")."""
@@ -282,7 +286,7 @@ class CommonConfig:
         "(images are scaled by 1/255 already); experience files keep the unfiltered "
         "observations. 'NoFilter': none ('ConcurrentMeanStdFilter' is an alias of MeanStdFilter)",
         types=(str,),
-        choices=("NoFilter", "MeanStdFilter", "ConcurrentMeanStdFilter"),
+        choices=OBSERVATION_FILTERS,
     )
     evaluation_interval: int | None = opt(
         None,

@@ -18,7 +18,6 @@ import numpy as np
 from offrl.errors import ConfigError
 from offrl.preprocess import flat_size, is_image
 
-FILTERS = ("NoFilter", "MeanStdFilter", "ConcurrentMeanStdFilter")
 CLIP = 10.0
 EPS = 1e-8
 
@@ -105,14 +104,10 @@ class MeanStdFilter:
 
 
 def make_filter(name: str, observation_space: gym.Space) -> MeanStdFilter | None:
-    """The learner's filter for config ``observation_filter`` (None for NoFilter)."""
+    """The learner's filter for config ``observation_filter`` (None for NoFilter); the
+    config has checked the name (``offrl.config.OBSERVATION_FILTERS``)."""
     if name == "NoFilter":
         return None
-    if name not in FILTERS:
-        raise ConfigError(
-            f"config key 'observation_filter': invalid value {name!r}; allowed: "
-            + ", ".join(FILTERS)
-        )
     if is_image(observation_space):
         raise ConfigError(
             f"config key 'observation_filter': {name} is for flat observations, and this env's "
