@@ -147,11 +147,12 @@ class PG:
             return vt
         old = self._vf_scale()
         self.value_scale.update(vt)
+        new = self._vf_scale()
         head = cast(nn.Linear, self.model.vf[-1])
         with torch.no_grad():  # in place: the backend's flat array views these parameters
-            head.weight.mul_(old / self._vf_scale())
-            head.bias.mul_(old / self._vf_scale())
-        return vt / np.float32(self._vf_scale())
+            head.weight.mul_(old / new)
+            head.bias.mul_(old / new)
+        return vt / np.float32(new)
 
     def postprocess(self, batch: SampleBatch) -> SampleBatch:
         """Add ``advantages`` and ``value_targets`` (and ``vf_preds`` with a baseline)."""
