@@ -72,16 +72,20 @@ def hard_exit(signum: int) -> None:
 
 
 def _stop_children() -> None:
-    """SIGTERM (their files get closed), then SIGKILL, to this process's worker processes:
-    one stuck in its env would outlive us."""
-    children = multiprocessing.active_children()
-    for child in children:
-        child.terminate()
-    deadline = time.monotonic() + STOP_GRACE_S
-    for child in children:
-        child.join(max(0.0, deadline - time.monotonic()))
-        if child.exitcode is None:
-            child.kill()
+    """This process's worker processes: one stuck in its env would outlive us."""
+    terminate_processes(multiprocessing.active_children())
+
+
+def terminate_processes(processes: list[multiprocessing.process.BaseProcess]) -> None:
+    """SIGTERM (a worker's finally blocks still close its files), then SIGKILL to those
+    still running ``STOP_GRACE_S`` later; each round waits at most ``STOP_GRACE_S`` in all."""
+    for stop in ("terminate", "kill"):
+        lingering = [p for p in processes if p.exitcode is None]
+        for p in lingering:
+            getattr(p, stop)()
+        grace_end = time.monotonic() + STOP_GRACE_S
+        for p in lingering:
+            p.join(max(0.0, grace_end - time.monotonic()))
 
 
 class _Watchdog:

@@ -17,7 +17,7 @@ from typing import Any
 from offrl.batch import SampleBatch
 from offrl.config import CommonConfig
 from offrl.errors import ConfigError
-from offrl.signals import STOP_GRACE_S, stopping_at_once
+from offrl.signals import stopping_at_once, terminate_processes
 from offrl.workers.core import (
     _POLL_S,
     SAMPLER,
@@ -267,13 +267,7 @@ class WorkerSet(QueuedWorkers):
                 _send(h.conn, ("close", None))
         for h in handles:
             h.process.join(max(0.0, deadline - time.monotonic()))
-        for stop in ("terminate", "kill"):  # SIGTERM still runs the worker's finally blocks
-            lingering = [h for h in handles if h.process.exitcode is None]
-            for h in lingering:
-                getattr(h.process, stop)()
-            grace_end = time.monotonic() + STOP_GRACE_S
-            for h in lingering:
-                h.process.join(max(0.0, grace_end - time.monotonic()))
+        terminate_processes([h.process for h in handles])
         for h in handles:
             h.conn.close()
 
